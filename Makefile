@@ -1,0 +1,33 @@
+# The two set-up commands (see README): `make run` and `make test`.
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+STAMP := $(VENV)/.installed-stamp
+
+.PHONY: run test install lint bench migration
+
+$(STAMP): pyproject.toml
+	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
+	$(VENV)/bin/python -m pip install -q --upgrade pip
+	$(VENV)/bin/python -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+## Start the control plane on the embedded defaults (SQLite in ./.replicas, local runtime, port 8321).
+run: install
+	$(VENV)/bin/replicas serve
+
+## Install everything, then run the whole suite (SQLite and PostgreSQL at 127.0.0.1:5432).
+test: install
+	$(VENV)/bin/python -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check src tests
+
+## Regenerate the initial migration from the models (development only, before the first release).
+migration: install
+	rm -f src/replicas/store/migrations/versions/0001_initial_schema.py
+	rm -rf .replicas/migration-scratch && mkdir -p .replicas/migration-scratch
+	REPLICAS_MIGRATION_URL=sqlite:///.replicas/migration-scratch/dev.db $(VENV)/bin/python -c \
+	  "from alembic import command; from replicas.store.db import alembic_config; \
+	   command.revision(alembic_config(), message='initial schema', autogenerate=True, rev_id='0001')"

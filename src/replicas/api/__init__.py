@@ -1,0 +1,1 @@
+"""HTTP surface: one router per resource; schemas are the wire contract."""

@@ -1,0 +1,74 @@
+"""The FastAPI application factory."""
+
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+
+from replicas import __version__
+from replicas.api.errors import error_response, install_error_handlers
+from replicas.api.routers import ROUTERS
+from replicas.crypto import SecretBox
+from replicas.services import auth
+from replicas.settings import Settings, get_settings
+from replicas.store.db import make_engine, make_sessionmaker, migrate, session_scope
+
+log = logging.getLogger("replicas")
+
+API_VERSION_HEADER = "X-Replicas-Api-Version"
+SUPPORTED_API_VERSIONS = frozenset({"2026-05-17"})
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """Build the app. Start-up migrates the store and applies `REPLICAS_BOOTSTRAP_API_KEY`."""
+    settings = settings or get_settings()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI):
+        settings.ensure_data_dir()
+        engine = make_engine(settings.resolved_database_url)
+        await migrate(engine)
+        app.state.engine = engine
+        app.state.sessions = make_sessionmaker(engine)
+        app.state.box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
+        if settings.bootstrap_api_key:
+            async with session_scope(app.state.sessions) as session:
+                await auth.bootstrap(session, settings.bootstrap_api_key)
+        log.info("replicas control plane ready database=%s runtime=%s",
+                 engine.url.get_backend_name(), settings.runtime)
+        try:
+            yield
+        finally:
+            await engine.dispose()
+
+    app = FastAPI(
+        title="Replicas (self-hosted Replica API)",
+        version=__version__,
+        description="Drop-in compatible with the hosted Replica API v1 (contract 2.0.0).",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_error_handlers(app)
+
+    @app.middleware("http")
+    async def api_version(request: Request, call_next):
+        requested = request.headers.get(API_VERSION_HEADER)
+        if requested is not None and requested not in SUPPORTED_API_VERSIONS:
+            return error_response(
+                400, f"Unsupported {API_VERSION_HEADER}",
+                f"{requested!r} is not one of: {', '.join(sorted(SUPPORTED_API_VERSIONS))}",
+            )
+        response = await call_next(request)
+        if requested is not None:
+            response.headers[API_VERSION_HEADER] = requested
+        return response
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz():
+        return {"status": "ok", "version": __version__}
+
+    for router in ROUTERS:
+        app.include_router(router)
+    return app

@@ -1,0 +1,44 @@
+"""Request dependencies: a database session, the authenticated caller, and shared services."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Annotated
+
+from fastapi import Depends, Header, Request
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from replicas.crypto import SecretBox
+from replicas.services import auth
+from replicas.services.principal import Principal
+from replicas.settings import Settings
+
+
+async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
+    async with request.app.state.sessions() as session:
+        yield session
+
+
+SessionDep = Annotated[AsyncSession, Depends(get_session)]
+
+
+async def get_principal(
+    session: SessionDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+) -> Principal:
+    return await auth.authenticate(session, authorization)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+
+
+def get_box(request: Request) -> SecretBox:
+    return request.app.state.box
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+BoxDep = Annotated[SecretBox, Depends(get_box)]
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]

@@ -1,0 +1,7 @@
+"""Router placeholder: filled in by its issue-2 work item."""
+
+from fastapi import APIRouter
+
+from replicas.api.schemas.common import ERROR_RESPONSES
+
+router = APIRouter(tags=["Environments"], responses=ERROR_RESPONSES)

@@ -1,0 +1,109 @@
+"""`replicas`: run the control plane and administer it from the shell."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from replicas.settings import Settings
+
+app = typer.Typer(help="Replicas: self-hosted Replica API.", no_args_is_help=True)
+keys_app = typer.Typer(help="Organization API keys.", no_args_is_help=True)
+users_app = typer.Typer(help="Organization members.", no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
+app.add_typer(users_app, name="users")
+
+
+def _settings(data_dir: Path | None = None) -> Settings:
+    overrides = {"data_dir": data_dir} if data_dir else {}
+    return Settings(**overrides)
+
+
+async def with_store(settings: Settings, work):
+    """Run `work(session)` against the migrated store of `settings` and commit."""
+    from replicas.store.db import make_engine, make_sessionmaker, migrate, session_scope
+
+    settings.ensure_data_dir()
+    engine = make_engine(settings.resolved_database_url)
+    try:
+        await migrate(engine)
+        async with session_scope(make_sessionmaker(engine)) as session:
+            return await work(session)
+    finally:
+        await engine.dispose()
+
+
+DataDir = Annotated[Path | None, typer.Option("--data-dir", help="Data directory (REPLICAS_DATA_DIR).")]
+
+
+@app.command()
+def serve(
+    host: Annotated[str | None, typer.Option(help="Bind address (REPLICAS_HOST).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (REPLICAS_PORT, default 8321).")] = None,
+    data_dir: DataDir = None,
+) -> None:
+    """Start the control plane."""
+    import logging
+
+    import uvicorn
+
+    from replicas.api.app import create_app
+
+    overrides: dict = {}
+    if host:
+        overrides["host"] = host
+    if port:
+        overrides["port"] = port
+    if data_dir:
+        overrides["data_dir"] = data_dir
+    settings = Settings(**overrides)
+    logging.basicConfig(level=settings.log_level.upper(),
+                        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
+                log_level=settings.log_level, proxy_headers=True)
+
+
+@keys_app.command("create")
+def keys_create(
+    org: Annotated[str, typer.Option("--org", help="Organization name (created if absent).")] = "default",
+    name: Annotated[str, typer.Option("--name", help="A label for the key.")] = "cli",
+    data_dir: DataDir = None,
+) -> None:
+    """Mint an organization API key and print it (it is shown only once)."""
+    from replicas.services import auth
+
+    async def work(session):
+        organization = await auth.get_or_create_organization(session, org)
+        return await auth.create_org_key(session, organization, name=name)
+
+    typer.echo(asyncio.run(with_store(_settings(data_dir), work)))
+
+
+@users_app.command("create")
+def users_create(
+    email: str,
+    org: Annotated[str, typer.Option("--org", help="Organization name (created if absent).")] = "default",
+    admin: Annotated[bool, typer.Option("--admin", help="Make the user an org admin.")] = False,
+    data_dir: DataDir = None,
+) -> None:
+    """Add a member and print a personal API key for them."""
+    from replicas.crypto import hash_api_key, new_api_key
+    from replicas.services import auth
+    from replicas.store.models import ApiKey
+
+    async def work(session):
+        organization = await auth.get_or_create_organization(session, org)
+        user = await auth.create_user(session, organization, email, role="admin" if admin else "member")
+        key = new_api_key()
+        session.add(ApiKey(organization_id=organization.id, user_id=user.id, name="cli",
+                           key_hash=hash_api_key(key), key_prefix=key[:16]))
+        return key
+
+    typer.echo(asyncio.run(with_store(_settings(data_dir), work)))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

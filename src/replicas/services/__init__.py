@@ -1,0 +1,1 @@
+"""What the product does. Services hold the rules and know nothing of HTTP."""

@@ -1,0 +1,139 @@
+"""Git plumbing for the control plane: probing remotes, bare mirrors, reading trees without checkouts.
+
+Every call runs `git` as an async subprocess with prompts disabled, so a remote that wants credentials
+fails at once with git's own message instead of hanging. HTTPS credentials travel in the child's
+environment (GIT_CONFIG_*), never on its command line.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import os
+import shutil
+from pathlib import Path
+from urllib.parse import urlparse
+
+from replicas.errors import BadRequest
+
+
+class GitError(Exception):
+    """A git command failed; `stderr` carries git's reason."""
+
+    def __init__(self, args: tuple[str, ...], returncode: int, stderr: str):
+        self.returncode, self.stderr = returncode, stderr.strip()
+        super().__init__(f"git {' '.join(args[:2])} failed ({returncode}): {self.stderr}")
+
+
+def normalize_url(url: str) -> str:
+    """Accept an absolute local path, `file://`, `https://` or `http://`; return the URL git is given.
+
+    Local paths become `file://` URLs so that the stored value is a URI (the contract's format)."""
+    url = (url or "").strip()
+    if not url:
+        raise BadRequest("Invalid repository URL", "url: must not be empty")
+    if url.startswith("/"):
+        return Path(url).resolve().as_uri()
+    parsed = urlparse(url)
+    if parsed.scheme == "file":
+        return url
+    if parsed.scheme in ("https", "http") and parsed.netloc:
+        return url
+    raise BadRequest("Invalid repository URL",
+                     f"url: {url!r} must be an absolute local path, a file:// URL or an https:// URL")
+
+
+def display_url(url: str) -> str:
+    """The URL without any user:password part, safe to store in logs and responses."""
+    parsed = urlparse(url)
+    if parsed.password or parsed.username:
+        netloc = parsed.hostname or ""
+        if parsed.port:
+            netloc += f":{parsed.port}"
+        return parsed._replace(netloc=netloc).geturl()
+    return url
+
+
+def git_env(credential: str | None = None, url: str | None = None) -> dict[str, str]:
+    env = {
+        **os.environ,
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "true",
+        "GCM_INTERACTIVE": "never",
+        "GIT_CONFIG_NOSYSTEM": "1",
+        "LC_ALL": "C",
+    }
+    if credential and url and urlparse(url).scheme in ("https", "http"):
+        user, _, secret = credential.partition(":") if ":" in credential else ("x-access-token", "", credential)
+        token = base64.b64encode(f"{user}:{secret}".encode()).decode()
+        env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
+                    "GIT_CONFIG_VALUE_0": f"Authorization: Basic {token}"})
+    return env
+
+
+async def run_git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
+                  timeout: float = 60.0) -> str:
+    """Run git; return stdout or raise GitError (a timeout is reported as one, with exit code -1)."""
+    process = await asyncio.create_subprocess_exec(
+        "git", *args, cwd=cwd, env=env or git_env(), stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise GitError(args, -1, f"timed out after {timeout:.0f}s") from None
+    if process.returncode != 0:
+        raise GitError(args, process.returncode, stderr.decode(errors="replace"))
+    return stdout.decode(errors="replace")
+
+
+async def probe_remote(url: str, credential: str | None = None, timeout: float = 30.0) -> str:
+    """Check that `url` is a reachable git repository and return its default branch."""
+    output = await run_git("ls-remote", "--symref", url, "HEAD", "refs/heads/*",
+                           env=git_env(credential, url), timeout=timeout)
+    heads = []
+    for line in output.splitlines():
+        if line.startswith("ref: ") and line.endswith("\tHEAD"):
+            return line[len("ref: refs/heads/"):].split("\t", 1)[0]
+        parts = line.split("\t")
+        if len(parts) == 2 and parts[1].startswith("refs/heads/"):
+            heads.append(parts[1][len("refs/heads/"):])
+    for preferred in ("main", "master"):
+        if preferred in heads:
+            return preferred
+    if heads:
+        return heads[0]
+    # An empty repository is reachable but has nothing to check out yet.
+    return "main"
+
+
+def mirror_path(data_dir: Path, key: str) -> Path:
+    return data_dir / "mirrors" / f"{key}.git"
+
+
+async def ensure_mirror(data_dir: Path, key: str, url: str, credential: str | None = None,
+                        timeout: float = 300.0) -> Path:
+    """Create or refresh a bare mirror of `url` under the data dir; return its path."""
+    path = mirror_path(data_dir, key)
+    env = git_env(credential, url)
+    if (path / "HEAD").exists():
+        await run_git("remote", "set-url", "origin", url, cwd=path, env=env)
+        await run_git("fetch", "--prune", "--quiet", "origin", cwd=path, env=env, timeout=timeout)
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    partial = path.with_name(path.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)
+    await run_git("clone", "--mirror", "--quiet", url, str(partial), env=env, timeout=timeout)
+    partial.rename(path)
+    return path
+
+
+async def list_files(repo: Path, ref: str) -> list[str]:
+    output = await run_git("ls-tree", "-r", "--name-only", "-z", ref, cwd=repo)
+    return [name for name in output.split("\0") if name]
+
+
+async def read_file(repo: Path, ref: str, path: str) -> str:
+    return await run_git("show", f"{ref}:{path}", cwd=repo)

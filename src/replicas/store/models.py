@@ -1,0 +1,327 @@
+"""ORM models. Every organization-owned row carries `organization_id`, and every query filters on it.
+
+Secret columns end in `_encrypted` and hold `crypto.SecretBox` tokens; API keys are stored as hashes.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    UniqueConstraint,
+    Uuid,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+NAMING = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING)
+    type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}
+
+
+def _id() -> Mapped[uuid.UUID]:
+    return mapped_column(Uuid, primary_key=True, default=uuid.uuid4)
+
+
+def _org() -> Mapped[uuid.UUID]:
+    return mapped_column(ForeignKey("organizations.id", ondelete="CASCADE"), index=True)
+
+
+def _created() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+def _updated() -> Mapped[datetime]:
+    return mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+
+
+class Organization(Base):
+    __tablename__ = "organizations"
+    id: Mapped[uuid.UUID] = _id()
+    name: Mapped[str] = mapped_column(String(255), unique=True)
+    created_at: Mapped[datetime] = _created()
+
+
+class User(Base):
+    """A member of one organization. `role` is `admin` or `member` (spec §7.7)."""
+
+    __tablename__ = "users"
+    __table_args__ = (UniqueConstraint("organization_id", "email"),)
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    email: Mapped[str] = mapped_column(String(320))
+    display_name: Mapped[str] = mapped_column(String(80))
+    role: Mapped[str] = mapped_column(String(16), default="member")
+    created_at: Mapped[datetime] = _created()
+
+
+class ApiKey(Base):
+    """An org key (`user_id` null: acts as the org's bot, with admin rights) or a personal key."""
+
+    __tablename__ = "api_keys"
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), index=True, nullable=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    key_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    key_prefix: Mapped[str] = mapped_column(String(32))
+    created_at: Mapped[datetime] = _created()
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Repository(Base):
+    __tablename__ = "repositories"
+    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    name: Mapped[str] = mapped_column(String(255))
+    url: Mapped[str] = mapped_column(Text)
+    default_branch: Mapped[str] = mapped_column(String(255))
+    credential_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class RepositorySet(Base):
+    __tablename__ = "repository_sets"
+    __table_args__ = (UniqueConstraint("organization_id", "name"),)
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class RepositorySetMember(Base):
+    __tablename__ = "repository_set_members"
+    repository_set_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("repository_sets.id", ondelete="CASCADE"), primary_key=True
+    )
+    repository_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("repositories.id", ondelete="CASCADE"), primary_key=True
+    )
+    position: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Environment(Base):
+    """An environment. `scope_owner` is '' for team environments and the owner's user id for personal
+    ones, so that one unique index enforces "name unique within scope" and the Global singleton."""
+
+    __tablename__ = "environments"
+    __table_args__ = (UniqueConstraint("organization_id", "scope_owner", "name"),)
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    scope_owner: Mapped[str] = mapped_column(String(36), default="")
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    is_global: Mapped[bool] = mapped_column(Boolean, default=False)
+    repository_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("repositories.id", ondelete="SET NULL"), nullable=True
+    )
+    repository_set_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("repository_sets.id", ondelete="SET NULL"), nullable=True
+    )
+    system_prompt: Mapped[str | None] = mapped_column(Text, nullable=True)
+    mobile_testing_enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    personal_preferences: Mapped[str | None] = mapped_column(Text, nullable=True)
+    source_environment_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("environments.id", ondelete="RESTRICT"), nullable=True
+    )
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+def _env() -> Mapped[uuid.UUID]:
+    return mapped_column(ForeignKey("environments.id", ondelete="CASCADE"), index=True)
+
+
+class EnvironmentVariable(Base):
+    __tablename__ = "environment_variables"
+    __table_args__ = (UniqueConstraint("environment_id", "key"),)
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    environment_id: Mapped[uuid.UUID] = _env()
+    key: Mapped[str] = mapped_column(String(255))
+    value_encrypted: Mapped[str] = mapped_column(Text)
+    personal_override_allowed: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class EnvironmentFile(Base):
+    __tablename__ = "environment_files"
+    __table_args__ = (UniqueConstraint("environment_id", "path"),)
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    environment_id: Mapped[uuid.UUID] = _env()
+    name: Mapped[str] = mapped_column(String(255))
+    path: Mapped[str] = mapped_column(String(1024))
+    content_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class EnvironmentSkill(Base):
+    __tablename__ = "environment_skills"
+    __table_args__ = (
+        UniqueConstraint("environment_id", "slug"),
+        UniqueConstraint("environment_id", "source"),
+    )
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    environment_id: Mapped[uuid.UUID] = _env()
+    name: Mapped[str] = mapped_column(String(255))
+    slug: Mapped[str] = mapped_column(String(255))
+    source: Mapped[str] = mapped_column(String(1024))
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class EnvironmentSkillsRegistry(Base):
+    __tablename__ = "environment_skills_registries"
+    __table_args__ = (UniqueConstraint("environment_id", "url"),)
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    environment_id: Mapped[uuid.UUID] = _env()
+    name: Mapped[str] = mapped_column(String(255))
+    url: Mapped[str] = mapped_column(String(1024))
+    repository_full_name: Mapped[str] = mapped_column(String(512))
+    default_branch: Mapped[str] = mapped_column(String(255))
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class EnvironmentMcp(Base):
+    """`config_encrypted` holds the JSON config, encrypted: stdio `env` and http `headers` carry tokens."""
+
+    __tablename__ = "environment_mcps"
+    __table_args__ = (UniqueConstraint("environment_id", "name"),)
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    environment_id: Mapped[uuid.UUID] = _env()
+    name: Mapped[str] = mapped_column(String(64))
+    transport: Mapped[str] = mapped_column(String(16))
+    config_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class EnvironmentHook(Base):
+    """A version of an environment's warm (`kind='warm'`) or start (`kind='start'`) hook script."""
+
+    __tablename__ = "environment_hooks"
+    __table_args__ = (UniqueConstraint("environment_id", "kind", "version"),)
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    environment_id: Mapped[uuid.UUID] = _env()
+    kind: Mapped[str] = mapped_column(String(8))
+    version: Mapped[int] = mapped_column(Integer)
+    content: Mapped[str] = mapped_column(Text)
+    is_active: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = _created()
+
+
+class WarmPoolConfig(Base):
+    __tablename__ = "warm_pool_configs"
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    environment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("environments.id", ondelete="CASCADE"), unique=True
+    )
+    enabled: Mapped[bool] = mapped_column(Boolean, default=False)
+    target_size: Mapped[int] = mapped_column(Integer, default=5)
+    generation: Mapped[int] = mapped_column(Integer, default=1)
+    error_count: Mapped[int] = mapped_column(Integer, default=0)
+    next_retry_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    has_base_snapshot: Mapped[bool] = mapped_column(Boolean, default=False)
+    last_failure_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    last_failure_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    updated_at: Mapped[datetime] = _updated()
+
+
+class WarmPoolWorkspace(Base):
+    __tablename__ = "warm_pool_workspaces"
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    warm_pool_config_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("warm_pool_configs.id", ondelete="CASCADE"), index=True
+    )
+    sandbox_id: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16))
+    generation: Mapped[int] = mapped_column(Integer)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = _created()
+
+
+class Automation(Base):
+    """An automation bound to one environment (issue: automations). Environments refuse deletion while
+    one references them."""
+
+    __tablename__ = "automations"
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True
+    )
+    environment_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("environments.id", ondelete="RESTRICT"), index=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    description: Mapped[str | None] = mapped_column(Text, nullable=True)
+    prompt: Mapped[str] = mapped_column(Text, default="")
+    triggers: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+
+
+class AuditEvent(Base):
+    """One configuration change: who, what, when, and a redacted before/after (spec §7.7)."""
+
+    __tablename__ = "audit_events"
+    __table_args__ = (Index("ix_audit_events_org_time", "organization_id", "created_at"),)
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = mapped_column(
+        ForeignKey("organizations.id", ondelete="CASCADE")
+    )
+    created_at: Mapped[datetime] = _created()
+    actor_type: Mapped[str] = mapped_column(String(16))
+    actor_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    actor_name: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    action: Mapped[str] = mapped_column(String(128))
+    resource_type: Mapped[str] = mapped_column(String(64))
+    resource_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
