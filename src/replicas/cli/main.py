@@ -13,8 +13,10 @@ from replicas.settings import Settings
 app = typer.Typer(help="Replicas: self-hosted Replica API.", no_args_is_help=True)
 keys_app = typer.Typer(help="Organization API keys.", no_args_is_help=True)
 users_app = typer.Typer(help="Organization members.", no_args_is_help=True)
+repos_app = typer.Typer(help="Git repositories available to workspaces.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
+app.add_typer(repos_app, name="repos")
 
 
 def _settings(data_dir: Path | None = None) -> Settings:
@@ -103,6 +105,96 @@ def users_create(
         return key
 
     typer.echo(asyncio.run(with_store(_settings(data_dir), work)))
+
+
+OrgOption = Annotated[str, typer.Option("--org", help="Organization name.")]
+
+
+def _run_as_org(org: str, data_dir: Path | None, work, *, create_org: bool = False):
+    """Run `work(session, principal, settings)` as the organization's `system` actor.
+
+    Service errors leave as `error: ...` on stderr with exit status 1, not as a traceback."""
+    from replicas.errors import NotFound, ReplicasError
+    from replicas.services import auth
+    from replicas.services.principal import Principal
+    from replicas.store.models import Organization
+
+    settings = _settings(data_dir)
+
+    async def as_org(session):
+        if create_org:
+            organization = await auth.get_or_create_organization(session, org)
+        else:
+            from sqlalchemy import select
+
+            organization = await session.scalar(select(Organization).where(Organization.name == org))
+            if organization is None:
+                raise NotFound("Organization not found", f"no organization named {org!r}")
+        return await work(session, Principal.system(organization.id), settings)
+
+    try:
+        return asyncio.run(with_store(settings, as_org))
+    except ReplicasError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+
+
+@repos_app.command("add")
+def repos_add(
+    name: Annotated[str, typer.Argument(help="Repository name, typically owner/repo.")],
+    url: Annotated[str, typer.Argument(help="Absolute local path, file:// or https:// URL.")],
+    default_branch: Annotated[str | None, typer.Option("--default-branch", help="Branch to record.")] = None,
+    credential: Annotated[str | None, typer.Option(
+        "--credential", help="Token or user:token for HTTPS remotes (stored encrypted).")] = None,
+    org: Annotated[str, typer.Option("--org", help="Organization name (created if absent).")] = "default",
+    data_dir: DataDir = None,
+) -> None:
+    """Register a git repository (checked with git ls-remote) and print it as JSON."""
+    import json
+
+    from replicas.api.schemas.repositories import repository_view
+    from replicas.crypto import SecretBox
+    from replicas.services import repositories
+
+    async def work(session, principal, settings):
+        box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
+        repo = await repositories.register_repository(
+            session, principal, box, name=name, url=url, default_branch=default_branch,
+            credential=credential, timeout=settings.git_timeout_seconds)
+        return repository_view(repo)
+
+    typer.echo(json.dumps(_run_as_org(org, data_dir, work, create_org=True), indent=2))
+
+
+@repos_app.command("list")
+def repos_list(org: OrgOption = "default", data_dir: DataDir = None) -> None:
+    """Print the organization's repositories as JSON."""
+    import json
+
+    from replicas.api.schemas.repositories import repository_view
+    from replicas.services import repositories
+
+    async def work(session, principal, _settings):
+        return [repository_view(r) for r in await repositories.list_repositories(session, principal)]
+
+    typer.echo(json.dumps(_run_as_org(org, data_dir, work), indent=2))
+
+
+@repos_app.command("remove")
+def repos_remove(
+    name: Annotated[str, typer.Argument(help="Repository name.")],
+    org: OrgOption = "default",
+    data_dir: DataDir = None,
+) -> None:
+    """Remove a repository (refused while an environment is bound to it)."""
+    from replicas.services import repositories
+
+    async def work(session, principal, _settings):
+        repo = await repositories.get_repository_by_name(session, principal, name)
+        await repositories.delete_repository(session, principal, repo.id)
+
+    _run_as_org(org, data_dir, work)
+    typer.echo(f"removed {name}")
 
 
 if __name__ == "__main__":  # pragma: no cover
