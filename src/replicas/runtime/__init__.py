@@ -1,0 +1,46 @@
+"""Workspace backends behind one interface (ARCHITECTURE.md, principle 4).
+
+    base.py     the `Runtime` ABC, its handle, spec and endpoint types
+    local.py    `LocalRuntime`: detached process trees on this machine
+    bwrap.py    the bubblewrap argv, built by a pure function
+    cgroups.py  size -> CPU/memory/pids limits through cgroups
+
+`docker` and `kubernetes` backends will sit beside `local.py` and implement the same `Runtime`.
+"""
+
+from __future__ import annotations
+
+from replicas.runtime.base import (
+    ENGINE_SOCKET_NAME,
+    EngineEndpoint,
+    ExecResult,
+    PortEndpoint,
+    Runtime,
+    RuntimeFailure,
+    RuntimeStatus,
+    WorkspaceHandle,
+    WorkspaceSpec,
+)
+from replicas.settings import Settings
+
+__all__ = [
+    "ENGINE_SOCKET_NAME",
+    "EngineEndpoint",
+    "ExecResult",
+    "PortEndpoint",
+    "Runtime",
+    "RuntimeFailure",
+    "RuntimeStatus",
+    "WorkspaceHandle",
+    "WorkspaceSpec",
+    "create_runtime",
+]
+
+
+def create_runtime(settings: Settings) -> Runtime:
+    """The backend `settings.runtime` names."""
+    if settings.runtime == "local":
+        from replicas.runtime.local import LocalRuntime
+
+        return LocalRuntime(settings)
+    raise RuntimeFailure("Runtime not available", f"the {settings.runtime!r} runtime is not implemented yet")

@@ -1,0 +1,235 @@
+"""The `Runtime` interface: where and how a workspace's engine runs (ARCHITECTURE.md, principle 4).
+
+A runtime is to us what a `Spawner` is to JupyterHub: one object per control plane, serving every
+workspace through a small, JSON-able *handle* that the control plane persists in its store. A
+restarted control plane rebuilds the handle with `load_state` and goes on where it left off: the
+workspaces it started keep running without it.
+
+Lifecycle of one workspace, and which calls are valid in each state::
+
+    (nothing) --provision--> stopped --start--> running --stop--> stopped --start--> running ...
+                                |                  |
+                                +----destroy-------+--destroy--> missing
+
+    poll            any time, any state, on any handle (also one built by `load_state` after a restart)
+    exec            stopped or running (provisioning runs commands before the first start)
+    engine_endpoint any time; it answers only while running and the engine has bound it
+    port_endpoint   any time; it answers only while something in the workspace listens on the port
+
+Usage::
+
+    runtime = create_runtime(settings)
+    handle = await runtime.provision("ws_123", WorkspaceSpec(size="small"))
+    await runtime.start(handle, ["replicas", "engine"], env={"ANTHROPIC_API_KEY": "..."})
+    store.save(workspace_id, runtime.get_state(handle))       # after every state-changing call
+    ...
+    handle = runtime.load_state(store.load(workspace_id))     # after a control-plane restart
+    if await runtime.poll(handle) == RuntimeStatus.RUNNING:
+        endpoint = runtime.engine_endpoint(handle)
+"""
+
+from __future__ import annotations
+
+import re
+from abc import ABC, abstractmethod
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any, Literal
+
+from replicas.errors import BadRequest, ReplicasError
+
+WorkspaceSize = Literal["small", "large"]
+WORKSPACE_SIZES: tuple[WorkspaceSize, ...] = ("small", "large")
+
+# The engine listens on this socket name inside the workspace's run dir (local backend).
+ENGINE_SOCKET_NAME = "engine.sock"
+# Environment variables every backend sets for the engine process.
+ENV_WORKSPACE_ID = "REPLICAS_WORKSPACE_ID"
+ENV_ENGINE_SOCKET = "REPLICAS_ENGINE_SOCKET"
+ENV_RUN_DIR = "REPLICAS_RUN_DIR"
+
+_WORKSPACE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,127}$")
+
+
+class RuntimeFailure(ReplicasError):
+    """The backend could not do what was asked (a sandbox that would not start, a tree that would not die)."""
+
+    status = 500
+    default_message = "Workspace runtime failure"
+
+
+class RuntimeStatus(StrEnum):
+    """What `Runtime.poll` answers."""
+
+    RUNNING = "running"  # the engine's process tree (or container, or pod) exists
+    STOPPED = "stopped"  # provisioned, disk kept, nothing running (never started, slept, or crashed)
+    MISSING = "missing"  # never provisioned, or destroyed: there is nothing to start
+
+
+def validate_workspace_id(workspace_id: str) -> str:
+    """Workspace ids become directory, cgroup and container names: no dots, slashes or spaces."""
+    if not _WORKSPACE_ID.match(workspace_id):
+        raise BadRequest("Invalid workspace id", f"{workspace_id!r} must match {_WORKSPACE_ID.pattern}")
+    return workspace_id
+
+
+@dataclass(frozen=True)
+class WorkspaceSpec:
+    """What a workspace is given when it is provisioned; kept in its handle for later starts.
+
+    `env` is persisted with the handle, so it is for plain settings only: pass secrets (API keys,
+    the engine secret) to `start(..., env=...)`, which is never stored.
+    `ro_binds` are host paths made visible read-only at the same path inside the sandbox, even when
+    they lie in a hidden area such as the data dir: the shared agent tools directory, the Python
+    environment that holds the `replicas` package.
+    """
+
+    size: WorkspaceSize = "small"
+    env: Mapping[str, str] = field(default_factory=dict)
+    ro_binds: Sequence[str] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "env", dict(self.env))
+        object.__setattr__(self, "ro_binds", tuple(str(p) for p in self.ro_binds))
+        if self.size not in WORKSPACE_SIZES:
+            raise BadRequest("Invalid workspace size", f"{self.size!r} is not one of {WORKSPACE_SIZES}")
+
+    def to_state(self) -> dict[str, Any]:
+        return {"size": self.size, "env": dict(self.env), "ro_binds": [str(p) for p in self.ro_binds]}
+
+    @classmethod
+    def from_state(cls, state: Mapping[str, Any]) -> WorkspaceSpec:
+        return cls(size=state.get("size", "small"), env=dict(state.get("env") or {}),
+                   ro_binds=tuple(state.get("ro_binds") or ()))
+
+
+@dataclass
+class WorkspaceHandle:
+    """What a backend needs to find a workspace again. Each backend extends it with its own fields."""
+
+    workspace_id: str
+    spec: WorkspaceSpec
+
+
+@dataclass(frozen=True)
+class EngineEndpoint:
+    """How the control plane reaches a workspace's engine.
+
+    Local: `uds` is the unix socket path and `base_url` a placeholder host (`http://engine`), as
+    `httpx.AsyncHTTPTransport(uds=...)` expects. Remote backends: `uds` is None and `base_url` is
+    the engine's TCP address.
+    """
+
+    base_url: str
+    uds: str | None = None
+
+
+@dataclass(frozen=True)
+class PortEndpoint:
+    """Where the control plane connects to reach a port served inside the workspace."""
+
+    host: str
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ExecResult:
+    """The outcome of `Runtime.exec`: exit code (negative: killed by that signal), combined output."""
+
+    exit_code: int
+    output: str
+    timed_out: bool = False
+
+
+class Runtime(ABC):
+    """A workspace backend. Every method is safe to call again after a control-plane restart.
+
+    Implementations keep no per-workspace state in memory: everything they need is in the handle,
+    and the handle is what `get_state` returns. Methods that change the handle (`start`, `stop`)
+    update it in place; the caller persists `get_state(handle)` after them.
+
+    Lifecycle calls (`start`, `stop`, `destroy`) on one workspace are not safe concurrently: the
+    caller serializes them (the service holds the workspace's lease in the store, as every
+    control-plane process may act on it). `poll`, `exec` and the endpoints may run alongside.
+    """
+
+    name: str = "abstract"
+
+    @abstractmethod
+    async def provision(self, workspace_id: str, spec: WorkspaceSpec) -> WorkspaceHandle:
+        """Create the workspace's disk: a home (with `workspaces/` for checkouts) and a run dir.
+
+        Called once, before anything else. Idempotent: provisioning an existing workspace returns
+        its handle and keeps its files. Starts nothing; the workspace is `stopped` afterwards.
+        """
+
+    @abstractmethod
+    async def start(self, handle: WorkspaceHandle, command: Sequence[str], env: Mapping[str, str]) -> None:
+        """Start the engine's process tree with `command`, detached from the control plane.
+
+        Valid when `poll` says `stopped` (first start, or wake after `stop`); raises `Conflict` when
+        the workspace is running and `NotFound` when it is missing. Returns as soon as the process
+        is started, not when the engine is ready: the caller waits for the engine endpoint to
+        answer. `env` is added to the spec's env and is never persisted (use it for secrets).
+        The started tree outlives the control plane: a restart does not stop it.
+        """
+
+    @abstractmethod
+    async def stop(self, handle: WorkspaceHandle) -> None:
+        """Sleep: end the whole process tree (SIGTERM, a grace period, then SIGKILL) and keep the disk.
+
+        Returns when no process of the workspace is left. Idempotent: stopping a stopped workspace
+        (or one whose tree died by itself) only cleans up.
+        """
+
+    @abstractmethod
+    async def destroy(self, handle: WorkspaceHandle) -> None:
+        """Kill everything without a grace period and remove the workspace's disk. Idempotent."""
+
+    @abstractmethod
+    async def poll(self, handle: WorkspaceHandle) -> RuntimeStatus:
+        """Say whether the workspace is running, stopped or missing, from the system, not from memory.
+
+        May be called at any time: before the first start, while starting, after the tree died by
+        itself, and on a handle rebuilt by `load_state` after a control-plane restart (the handle's
+        process identity is checked, so a recycled pid never reads as running). Cheap enough for a
+        reconcile loop. Never changes anything.
+        """
+
+    @abstractmethod
+    def engine_endpoint(self, handle: WorkspaceHandle) -> EngineEndpoint:
+        """Where the engine listens. Computed from the handle; valid whether or not it is running."""
+
+    @abstractmethod
+    async def exec(
+        self,
+        handle: WorkspaceHandle,
+        argv: Sequence[str],
+        timeout: float,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> ExecResult:
+        """Run `argv` inside the workspace with the engine's isolation and limits; wait for it.
+
+        Valid when stopped or running. `cwd` defaults to the workspace home. On timeout the
+        command's whole tree is killed and the result says `timed_out`. Output is stdout and stderr
+        interleaved, decoded as UTF-8 with replacement, and bounded (the tail is kept).
+        """
+
+    @abstractmethod
+    def port_endpoint(self, handle: WorkspaceHandle, port: int) -> PortEndpoint:
+        """How the control plane reaches `port` served inside the workspace (preview URLs)."""
+
+    @abstractmethod
+    def get_state(self, handle: WorkspaceHandle) -> dict[str, Any]:
+        """The handle as a small JSON-able dict, for the store. Holds no secrets (see `WorkspaceSpec`)."""
+
+    @abstractmethod
+    def load_state(self, state: Mapping[str, Any]) -> WorkspaceHandle:
+        """Rebuild a handle from `get_state`'s output (e.g. after a control-plane restart)."""
