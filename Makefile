@@ -21,6 +21,10 @@ run: install
 test: install
 	$(VENV)/bin/python -m pytest
 
+## Benchmarks (figures go in the closing notes, never in timed tests).
+bench: install
+	$(VENV)/bin/python -m bench.checkout_bench --files 10000 --runs 5
+
 lint: install
 	$(VENV)/bin/ruff check src tests
 
