@@ -16,6 +16,15 @@ users_app = typer.Typer(help="Organization members.", no_args_is_help=True)
 repos_app = typer.Typer(help="Git repositories available to workspaces.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
+
+
+def _register_agents() -> None:
+    from replicas.cli.agents import app as agents_app
+
+    app.add_typer(agents_app, name="agents")
+
+
+_register_agents()
 app.add_typer(repos_app, name="repos")
 
 

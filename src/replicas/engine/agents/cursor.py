@@ -1,0 +1,76 @@
+"""Cursor's agent CLI on its stream-json protocol: `cursor-agent -p --output-format stream-json`.
+
+cursor-agent is not on npm, so it is not pinned or installed here: the driver uses it when it is on
+PATH and otherwise ends the turn with the error event "cursor-agent is not installed". Its flags and
+line types follow Cursor's CLI documentation; no test here runs the real CLI.
+
+Lines map to `cursor-assistant`, `cursor-thinking`, `cursor-tool_call`, `cursor-status` (system lines
+and a successful result) and `cursor-error` (a failed result), with the line as payload.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from typing import Any
+
+from replicas.engine.agents.base import AgentDriver, AgentEvent, Invocation, TurnRequest, TurnState
+from replicas.engine.agents.images import prompt_with_image_urls, write_images
+
+EVENT_TYPES = {"assistant": "cursor-assistant", "thinking": "cursor-thinking", "tool_call": "cursor-tool_call",
+               "task": "cursor-task", "system": "cursor-status", "result": "cursor-status",
+               "error": "cursor-error"}
+
+
+def build_cursor_prompt(request: TurnRequest, image_paths: list[Path] | None = None) -> str:
+    prompt = prompt_with_image_urls(request.prompt, request.images)
+    if image_paths:
+        prompt += "\n\nAttached image files:\n" + "\n".join(f"- {path}" for path in image_paths)
+    return prompt
+
+
+def build_cursor_argv(request: TurnRequest, binary: str, image_paths: list[Path] | None = None) -> list[str]:
+    argv = [binary, "-p", "--output-format", "stream-json"]
+    argv += ["--mode=plan"] if request.plan_mode else ["--force"]
+    if request.resume_session_id:
+        argv += ["--resume", request.resume_session_id]
+    if request.model:
+        argv += ["--model", request.model]
+    return argv + ["--", build_cursor_prompt(request, image_paths)]
+
+
+def wrap_cursor_line(line: dict[str, Any]) -> AgentEvent | None:
+    kind = line.get("type")
+    if kind == "user":
+        return None  # the echo of our own prompt
+    if kind == "result" and (line.get("is_error") or line.get("subtype", "success") != "success"):
+        return AgentEvent("cursor-error", dict(line))
+    return AgentEvent(EVENT_TYPES.get(str(kind), "cursor-status"), dict(line))
+
+
+class CursorDriver(AgentDriver):
+    """Cursor (`cursor-agent`), one `cursor-agent -p` process per turn."""
+
+    provider = "cursor"
+    binary_name = "cursor-agent"
+
+    async def prepare(self, request: TurnRequest, binary: str) -> Invocation:
+        image_dir = request.home_dir / ".replicas" / "images"
+        image_paths = await asyncio.to_thread(write_images, request.images, image_dir)
+        return Invocation(argv=build_cursor_argv(request, binary, image_paths), env=request.environment,
+                          cwd=request.cwd)
+
+    def translate(self, line: dict[str, Any], state: TurnState) -> list[AgentEvent]:
+        state.session_id = line.get("session_id") or state.session_id
+        event = wrap_cursor_line(line)
+        if event is None:
+            return []
+        if line.get("type") == "result":
+            state.finished = True
+            if event.type == "cursor-error":
+                state.error = str(line.get("result") or line.get("error") or "cursor-agent reported an error")
+                state.error_emitted = True
+        return [event]
+
+    def error_event(self, message: str, state: TurnState) -> AgentEvent:
+        return AgentEvent("cursor-error", {"type": "error", "message": message, "session_id": state.session_id})
