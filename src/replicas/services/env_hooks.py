@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-import weakref
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -250,18 +249,6 @@ class RepositoryHooks:
     error: str | None = None
 
 
-# One fetch per mirror at a time within this process: concurrent clones or fetches of the same bare
-# mirror trip over each other's lock files and partial directories.
-_mirror_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
-
-
-def _mirror_lock(key: str) -> asyncio.Lock:
-    lock = _mirror_locks.get(key)
-    if lock is None:
-        lock = _mirror_locks[key] = asyncio.Lock()
-    return lock
-
-
 async def _bound_repositories(session: AsyncSession, principal: Principal,
                               env: Environment) -> list[Repository]:
     org = Repository.organization_id == principal.organization_id
@@ -292,9 +279,7 @@ async def _read_repository_hooks(repo: Repository, box: SecretBox, settings: Set
     except (ValueError, InvalidTag):
         return failure("The repository's stored credential could not be decrypted")
     try:
-        key = str(repo.id)
-        async with _mirror_lock(key):
-            mirror = await git.ensure_mirror(settings.data_dir, key, repo.url, credential)
+        mirror = await git.ensure_mirror(settings.data_dir, str(repo.id), repo.url, credential)
     except git.GitError as exc:
         return failure(f"Could not fetch {safe_url}: {exc.stderr or exc}")
     try:

@@ -9,8 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
+import fcntl
 import os
 import shutil
+import weakref
+from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -113,9 +117,39 @@ def mirror_path(data_dir: Path, key: str) -> Path:
     return data_dir / "mirrors" / f"{key}.git"
 
 
+# In-process locks per mirror; a file lock beside each mirror covers other `replicas serve` processes.
+_mirror_locks: weakref.WeakValueDictionary[str, asyncio.Lock] = weakref.WeakValueDictionary()
+
+
+@contextlib.asynccontextmanager
+async def mirror_lock(data_dir: Path, key: str) -> AsyncIterator[None]:
+    """Hold the mirror of `key` exclusively: concurrent clones or fetches of one bare repository trip
+    over each other's lock files and partial directories."""
+    lock = _mirror_locks.get(key)
+    if lock is None:
+        lock = _mirror_locks[key] = asyncio.Lock()
+    async with lock:
+        lock_path = data_dir / "mirrors" / f"{key}.lock"
+        lock_path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(lock_path, os.O_CREAT | os.O_RDWR, 0o600)
+        try:
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)  # closing the descriptor releases the flock
+
+
 async def ensure_mirror(data_dir: Path, key: str, url: str, credential: str | None = None,
                         timeout: float = 300.0) -> Path:
-    """Create or refresh a bare mirror of `url` under the data dir; return its path."""
+    """Create or refresh a bare mirror of `url` under the data dir; return its path.
+
+    Safe to call concurrently, from one process or several sharing the data dir."""
+    async with mirror_lock(data_dir, key):
+        return await _ensure_mirror_locked(data_dir, key, url, credential, timeout)
+
+
+async def _ensure_mirror_locked(data_dir: Path, key: str, url: str, credential: str | None,
+                                timeout: float) -> Path:
     path = mirror_path(data_dir, key)
     env = git_env(credential, url)
     if (path / "HEAD").exists():

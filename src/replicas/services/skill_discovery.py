@@ -40,8 +40,6 @@ MAX_ENTRIES = 500
 MAX_FRONT_MATTER = 64 * 1024
 _READ_CONCURRENCY = 8
 _GITHUB = re.compile(r"^https?://(?:www\.)?github\.com/([^/]+)/([^/]+?)(?:\.git)?/?$", re.IGNORECASE)
-# One lock per mirror: two requests refreshing the same mirror would race on its clone directory.
-_mirror_locks: dict[str, asyncio.Lock] = {}
 
 
 @dataclass(frozen=True)
@@ -203,16 +201,14 @@ def _reason(exc: Exception) -> str:
 
 async def _refresh_mirror(data_dir: Path, source: Source) -> tuple[Path | None, str | None]:
     """Fetch the mirror; on failure keep using a mirror fetched earlier, and say so."""
-    lock = _mirror_locks.setdefault(source.mirror_key, asyncio.Lock())
-    async with lock:
-        try:
-            return await git.ensure_mirror(data_dir, source.mirror_key, source.url, source.credential), None
-        except (git.GitError, OSError) as exc:  # OSError: no git binary, a full disk, a broken data dir
-            stale = git.mirror_path(data_dir, source.mirror_key)
-            if (stale / "HEAD").exists():
-                return stale, (f"Could not refresh {source.full_name} ({_reason(exc)}); "
-                               "showing the contents fetched last")
-            return None, f"Could not fetch {source.full_name}: {_reason(exc)}"
+    try:
+        return await git.ensure_mirror(data_dir, source.mirror_key, source.url, source.credential), None
+    except (git.GitError, OSError) as exc:  # OSError: no git binary, a full disk, a broken data dir
+        stale = git.mirror_path(data_dir, source.mirror_key)
+        if (stale / "HEAD").exists():
+            return stale, (f"Could not refresh {source.full_name} ({_reason(exc)}); "
+                           "showing the contents fetched last")
+        return None, f"Could not fetch {source.full_name}: {_reason(exc)}"
 
 
 async def _read(mirror: Path, ref: str, path: str, limit: asyncio.Semaphore) -> str | None:
