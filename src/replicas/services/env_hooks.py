@@ -28,8 +28,9 @@ from replicas.services.environments import resolve_environment
 from replicas.services.hook_runner import HookResult, HookRun
 from replicas.services.principal import Principal
 from replicas.services.repo_config import HookSpec, RepoConfigError, read_repo_config
+from replicas.services.repositories import bound_repositories
 from replicas.settings import Settings
-from replicas.store.models import Environment, EnvironmentHook, Repository, RepositorySetMember
+from replicas.store.models import Environment, EnvironmentHook, Repository
 
 log = logging.getLogger("replicas.hooks")
 
@@ -249,23 +250,6 @@ class RepositoryHooks:
     error: str | None = None
 
 
-async def _bound_repositories(session: AsyncSession, principal: Principal,
-                              env: Environment) -> list[Repository]:
-    org = Repository.organization_id == principal.organization_id
-    if env.repository_id is not None:
-        rows = await session.scalars(select(Repository).where(Repository.id == env.repository_id, org))
-        return list(rows)
-    if env.repository_set_id is not None:
-        rows = await session.scalars(
-            select(Repository)
-            .join(RepositorySetMember, RepositorySetMember.repository_id == Repository.id)
-            .where(RepositorySetMember.repository_set_id == env.repository_set_id, org)
-            .order_by(RepositorySetMember.position, Repository.name)
-        )
-        return list(rows)
-    return []
-
-
 async def _read_repository_hooks(repo: Repository, box: SecretBox, settings: Settings) -> RepositoryHooks:
     entry = {"repository_id": repo.id, "repository_name": repo.name}
     safe_url = git.display_url(repo.url)
@@ -299,6 +283,6 @@ async def repository_hooks(session: AsyncSession, principal: Principal, box: Sec
     """The hooks in `replicas.json` / `replicas.yaml` / `replicas.yml` on each bound repository's
     default branch. A repository that cannot be fetched or parsed reports `error`, never a 5xx."""
     env = await resolve_environment(session, principal, env_ref)
-    repos = await _bound_repositories(session, principal, env)
+    repos = await bound_repositories(session, principal, env)
     await _release(session)
     return list(await asyncio.gather(*(_read_repository_hooks(repo, box, settings) for repo in repos)))

@@ -23,12 +23,11 @@ from replicas.services import audit, git
 from replicas.services import skill_discovery as discovery
 from replicas.services.environments import parse_uuid, resolve_environment
 from replicas.services.principal import Principal
+from replicas.services.repositories import bound_repositories
 from replicas.store.models import (
-    Environment,
     EnvironmentSkill,
     EnvironmentSkillsRegistry,
     Repository,
-    RepositorySetMember,
 )
 
 SKILL_CONFLICT = "Skill is already enabled on this environment"
@@ -221,25 +220,6 @@ async def remove_registry(session: AsyncSession, principal: Principal, env_ref: 
 
 
 # --- Repo skills -----------------------------------------------------------------------------------
-
-async def bound_repositories(session: AsyncSession, principal: Principal,
-                             env: Environment) -> list[Repository]:
-    """The environment's repository, or its repository set's members in order; [] when unbound."""
-    if env.repository_id is not None:
-        repo = await session.scalar(select(Repository).where(
-            Repository.id == env.repository_id, Repository.organization_id == principal.organization_id))
-        return [repo] if repo is not None else []
-    if env.repository_set_id is not None:
-        rows = await session.scalars(
-            select(Repository)
-            .join(RepositorySetMember, RepositorySetMember.repository_id == Repository.id)
-            .where(RepositorySetMember.repository_set_id == env.repository_set_id,
-                   Repository.organization_id == principal.organization_id)
-            .order_by(RepositorySetMember.position, Repository.name)
-        )
-        return list(rows)
-    return []
-
 
 async def _discover_repository(data_dir: Path, box: SecretBox, repo: Repository) -> Discovered:
     try:

@@ -284,3 +284,21 @@ async def delete_repository_set(session: AsyncSession, principal: Principal, ref
     await session.delete(repo_set)
     await session.commit()
 
+
+async def bound_repositories(session: AsyncSession, principal: Principal,
+                             env: Environment) -> list[Repository]:
+    """The environment's repository, or its repository set's members in order; [] when unbound."""
+    if env.repository_id is not None:
+        repo = await session.scalar(select(Repository).where(
+            Repository.id == env.repository_id, Repository.organization_id == principal.organization_id))
+        return [repo] if repo is not None else []
+    if env.repository_set_id is not None:
+        rows = await session.scalars(
+            select(Repository)
+            .join(RepositorySetMember, RepositorySetMember.repository_id == Repository.id)
+            .where(RepositorySetMember.repository_set_id == env.repository_set_id,
+                   Repository.organization_id == principal.organization_id)
+            .order_by(RepositorySetMember.position, Repository.name)
+        )
+        return list(rows)
+    return []
