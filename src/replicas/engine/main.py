@@ -1,0 +1,77 @@
+"""Entry point of the workspace engine: `python -m replicas.engine.main [--socket PATH | --tcp HOST:PORT]`.
+
+Configuration comes from the environment the runtime starts it with (`EngineConfig.from_env`):
+REPLICAS_ENGINE_SECRET (required), REPLICAS_ENGINE_SOCKET (the default socket), HOME or `--home`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from pathlib import Path
+
+import uvicorn
+
+from replicas.engine.server import Engine, create_app
+from replicas.engine.state import EngineConfig
+
+logger = logging.getLogger("replicas.engine")
+
+
+def parse_tcp(value: str) -> tuple[str, int]:
+    host, _, port = value.rpartition(":")
+    return host or "127.0.0.1", int(port)
+
+
+UDS_PATH_LIMIT = 100
+
+
+async def serve(config: EngineConfig, socket: Path | None = None, tcp: tuple[str, int] | None = None) -> None:
+    """Run the engine until SIGINT/SIGTERM, on a unix socket or a TCP address."""
+    app = create_app(Engine(config))
+    # An open event stream must not hold up a SIGTERM: streams are cut after a short grace period.
+    options: dict = {"log_level": "warning", "lifespan": "on", "access_log": False, "timeout_graceful_shutdown": 3}
+    if tcp is not None:
+        options.update(host=tcp[0], port=tcp[1])
+    else:
+        if socket is None:
+            raise SystemExit("no socket: pass --socket, --tcp, or set REPLICAS_ENGINE_SOCKET")
+        socket.parent.mkdir(parents=True, exist_ok=True)
+        if socket.exists() or socket.is_symlink():
+            socket.unlink()  # left behind by an engine that was killed
+        # sun_path holds about 108 bytes; a deep data dir exceeds it. Bind relative to the socket's
+        # directory instead (the engine resolves every other path absolutely).
+        if len(os.fsencode(str(socket))) > UDS_PATH_LIMIT:
+            os.chdir(socket.parent)
+            options["uds"] = socket.name
+        else:
+            options["uds"] = str(socket)
+    server = uvicorn.Server(uvicorn.Config(app, **options))
+    await server.serve()
+
+
+def run(socket: str | None = None, home: str | None = None, tcp: str | None = None) -> None:
+    """Start the engine with the process environment (what `replicas engine` calls)."""
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    config = EngineConfig.from_env(os.environ, Path(home) if home else None)
+    if not config.secret:
+        raise SystemExit("REPLICAS_ENGINE_SECRET is required")
+    socket = socket or os.environ.get("REPLICAS_ENGINE_SOCKET")
+    logger.info("engine starting workspace_id=%s home=%s", config.workspace_id, config.home)
+    asyncio.run(serve(config, Path(socket) if socket else None, parse_tcp(tcp) if tcp else None))
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="replicas engine", description="The in-workspace engine daemon.")
+    parser.add_argument("--socket", help="unix socket path (default: REPLICAS_ENGINE_SOCKET)")
+    parser.add_argument("--home", help="workspace home (default: HOME)")
+    parser.add_argument("--tcp", help="HOST:PORT to listen on instead of a unix socket")
+    args = parser.parse_args(argv)
+    run(args.socket, args.home, args.tcp)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
