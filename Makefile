@@ -28,10 +28,9 @@ bench: install
 lint: install
 	$(VENV)/bin/ruff check src tests
 
-## Regenerate the initial migration from the models (development only, before the first release).
+## New Alembic revision from the models: `make migration MESSAGE="add widgets"`.
 migration: install
-	rm -f src/replicas/store/migrations/versions/0001_initial_schema.py
 	rm -rf .replicas/migration-scratch && mkdir -p .replicas/migration-scratch
 	REPLICAS_MIGRATION_URL=sqlite:///.replicas/migration-scratch/dev.db $(VENV)/bin/python -c \
-	  "from alembic import command; from replicas.store.db import alembic_config; \
-	   command.revision(alembic_config(), message='initial schema', autogenerate=True, rev_id='0001')"
+	  "from alembic import command; from replicas.store.db import alembic_config; c = alembic_config(); \
+	   command.upgrade(c, 'head'); command.revision(c, message='$(MESSAGE)', autogenerate=True)"

@@ -30,6 +30,14 @@ class Settings(BaseSettings):
     # Upper bound for a warm/start hook test run (spec §10 #25: 15 minutes).
     hook_test_timeout_seconds: float = Field(default=900.0, gt=0)
     log_level: str = "info"
+    # Where the pinned agent CLIs are installed (`replicas agents install`); default `<data_dir>/tools`.
+    tools_dir: Path | None = None
+    # Seconds to wait for a started workspace engine to answer its health check.
+    engine_start_timeout_seconds: float = Field(default=30.0, gt=0)
+
+    @property
+    def resolved_tools_dir(self) -> Path:
+        return (self.tools_dir or self.data_dir / "tools").resolve()
 
     @property
     def resolved_database_url(self) -> str:

@@ -22,6 +22,9 @@ def _register_agents() -> None:
     from replicas.cli.agents import app as agents_app
 
     app.add_typer(agents_app, name="agents")
+    from replicas.cli.engine import engine_command
+
+    app.command("engine", help="Run the in-workspace engine (started by the runtime).")(engine_command)
 
 
 _register_agents()

@@ -25,6 +25,8 @@ resources; init reaps it).
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import hashlib
 import json
 import logging
 import os
@@ -32,6 +34,7 @@ import pwd
 import shutil
 import signal
 import sys
+import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -310,7 +313,7 @@ class LocalRuntime(Runtime):
 
     def engine_endpoint(self, handle: WorkspaceHandle) -> EngineEndpoint:
         h = self._local(handle)
-        return EngineEndpoint(base_url="http://engine", uds=os.path.join(h.run_dir, ENGINE_SOCKET_NAME))
+        return EngineEndpoint(base_url="http://engine", uds=short_socket_path(h.run_dir, ENGINE_SOCKET_NAME))
 
     def port_endpoint(self, handle: WorkspaceHandle, port: int) -> PortEndpoint:
         # The sandbox shares the host's network namespace: its ports are the host's loopback ports.
@@ -453,6 +456,30 @@ class LocalRuntime(Runtime):
         await asyncio.to_thread(Cgroups.remove, h.cgroups)
         h.pid = h.pgid = h.start_time = None
         h.cgroups = []
+
+
+UDS_PATH_LIMIT = 100
+
+
+def short_socket_path(directory: str, name: str) -> str:
+    """A connectable path for `directory/name` within the ~108-byte sun_path limit.
+
+    A deep data dir makes the real path too long to connect to; the kernel resolves symlinks after the
+    length check, so a short symlink to the directory (in the system temp dir, named by a hash of the
+    directory) reaches the same socket."""
+    path = os.path.join(directory, name)
+    if len(os.fsencode(path)) <= UDS_PATH_LIMIT:
+        return path
+    links = os.path.join(tempfile.gettempdir(), "replicas-uds")
+    os.makedirs(links, mode=0o700, exist_ok=True)
+    link = os.path.join(links, hashlib.sha256(os.fsencode(directory)).hexdigest()[:20])
+    if not (os.path.islink(link) and os.readlink(link) == directory):
+        temporary = f"{link}.{os.getpid()}.tmp"
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(temporary)
+        os.symlink(directory, temporary)
+        os.replace(temporary, link)
+    return os.path.join(link, name)
 
 
 def python_environment_paths() -> list[str]:

@@ -325,3 +325,34 @@ class AuditEvent(Base):
     resource_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     before: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     after: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+
+
+class Workspace(Base):
+    """A workspace (a replica): its environment, status, and the runtime backend's persisted handle.
+
+    `runtime_state` is the backend's small JSON handle (`Runtime.get_state`), so that a restarted
+    control plane reattaches to workspaces that kept running. `last_event_seq` is the highest engine
+    journal sequence the control plane has stored."""
+
+    __tablename__ = "workspaces"
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
+    )
+    environment_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("environments.id", ondelete="SET NULL"), nullable=True, index=True
+    )
+    name: Mapped[str] = mapped_column(String(255))
+    status: Mapped[str] = mapped_column(String(16), default="preparing")
+    size: Mapped[str] = mapped_column(String(16), default="small")
+    source: Mapped[str] = mapped_column(String(32), default="api")
+    runtime: Mapped[str] = mapped_column(String(32), default="local")
+    runtime_state: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    engine_secret_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    default_chat_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_event_seq: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+    last_activity_at: Mapped[datetime] = _created()

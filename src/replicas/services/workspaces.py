@@ -1,0 +1,197 @@
+"""Workspaces: provision a home from its environment, run the engine in the runtime, talk to it.
+
+    manager = WorkspaceManager(settings, sessions, box)
+    workspace = await manager.create(principal, "staging", provider="claude")
+    async with manager.engine(workspace) as engine:
+        await engine.post(f"/chats/{workspace.default_chat_id}/messages", json={"message": "fix it"})
+
+The control plane owns the record (the `workspaces` row with the runtime's persisted handle); the
+engine owns what happens inside. A restarted control plane finds a running workspace again through
+`runtime.load_state(row.runtime_state)`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+import sys
+import time
+import uuid
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from replicas.crypto import SecretBox
+from replicas.errors import BadGateway, NotFound, ServiceUnavailable
+from replicas.runtime import Runtime, RuntimeStatus, WorkspaceSpec, create_runtime
+from replicas.runtime.local import python_environment_paths
+from replicas.services import provisioning
+from replicas.services.environments import parse_uuid
+from replicas.services.principal import Principal
+from replicas.settings import Settings
+from replicas.store.models import Workspace, utcnow
+
+log = logging.getLogger("replicas.workspaces")
+ENGINE_SECRET_HEADER = "X-Replicas-Engine-Secret"
+PROVIDERS = ("claude", "codex", "opencode", "cursor")
+
+
+def _log_tail(handle, limit: int = 2000) -> str:
+    path = getattr(handle, "log_path", None)
+    try:
+        return Path(path).read_text(errors="replace")[-limit:] if path else "(none)"
+    except OSError:
+        return "(unreadable)"
+
+
+class WorkspaceManager:
+    """Creates, starts, stops and reaches workspaces on the configured runtime backend."""
+
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], box: SecretBox,
+                 runtime: Runtime | None = None):
+        self.settings, self.sessions, self.box = settings, sessions, box
+        self.runtime = runtime or create_runtime(settings)
+
+    async def get(self, principal: Principal, workspace_id: str) -> Workspace:
+        async with self.sessions() as session:
+            row = await session.scalar(select(Workspace).where(
+                Workspace.id == parse_uuid(workspace_id, "Workspace"),
+                Workspace.organization_id == principal.organization_id))
+        if row is None:
+            raise NotFound("Workspace not found")
+        return row
+
+    async def _save(self, workspace: Workspace, **changes) -> Workspace:
+        async with self.sessions() as session:
+            row = await session.get(Workspace, workspace.id)
+            for key, value in changes.items():
+                setattr(row, key, value)
+            row.updated_at = utcnow()
+            await session.commit()
+            return row
+
+    async def create(self, principal: Principal, environment_ref: str, *, name: str = "workspace",
+                     provider: str = "claude", size: str = "small", on_step=None) -> Workspace:
+        """Provision and start a workspace; returns it `active`, or `error` with the reason recorded."""
+        async with self.sessions() as session:
+            resolved = await provisioning.resolve_workspace_config(session, self.box, principal, environment_ref)
+            row = Workspace(organization_id=principal.organization_id, user_id=principal.user_id,
+                            environment_id=uuid.UUID(resolved.environment_id), name=name, size=size,
+                            runtime=self.settings.runtime, status="preparing",
+                            engine_secret_encrypted=self.box.encrypt(secrets.token_urlsafe(32)))
+            session.add(row)
+            await session.commit()
+        try:
+            spec = WorkspaceSpec(size=size, ro_binds=[str(self.settings.resolved_tools_dir),
+                                                      *python_environment_paths()])
+            handle = await self.runtime.provision(str(row.id), spec)
+            row = await self._save(row, runtime_state=self.runtime.get_state(handle))
+            result = await provisioning.provision_home(resolved, Path(handle.home), self.settings.data_dir,
+                                                       on_step=on_step)
+            env = dict(result.env)
+            env.update({
+                "REPLICAS_TOOLS_DIR": str(self.settings.resolved_tools_dir),
+                "REPLICAS_DEFAULT_PROVIDER": provider,
+            })
+            if result.system_prompt_path:
+                env["REPLICAS_SYSTEM_PROMPT_FILE"] = str(result.system_prompt_path)
+            if result.start_hook_path:
+                env["REPLICAS_START_HOOK_FILE"] = str(result.start_hook_path)
+            row = await self._start_engine(row, env)
+            chats = await self._request(row, "GET", "/chats")
+            default_chat = chats["chats"][0]["id"] if chats.get("chats") else None
+            return await self._save(row, status="active", default_chat_id=default_chat)
+        except Exception as exc:
+            log.exception("workspace provisioning failed workspace_id=%s", row.id)
+            await self._save(row, status="error", error_message=str(exc) or type(exc).__name__)
+            raise
+
+    def _handle(self, workspace: Workspace):
+        if not workspace.runtime_state:
+            raise ServiceUnavailable("Workspace is not provisioned yet")
+        return self.runtime.load_state(workspace.runtime_state)
+
+    async def _start_engine(self, workspace: Workspace, env: dict[str, str]) -> Workspace:
+        """Start the engine, persist the runtime's handle (it now names the process tree), and wait
+        until the engine answers."""
+        handle = self._handle(workspace)
+        env = {**env, "REPLICAS_ENGINE_SECRET": self.box.decrypt(workspace.engine_secret_encrypted)}
+        await self.runtime.start(handle, [sys.executable, "-m", "replicas.engine.main"], env)
+        workspace = await self._save(workspace, runtime_state=self.runtime.get_state(handle))
+        deadline = time.monotonic() + self.settings.engine_start_timeout_seconds
+        while True:
+            try:
+                await self._request(workspace, "GET", "/health")
+                return workspace
+            except (BadGateway, ServiceUnavailable):
+                if time.monotonic() > deadline:
+                    waited = self.settings.engine_start_timeout_seconds
+                    raise ServiceUnavailable("Workspace engine did not start",
+                                             f"no answer within {waited:.0f}s; engine log: "
+                                             f"{_log_tail(handle)}") from None
+                await asyncio.sleep(0.05)
+
+    @contextlib.asynccontextmanager
+    async def engine(self, workspace: Workspace, timeout: float | None = 30.0) -> AsyncIterator[httpx.AsyncClient]:
+        """An HTTP client for the workspace's engine (unix socket or TCP), with its secret set."""
+        endpoint = self.runtime.engine_endpoint(self._handle(workspace))
+        transport = httpx.AsyncHTTPTransport(uds=endpoint.uds) if endpoint.uds else None
+        headers = {ENGINE_SECRET_HEADER: self.box.decrypt(workspace.engine_secret_encrypted)}
+        async with httpx.AsyncClient(transport=transport, base_url=endpoint.base_url, headers=headers,
+                                     timeout=timeout) as client:
+            yield client
+
+    async def _request(self, workspace: Workspace, method: str, path: str, **kwargs) -> dict:
+        try:
+            async with self.engine(workspace) as client:
+                response = await client.request(method, path, **kwargs)
+        except (httpx.TransportError, FileNotFoundError, ConnectionError) as exc:
+            raise ServiceUnavailable("Workspace engine is unreachable", str(exc) or type(exc).__name__) from None
+        if response.status_code >= 400:
+            raise BadGateway("Workspace engine refused the request",
+                             f"{method} {path}: {response.status_code} {response.text[:500]}")
+        return response.json()
+
+    async def send_message(self, workspace: Workspace, message: str, *, chat_id: str | None = None,
+                           **options) -> dict:
+        chat = chat_id or workspace.default_chat_id
+        body = {"message": message, **{k: v for k, v in options.items() if v is not None}}
+        await self._save(workspace, last_activity_at=utcnow())
+        return await self._request(workspace, "POST", f"/chats/{chat}/messages", json=body)
+
+    async def repos(self, workspace: Workspace, include_diffs: bool = True) -> list[dict]:
+        params = {"includeDiffs": "true"} if include_diffs else {}
+        return (await self._request(workspace, "GET", "/repos", params=params))["repos"]
+
+    async def poll(self, workspace: Workspace) -> RuntimeStatus:
+        return await self.runtime.poll(self._handle(workspace))
+
+    async def sleep(self, workspace: Workspace) -> Workspace:
+        """Stop every process of the workspace; its disk (checkouts, journal, agent sessions) stays."""
+        handle = self._handle(workspace)
+        await self.runtime.stop(handle)
+        return await self._save(workspace, status="sleeping", runtime_state=self.runtime.get_state(handle))
+
+    async def wake(self, workspace: Workspace) -> Workspace:
+        """Start the engine again on the kept disk; it resumes its chats and journal sequence."""
+        async with self.sessions() as session:
+            principal = Principal.system(workspace.organization_id)
+            resolved = await provisioning.resolve_workspace_config(
+                session, self.box, principal, str(workspace.environment_id))
+        env = {**resolved.variables, "REPLICAS_TOOLS_DIR": str(self.settings.resolved_tools_dir)}
+        workspace = await self._start_engine(workspace, env)
+        return await self._save(workspace, status="active", last_activity_at=utcnow())
+
+    async def destroy(self, workspace: Workspace) -> None:
+        if workspace.runtime_state:
+            await self.runtime.destroy(self._handle(workspace))
+        async with self.sessions() as session:
+            row = await session.get(Workspace, workspace.id)
+            if row is not None:
+                await session.delete(row)
+                await session.commit()

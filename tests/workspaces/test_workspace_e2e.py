@@ -1,0 +1,93 @@
+"""A workspace end to end: register a repo and an environment through the API, start a workspace on the
+local runtime (bubblewrap), and watch the real Claude Code CLI change the checkout through the scripted
+model. Then: isolation from inside, a control-plane restart (a new manager reattaches), sleep and wake."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from replicas.runtime import RuntimeStatus
+from replicas.services.principal import Principal
+from replicas.services.workspaces import WorkspaceManager
+from replicas.store.models import Organization
+from replicas.testing.script import Text, WriteFile
+from tests.engine.conftest import read_events
+
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
+
+
+async def _principal(app, org_name: str) -> Principal:
+    async with app.state.sessions() as session:
+        org = await session.scalar(select(Organization).where(Organization.name == org_name))
+    return Principal.system(org.id)
+
+
+async def test_a_message_makes_the_real_agent_edit_the_checkout(app, org, client, make_git_repo, model,
+                                                              agent_tools, settings):
+    origin = make_git_repo("shop", {"README.md": "# shop\n", "app.py": "print('hi')\n"})
+    repo = (await client.post("/v1/replica/repositories", json={"name": "acme/shop", "url": str(origin)})).json()
+    env = (await client.post("/v1/environments", json={
+        "name": "e2e", "repository_id": repo["repository"]["id"], "system_prompt": "Be brief."})).json()
+    env_id = env["environment"]["id"]
+    for key, value in {**model.anthropic_env(), **model.openai_env(), "REPLICAS_AGENT_MAX_RETRIES": "1"}.items():
+        await client.post(f"/v1/environments/{env_id}/variables", json={"key": key, "value": value})
+    await client.post("/v1/environments/global/files", json={"name": "notes", "path": "~/NOTES.md",
+                                                             "content": "remember\n"})
+
+    manager = WorkspaceManager(settings.model_copy(update={"tools_dir": agent_tools}), app.state.sessions,
+                               app.state.box)
+    principal = await _principal(app, org.name)
+    started = time.monotonic()
+    workspace = await manager.create(principal, env_id, name="e2e", provider="claude")
+    engine_ready = time.monotonic() - started
+    try:
+        assert workspace.status == "active" and workspace.default_chat_id
+        home = Path(manager.runtime.load_state(workspace.runtime_state).home)
+        checkout = home / "workspaces" / "shop"
+        assert (checkout / "app.py").read_text() == "print('hi')\n"
+        assert (home / "NOTES.md").read_text() == "remember\n"
+
+        model.add_turn(WriteFile(str(checkout / "hello.py"), "print('hello')\n"), Text("Created it."))
+        sent = time.time()
+        accepted = await manager.send_message(workspace, "Create hello.py")
+        assert accepted["queued"] is False
+        async with manager.engine(workspace, timeout=None) as engine:
+            events = await read_events(engine, 0, lambda e: e["type"] == "chat.turn.completed", timeout=90)
+        first_delta = next(e for e in events if e["type"] == "chat.turn.delta")
+        assert events[-1]["payload"]["isComplete"] is True
+        assert (checkout / "hello.py").read_text() == "print('hello')\n"
+        [state] = await manager.repos(workspace)
+        assert state["gitDiff"]["added"] >= 1 and "hello.py" in state["gitDiff"]["fullDiff"]
+        first_event_after = datetime.fromisoformat(first_delta["ts"].replace("Z", "+00:00")).timestamp() - sent
+        print(f"\nstart workspace -> engine ready: {engine_ready:.2f}s; "
+              f"message sent -> first agent event: {first_event_after:.2f}s")
+
+        # Isolation: from inside, the database, the key file and the data dir are out of sight.
+        handle = manager.runtime.load_state(workspace.runtime_state)
+        for secret_path in (settings.data_dir / "secret.key", Path(settings.database_url.split("///", 1)[1])):
+            result = await manager.runtime.exec(handle, ["cat", str(secret_path)], timeout=10)
+            assert result.exit_code != 0, f"{secret_path} is readable from inside the workspace"
+
+        # A control-plane restart: a new manager (and runtime object) reattaches to the running engine.
+        restarted = WorkspaceManager(manager.settings, app.state.sessions, app.state.box)
+        again = await restarted.get(principal, str(workspace.id))
+        assert await restarted.poll(again) == RuntimeStatus.RUNNING
+        async with restarted.engine(again, timeout=None) as engine:
+            replay = await read_events(engine, events[-2]["seq"], lambda e: e["seq"] == events[-1]["seq"])
+        assert [e["seq"] for e in replay] == [events[-1]["seq"]]
+
+        # Sleep stops every process and keeps the disk; wake brings the engine and its chats back.
+        slept = await restarted.sleep(again)
+        assert await restarted.poll(slept) == RuntimeStatus.STOPPED
+        assert (checkout / "hello.py").exists()
+        woken = await restarted.wake(slept)
+        chats = await restarted._request(woken, "GET", "/chats")
+        assert workspace.default_chat_id in [c["id"] for c in chats["chats"]]
+    finally:
+        await manager.destroy(workspace)
+    assert not home.exists()
