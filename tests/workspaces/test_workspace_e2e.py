@@ -86,7 +86,7 @@ async def test_a_message_makes_the_real_agent_edit_the_checkout(app, org, client
         assert await restarted.poll(slept) == RuntimeStatus.STOPPED
         assert (checkout / "hello.py").exists()
         woken = await restarted.wake(slept)
-        chats = await restarted._request(woken, "GET", "/chats")
+        chats = await restarted.call_engine(woken, "GET", "/chats")
         assert workspace.default_chat_id in [c["id"] for c in chats["chats"]]
     finally:
         await manager.destroy(workspace)

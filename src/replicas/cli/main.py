@@ -25,6 +25,9 @@ def _register_agents() -> None:
     from replicas.cli.engine import engine_command
 
     app.command("engine", help="Run the in-workspace engine (started by the runtime).")(engine_command)
+    from replicas.cli.workspaces import app as workspaces_app
+
+    app.add_typer(workspaces_app, name="workspace")
 
 
 _register_agents()

@@ -103,7 +103,7 @@ class WorkspaceManager:
             if result.start_hook_path:
                 env["REPLICAS_START_HOOK_FILE"] = str(result.start_hook_path)
             row = await self._start_engine(row, env)
-            chats = await self._request(row, "GET", "/chats")
+            chats = await self.call_engine(row, "GET", "/chats")
             default_chat = chats["chats"][0]["id"] if chats.get("chats") else None
             return await self._save(row, status="active", default_chat_id=default_chat)
         except Exception as exc:
@@ -126,7 +126,7 @@ class WorkspaceManager:
         deadline = time.monotonic() + self.settings.engine_start_timeout_seconds
         while True:
             try:
-                await self._request(workspace, "GET", "/health")
+                await self.call_engine(workspace, "GET", "/health")
                 return workspace
             except (BadGateway, ServiceUnavailable):
                 if time.monotonic() > deadline:
@@ -146,7 +146,8 @@ class WorkspaceManager:
                                      timeout=timeout) as client:
             yield client
 
-    async def _request(self, workspace: Workspace, method: str, path: str, **kwargs) -> dict:
+    async def call_engine(self, workspace: Workspace, method: str, path: str, **kwargs) -> dict:
+        """One request to the engine; unreachable is 503, an engine refusal 502 (as the contract has it)."""
         try:
             async with self.engine(workspace) as client:
                 response = await client.request(method, path, **kwargs)
@@ -162,11 +163,11 @@ class WorkspaceManager:
         chat = chat_id or workspace.default_chat_id
         body = {"message": message, **{k: v for k, v in options.items() if v is not None}}
         await self._save(workspace, last_activity_at=utcnow())
-        return await self._request(workspace, "POST", f"/chats/{chat}/messages", json=body)
+        return await self.call_engine(workspace, "POST", f"/chats/{chat}/messages", json=body)
 
     async def repos(self, workspace: Workspace, include_diffs: bool = True) -> list[dict]:
         params = {"includeDiffs": "true"} if include_diffs else {}
-        return (await self._request(workspace, "GET", "/repos", params=params))["repos"]
+        return (await self.call_engine(workspace, "GET", "/repos", params=params))["repos"]
 
     async def poll(self, workspace: Workspace) -> RuntimeStatus:
         return await self.runtime.poll(self._handle(workspace))
