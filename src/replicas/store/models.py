@@ -356,3 +356,23 @@ class Workspace(Base):
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
     last_activity_at: Mapped[datetime] = _created()
+
+
+class ProviderCredential(Base):
+    """An agent provider's API key (e.g. `opencode-go`), for the organization (`user_id` null) or one user.
+
+    NULL `user_id`s never collide in the unique index, so the service keeps the org-scope row a
+    singleton itself (select, then update or insert)."""
+
+    __tablename__ = "provider_credentials"
+    __table_args__ = (UniqueConstraint("organization_id", "user_id", "provider"),)
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    user_id: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="CASCADE"), nullable=True, index=True
+    )
+    provider: Mapped[str] = mapped_column(String(32))
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()
+    last_fetched_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)

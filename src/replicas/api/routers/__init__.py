@@ -3,6 +3,7 @@
 from replicas.api.routers import (
     api_keys,
     audit,
+    credentials,
     env_files,
     env_hooks,
     env_mcps,
@@ -22,4 +23,5 @@ ROUTERS = [
     env_hooks.router,
     api_keys.router,
     audit.router,
+    credentials.router,
 ]
