@@ -30,7 +30,7 @@ from replicas.crypto import SecretBox
 from replicas.errors import BadGateway, NotFound, ServiceUnavailable
 from replicas.runtime import Runtime, RuntimeStatus, WorkspaceSpec, create_runtime
 from replicas.runtime.local import python_environment_paths
-from replicas.services import provisioning
+from replicas.services import credentials, provisioning
 from replicas.services.environments import parse_uuid
 from replicas.services.principal import Principal
 from replicas.settings import Settings
@@ -93,7 +93,8 @@ class WorkspaceManager:
             row = await self._save(row, runtime_state=self.runtime.get_state(handle))
             result = await provisioning.provision_home(resolved, Path(handle.home), self.settings.data_dir,
                                                        on_step=on_step)
-            env = dict(result.env)
+            # Stored provider credentials sit underneath: the environment's own variables win.
+            env = {**await self._credentials(principal.organization_id, principal.user_id), **result.env}
             env.update({
                 "REPLICAS_TOOLS_DIR": str(self.settings.resolved_tools_dir),
                 "REPLICAS_DEFAULT_PROVIDER": provider,
@@ -110,6 +111,12 @@ class WorkspaceManager:
             log.exception("workspace provisioning failed workspace_id=%s", row.id)
             await self._save(row, status="error", error_message=str(exc) or type(exc).__name__)
             raise
+
+    async def _credentials(self, organization_id: uuid.UUID, user_id: uuid.UUID | None) -> dict[str, str]:
+        async with self.sessions() as session:
+            values = await credentials.agent_credentials(session, self.box, organization_id, user_id)
+            await session.commit()
+        return values
 
     def _handle(self, workspace: Workspace):
         if not workspace.runtime_state:
@@ -184,7 +191,14 @@ class WorkspaceManager:
             principal = Principal.system(workspace.organization_id)
             resolved = await provisioning.resolve_workspace_config(
                 session, self.box, principal, str(workspace.environment_id))
-        env = {**resolved.variables, "REPLICAS_TOOLS_DIR": str(self.settings.resolved_tools_dir)}
+        env = {**await self._credentials(workspace.organization_id, workspace.user_id), **resolved.variables,
+               "REPLICAS_TOOLS_DIR": str(self.settings.resolved_tools_dir)}
+        # Provisioning wrote these into the kept home; the engine finds them again on wake.
+        home = Path(self._handle(workspace).home)
+        for name, path in (("REPLICAS_SYSTEM_PROMPT_FILE", home / ".replicas" / "system-prompt.md"),
+                           ("REPLICAS_START_HOOK_FILE", home / ".replicas" / "start-hook.sh")):
+            if path.exists():
+                env[name] = str(path)
         workspace = await self._start_engine(workspace, env)
         return await self._save(workspace, status="active", last_activity_at=utcnow())
 
