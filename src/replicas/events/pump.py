@@ -1,0 +1,136 @@
+"""The event pump: pulls each workspace engine's journal into the store, then fans it out.
+
+For each event of the engine's `GET /events?after=<stored seq>` SSE stream it stores the event (commit)
+THEN publishes it to the `EventHub`, so a subscriber never sees an event the store does not have. When
+the stream drops (engine restart, sleep, network) it reconnects with exponential backoff and resumes from
+the stored seq, so a control-plane restart, a dropped connection or an engine restart loses nothing and
+stores nothing twice. It stops on cancellation (`stop`) or when the workspace row is deleted.
+
+    pump = EventPump(sessions, connect_via(manager), hub)
+    pump.start(workspace)          # one task per workspace; idempotent
+    await pump.stop(workspace.id)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import uuid
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import httpx
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from replicas.events.fanout import EventHub
+from replicas.events.store import WorkspaceGone, last_seq, store_events
+from replicas.store.models import Workspace
+
+log = logging.getLogger("replicas.events.pump")
+
+Connect = Callable[[Workspace], AbstractAsyncContextManager[httpx.AsyncClient]]
+
+
+def connect_via(manager: Any) -> Connect:
+    """Adapt a `WorkspaceManager` to the pump's `connect`: its engine client, with no overall timeout."""
+    return lambda workspace: manager.engine(workspace, timeout=None)
+
+
+async def sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
+    """The envelopes of an SSE response (`data:` lines hold the JSON envelope; comments are skipped)."""
+    data: list[str] = []
+    async for line in response.aiter_lines():
+        if line == "":
+            if data:
+                yield json.loads("\n".join(data))
+            data = []
+        elif line.startswith("data:"):
+            data.append(line[5:].removeprefix(" "))
+
+
+class EventPump:
+    """One task per workspace that keeps the store in step with the engine's journal."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession], connect: Connect, hub: EventHub, *,
+                 backoff_initial: float = 0.2, backoff_max: float = 10.0, read_timeout: float = 60.0):
+        # The engine pings every 15 s, so `read_timeout` only fires on a dead connection.
+        self.sessions, self.connect, self.hub = sessions, connect, hub
+        self.backoff_initial, self.backoff_max, self.read_timeout = backoff_initial, backoff_max, read_timeout
+        self.tasks: dict[str, asyncio.Task] = {}
+
+    @classmethod
+    def for_manager(cls, sessions: async_sessionmaker[AsyncSession], manager: Any, hub: EventHub,
+                    **options: Any) -> EventPump:
+        return cls(sessions, connect_via(manager), hub, **options)
+
+    async def stored_seq(self, workspace_id: uuid.UUID) -> int:
+        async with self.sessions() as session:
+            return await last_seq(session, workspace_id)
+
+    async def pull_once(self, workspace: Workspace) -> None:
+        """One connection: stream from the stored seq, store and publish each event, until it drops."""
+        after = await self.stored_seq(workspace.id)
+        timeout = httpx.Timeout(10.0, read=self.read_timeout)
+        async with self.connect(workspace) as client, client.stream(
+                "GET", "/events", params={"after": after}, timeout=timeout) as response:
+            if response.status_code != 200:
+                await response.aread()
+                raise httpx.HTTPStatusError(f"engine /events answered {response.status_code}",
+                                            request=response.request, response=response)
+            async for event in sse_events(response):
+                async with self.sessions() as session:
+                    stored = await store_events(session, workspace.id, [event])
+                for item in stored:
+                    await self.hub.publish(workspace.id, item)
+
+    async def run(self, workspace: Workspace) -> None:
+        """Pull until cancelled (or the workspace is deleted), reconnecting with backoff."""
+        delay = self.backoff_initial
+        while True:
+            try:
+                before = await self.stored_seq(workspace.id)
+                await self.pull_once(workspace)
+                reason = "stream ended"
+            except WorkspaceGone:
+                log.info("workspace %s is gone; its event pump stops", workspace.id)
+                return
+            except asyncio.CancelledError:
+                raise
+            except (httpx.HTTPError, OSError) as exc:
+                reason = f"{type(exc).__name__}: {exc}"
+            except Exception as exc:  # noqa: BLE001 - keep pumping; the store is the source of truth
+                log.exception("workspace %s: event pump error", workspace.id)
+                reason = f"{type(exc).__name__}: {exc}"
+            with contextlib.suppress(Exception):
+                if await self.stored_seq(workspace.id) > before:
+                    delay = self.backoff_initial  # it made progress: reconnect promptly
+            log.debug("workspace %s: event stream dropped (%s); retrying in %.1fs", workspace.id, reason, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, self.backoff_max)
+
+    def start(self, workspace: Workspace) -> asyncio.Task:
+        """Start pumping the workspace's events (no-op if it is already being pumped)."""
+        key = str(workspace.id)
+        task = self.tasks.get(key)
+        if task is None or task.done():
+            task = asyncio.create_task(self.run(workspace), name=f"event-pump-{key}")
+            self.tasks[key] = task
+        return task
+
+    def running(self, workspace_id: uuid.UUID | str) -> bool:
+        task = self.tasks.get(str(workspace_id))
+        return task is not None and not task.done()
+
+    async def stop(self, workspace_id: uuid.UUID | str) -> None:
+        task = self.tasks.pop(str(workspace_id), None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+    async def stop_all(self) -> None:
+        for key in list(self.tasks):
+            await self.stop(key)
