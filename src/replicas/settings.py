@@ -35,6 +35,23 @@ class Settings(BaseSettings):
     # Seconds to wait for a started workspace engine to answer its health check.
     engine_start_timeout_seconds: float = Field(default=30.0, gt=0)
 
+    # Workspace lifecycle (spec §7.2, §7.3, §10 #18-#19). Timers in seconds.
+    # At most this many workspaces awake (preparing or active) at once; create answers 429 beyond it.
+    max_active_workspaces: int = Field(default=20, ge=1)
+    capacity_retry_after_seconds: int = Field(default=30, ge=1)
+    sleep_after_idle_seconds: float = Field(default=3600.0, gt=0)
+    archive_after_sleep_seconds: float = Field(default=7 * 24 * 3600.0, gt=0)
+    delete_after_inactivity_seconds: float = Field(default=3600.0, gt=0)
+    # `*_when_done` policies act this long after the agent finished with an empty queue.
+    done_grace_seconds: float = Field(default=60.0, ge=0)
+    lifecycle_interval_seconds: float = Field(default=5.0, gt=0)
+    # SSE: a `: ping` comment after this many quiet seconds (spec §4.1: 15 s).
+    sse_ping_seconds: float = Field(default=15.0, gt=0)
+    # Outbound webhooks: timeout per attempt and the delays between retries (spec §10 #2).
+    webhook_timeout_seconds: float = Field(default=10.0, gt=0)
+    webhook_retry_delays: list[float] = Field(default_factory=lambda: [10.0, 60.0, 300.0])
+    webhook_poll_seconds: float = Field(default=1.0, gt=0)
+
     @property
     def resolved_tools_dir(self) -> Path:
         return (self.tools_dir or self.data_dir / "tools").resolve()

@@ -12,6 +12,7 @@ from replicas.api.errors import error_response, install_error_handlers
 from replicas.api.routers import ROUTERS
 from replicas.crypto import SecretBox
 from replicas.services import auth
+from replicas.services.replicas import ReplicaService
 from replicas.settings import Settings, get_settings
 from replicas.store.db import make_engine, make_sessionmaker, migrate, session_scope
 
@@ -36,11 +37,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.bootstrap_api_key:
             async with session_scope(app.state.sessions) as session:
                 await auth.bootstrap(session, settings.bootstrap_api_key)
+        app.state.replicas = ReplicaService(settings, app.state.sessions, app.state.box)
+        await app.state.replicas.start()
         log.info("replicas control plane ready database=%s runtime=%s",
                  engine.url.get_backend_name(), settings.runtime)
         try:
             yield
         finally:
+            await app.state.replicas.stop()
             await engine.dispose()
 
     app = FastAPI(

@@ -58,8 +58,10 @@ def _count(numstat: str) -> tuple[int, int]:
 
 
 async def repo_state(repo: Path, *, include_diff: bool, pr_urls: list[str] | None = None,
-                     start_hooks_completed: bool = False) -> dict:
-    """The contract's EngineRepoState for one checkout."""
+                     pull_requests: list[dict] | None = None, start_hooks_completed: bool = False) -> dict:
+    """The contract's EngineRepoState for one checkout. `pull_requests` (`[{number, url, branch}]`, as
+    `publish.Publisher.pull_requests` gives them) add their URLs to `prUrls` and, when there are any,
+    appear as the extra field `pullRequests` (the control plane's `pull_requests` come from it)."""
     branch = await default_branch(repo)
     current = (await _git(repo, "rev-parse", "--abbrev-ref", "HEAD")).strip() or branch
     base = await _base(repo, branch)
@@ -77,12 +79,18 @@ async def repo_state(repo: Path, *, include_diff: bool, pr_urls: list[str] | Non
     git_diff: dict = {"added": added, "removed": removed}
     if include_diff:
         git_diff["fullDiff"] = full
-    return {
+    urls = list(pr_urls or [])
+    urls += [pr["url"] for pr in pull_requests or [] if pr["url"] not in urls]
+    state = {
         "name": repo.name,
         "path": str(repo),
         "defaultBranch": branch,
         "currentBranch": current,
-        "prUrls": list(pr_urls or []),
+        "prUrls": urls,
         "gitDiff": git_diff,
         "startHooksCompleted": start_hooks_completed,
     }
+    if pull_requests:
+        state["pullRequests"] = [{"number": pr["number"], "url": pr["url"], "branch": pr["branch"]}
+                                 for pr in pull_requests]
+    return state

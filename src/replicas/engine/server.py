@@ -27,6 +27,7 @@ from replicas.engine import repos as repo_status
 from replicas.engine.chats import ChatError, ChatManager
 from replicas.engine.hooks import StartHookRunner
 from replicas.engine.journal import Journal
+from replicas.engine.publish import Publisher
 from replicas.engine.state import ChatStore, EngineConfig
 
 PROTOCOL_VERSION = "v1"
@@ -45,6 +46,8 @@ class Engine:
                                  on_turn_end=self.publish_repo_status, on_change=self.publish_status)
         self.hooks = StartHookRunner(self.journal, config.workspaces_dir, config.agent_env,
                                      config.start_hook_file, on_change=self.publish_status)
+        self.publisher = Publisher(config.state_dir, config.agent_env, self.journal,
+                                   workspace_id=config.workspace_id)
         self.started_at = time.monotonic()
         self.sse_clients = 0
         self._last_status: dict | None = None
@@ -88,10 +91,13 @@ class Engine:
         repos = repo_status.discover(self.config.workspaces_dir)
         return list(await asyncio.gather(*(
             repo_status.repo_state(repo, include_diff=include_diff,
+                                   pull_requests=self.publisher.pull_requests(repo.name),
                                    start_hooks_completed=repo.name in self.hooks.completed_repos)
             for repo in repos)))
 
     async def publish_repo_status(self) -> None:
+        """After a turn: push the agent's committed branches (publish.py), then journal the repos' state."""
+        await self.publisher.publish_all(repo_status.discover(self.config.workspaces_dir))
         self.journal.append("repo.status.changed", {"repos": await self.repo_states()})
         await self.publish_status()
 

@@ -95,13 +95,18 @@ class EventHub:
 
 
 async def follow(sessions: async_sessionmaker[AsyncSession], hub: EventHub, workspace_id: uuid.UUID | str,
-                 after: int = 0) -> AsyncIterator[dict[str, Any]]:
+                 after: int = 0, *, poll_interval: float = 2.0,
+                 heartbeat: float | None = None) -> AsyncIterator[dict[str, Any] | None]:
     """Every event of the workspace with seq > `after`, exactly once and in order: stored ones, then live.
 
     Subscribes first, then replays from the store, then takes live events, skipping seq <= the last one
     sent. An event the pump publishes is committed first, so it is either in the replay or in the queue.
-    A live event whose seq jumps ahead, or an overflow, is bridged by replaying from the store."""
+    A live event whose seq jumps ahead, or an overflow, is bridged by replaying from the store. When no
+    live event comes for `poll_interval` seconds the store is read again, so events that another control
+    plane process stored (and published to its own subscribers) arrive too. With `heartbeat`, `None` is
+    yielded after that many quiet seconds (the SSE endpoint turns it into a ping)."""
     last = after
+    loop = asyncio.get_running_loop()
 
     async def replay() -> AsyncIterator[dict[str, Any]]:
         nonlocal last
@@ -115,23 +120,38 @@ async def follow(sessions: async_sessionmaker[AsyncSession], hub: EventHub, work
             if len(page) < REPLAY_PAGE:
                 return
 
+    quiet_since = loop.time()
     while True:
         subscription = hub.subscribe(workspace_id)
         try:
             async for event in replay():
+                quiet_since = loop.time()
                 yield event
-            try:
-                async for event in subscription:
+            while True:
+                wait = poll_interval
+                if heartbeat is not None:
+                    wait = max(0.0, min(wait, quiet_since + heartbeat - loop.time()))
+                try:
+                    event = await asyncio.wait_for(subscription.__anext__(), wait)
+                except TimeoutError:
+                    async for missed in replay():
+                        quiet_since = loop.time()
+                        yield missed
+                    if heartbeat is not None and loop.time() - quiet_since >= heartbeat:
+                        quiet_since = loop.time()
+                        yield None
+                    continue
+                except SubscriptionOverflow:
+                    break
+                if event["seq"] <= last:
+                    continue
+                if event["seq"] > last + 1:
+                    async for missed in replay():
+                        yield missed
                     if event["seq"] <= last:
                         continue
-                    if event["seq"] > last + 1:
-                        async for missed in replay():
-                            yield missed
-                        if event["seq"] <= last:
-                            continue
-                    last = event["seq"]
-                    yield event
-            except SubscriptionOverflow:
-                continue
+                last = event["seq"]
+                quiet_since = loop.time()
+                yield event
         finally:
             subscription.close()

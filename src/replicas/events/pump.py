@@ -26,7 +26,7 @@ import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from replicas.events.fanout import EventHub
-from replicas.events.store import WorkspaceGone, last_seq, store_events
+from replicas.events.store import OnStored, WorkspaceGone, last_seq, store_events
 from replicas.store.models import Workspace
 
 log = logging.getLogger("replicas.events.pump")
@@ -55,9 +55,11 @@ class EventPump:
     """One task per workspace that keeps the store in step with the engine's journal."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], connect: Connect, hub: EventHub, *,
-                 backoff_initial: float = 0.2, backoff_max: float = 10.0, read_timeout: float = 60.0):
+                 backoff_initial: float = 0.2, backoff_max: float = 10.0, read_timeout: float = 60.0,
+                 on_stored: OnStored | None = None):
         # The engine pings every 15 s, so `read_timeout` only fires on a dead connection.
         self.sessions, self.connect, self.hub = sessions, connect, hub
+        self.on_stored = on_stored
         self.backoff_initial, self.backoff_max, self.read_timeout = backoff_initial, backoff_max, read_timeout
         self.tasks: dict[str, asyncio.Task] = {}
 
@@ -82,7 +84,7 @@ class EventPump:
                                             request=response.request, response=response)
             async for event in sse_events(response):
                 async with self.sessions() as session:
-                    stored = await store_events(session, workspace.id, [event])
+                    stored = await store_events(session, workspace.id, [event], self.on_stored)
                 for item in stored:
                     await self.hub.publish(workspace.id, item)
 

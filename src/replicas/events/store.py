@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from typing import Any
 
 from sqlalchemy import select, update
@@ -22,6 +22,15 @@ log = logging.getLogger("replicas.events")
 
 class WorkspaceGone(LookupError):
     """The workspace row no longer exists (deleted): there is nowhere to store its events."""
+
+
+OnStored = Callable[[AsyncSession, uuid.UUID, list[dict[str, Any]]], Awaitable[None]]
+
+
+def _chat_id(event: dict[str, Any]) -> str | None:
+    payload = event.get("payload") or {}
+    chat_id = payload.get("chatId") or (payload.get("chat") or {}).get("id")
+    return str(chat_id)[:64] if chat_id else None
 
 
 def _uuid(workspace_id: uuid.UUID | str) -> uuid.UUID:
@@ -42,8 +51,11 @@ async def last_seq(session: AsyncSession, workspace_id: uuid.UUID | str) -> int:
 
 
 async def store_events(session: AsyncSession, workspace_id: uuid.UUID | str,
-                       events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+                       events: Iterable[dict[str, Any]], on_stored: OnStored | None = None) -> list[dict[str, Any]]:
     """Store the events not stored yet and commit; returns them (in seq order), as they should be published.
+
+    `on_stored(session, workspace_id, events)` runs inside the same transaction with the new events, so
+    what it derives from them (projections, webhook deliveries) commits exactly once with them.
 
     The first statement is an UPDATE of the workspace row: it takes the row lock on PostgreSQL and the
     write lock on SQLite before `last_event_seq` is read, so concurrent writers cannot interleave."""
@@ -66,9 +78,11 @@ async def store_events(session: AsyncSession, workspace_id: uuid.UUID | str,
                 log.warning("workspace %s: event seq jumps from %d to %d", workspace_id, current, stored[0]["seq"])
             session.add_all(WorkspaceEvent(workspace_id=workspace_id, seq=e["seq"], event_id=str(e.get("id", "")),
                                            type=str(e["type"]), ts=str(e.get("ts", "")),
-                                           payload=e.get("payload") or {}) for e in stored)
+                                           payload=e.get("payload") or {}, chat_id=_chat_id(e)) for e in stored)
             await session.execute(update(Workspace).where(Workspace.id == workspace_id)
                                   .values(last_event_seq=stored[-1]["seq"], updated_at=Workspace.updated_at))
+            if on_stored is not None:
+                await on_stored(session, workspace_id, stored)
         await session.commit()
     except BaseException:
         await session.rollback()

@@ -78,6 +78,10 @@ pid = os.fork()
 if pid == 0:
     try:
         os.close(read_end)
+        # Nothing of the control plane's may leak into the tree: under uvloop the launcher inherits
+        # inheritable copies of its pipes, which would also keep `communicate()` waiting forever.
+        os.closerange(3, write_end)
+        os.closerange(write_end + 1, os.sysconf("SC_OPEN_MAX"))
         os.setsid()
         for procs in spec["cgroup_procs"]:
             with open(procs, "w") as f:

@@ -27,7 +27,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from replicas.crypto import SecretBox
-from replicas.errors import BadGateway, NotFound, ServiceUnavailable
+from replicas.errors import BadGateway, BadRequest, Conflict, NotFound, ServiceUnavailable
 from replicas.runtime import Runtime, RuntimeStatus, WorkspaceSpec, create_runtime
 from replicas.runtime.local import python_environment_paths
 from replicas.services import credentials, provisioning
@@ -39,6 +39,7 @@ from replicas.store.models import Workspace, utcnow
 log = logging.getLogger("replicas.workspaces")
 ENGINE_SECRET_HEADER = "X-Replicas-Engine-Secret"
 PROVIDERS = ("claude", "codex", "opencode", "cursor")
+_ENGINE_REFUSALS = {400: BadRequest, 404: NotFound, 409: Conflict}
 
 
 def _log_tail(handle, limit: int = 2000) -> str:
@@ -76,29 +77,42 @@ class WorkspaceManager:
             return row
 
     async def create(self, principal: Principal, environment_ref: str, *, name: str = "workspace",
-                     provider: str = "claude", size: str = "small", on_step=None) -> Workspace:
-        """Provision and start a workspace; returns it `active`, or `error` with the reason recorded."""
+                     provider: str = "claude", size: str = "small", on_step=None, **fields) -> Workspace:
+        """Provision and start a workspace; returns it `active`, or raises with `error` recorded."""
+        row = await self.create_record(principal, environment_ref, name=name, provider=provider, size=size,
+                                       **fields)
+        return await self.provision(row, principal, on_step=on_step)
+
+    async def create_record(self, principal: Principal, environment_ref: str, *, name: str = "workspace",
+                            provider: str = "claude", size: str = "small", **fields) -> Workspace:
+        """The `preparing` record of a new workspace (the environment must resolve); nothing runs yet.
+        `fields` are further `Workspace` columns (source, lifecycle_policy, webhook_url, ...)."""
         async with self.sessions() as session:
             resolved = await provisioning.resolve_workspace_config(session, self.box, principal, environment_ref)
+            repositories = [{"id": repo.id, "name": repo.name, "url": repo.url}
+                            for repo in resolved.repositories]
             row = Workspace(organization_id=principal.organization_id, user_id=principal.user_id,
                             environment_id=uuid.UUID(resolved.environment_id), name=name, size=size,
-                            runtime=self.settings.runtime, status="preparing",
-                            engine_secret_encrypted=self.box.encrypt(secrets.token_urlsafe(32)))
+                            runtime=self.settings.runtime, status="preparing", coding_agent=provider,
+                            repositories=repositories,
+                            engine_secret_encrypted=self.box.encrypt(secrets.token_urlsafe(32)), **fields)
             session.add(row)
             await session.commit()
+            return row
+
+    async def provision(self, row: Workspace, principal: Principal, *, on_step=None) -> Workspace:
+        """Provision the home of a `preparing` workspace and start its engine: `active`, or `error` (raised)."""
         try:
-            spec = WorkspaceSpec(size=size, ro_binds=[str(self.settings.resolved_tools_dir),
-                                                      *python_environment_paths()])
+            async with self.sessions() as session:
+                resolved = await provisioning.resolve_workspace_config(session, self.box, principal,
+                                                                       str(row.environment_id))
+            spec = WorkspaceSpec(size=row.size, ro_binds=[str(self.settings.resolved_tools_dir),
+                                                          *python_environment_paths()])
             handle = await self.runtime.provision(str(row.id), spec)
             row = await self._save(row, runtime_state=self.runtime.get_state(handle))
             result = await provisioning.provision_home(resolved, Path(handle.home), self.settings.data_dir,
                                                        on_step=on_step)
-            # Stored provider credentials sit underneath: the environment's own variables win.
-            env = {**await self._credentials(principal.organization_id, principal.user_id), **result.env}
-            env.update({
-                "REPLICAS_TOOLS_DIR": str(self.settings.resolved_tools_dir),
-                "REPLICAS_DEFAULT_PROVIDER": provider,
-            })
+            env = {**await self._base_env(row), **result.env, "REPLICAS_DEFAULT_PROVIDER": row.coding_agent}
             if result.system_prompt_path:
                 env["REPLICAS_SYSTEM_PROMPT_FILE"] = str(result.system_prompt_path)
             if result.start_hook_path:
@@ -106,11 +120,27 @@ class WorkspaceManager:
             row = await self._start_engine(row, env)
             chats = await self.call_engine(row, "GET", "/chats")
             default_chat = chats["chats"][0]["id"] if chats.get("chats") else None
-            return await self._save(row, status="active", default_chat_id=default_chat)
+            return await self._save(row, status="active", default_chat_id=default_chat, status_changed_at=utcnow(),
+                                    last_activity_at=utcnow())
+        except asyncio.CancelledError:
+            raise
         except Exception as exc:
             log.exception("workspace provisioning failed workspace_id=%s", row.id)
-            await self._save(row, status="error", error_message=str(exc) or type(exc).__name__)
+            with contextlib.suppress(Exception):
+                await self._save(row, status="error", error_message=str(exc) or type(exc).__name__,
+                                 status_changed_at=utcnow())
             raise
+
+    async def _base_env(self, workspace: Workspace) -> dict[str, str]:
+        """Stored provider credentials (under the environment's variables, which win) and what the
+        engine and the agent need to know about their workspace and control plane."""
+        env = await self._credentials(workspace.organization_id, workspace.user_id)
+        env.update({
+            "REPLICAS_TOOLS_DIR": str(self.settings.resolved_tools_dir),
+            "WORKSPACE_ID": str(workspace.id),
+            "REPLICAS_API_URL": self.settings.public_url or f"http://{self.settings.host}:{self.settings.port}",
+        })
+        return env
 
     async def _credentials(self, organization_id: uuid.UUID, user_id: uuid.UUID | None) -> dict[str, str]:
         async with self.sessions() as session:
@@ -154,12 +184,19 @@ class WorkspaceManager:
             yield client
 
     async def call_engine(self, workspace: Workspace, method: str, path: str, **kwargs) -> dict:
-        """One request to the engine; unreachable is 503, an engine refusal 502 (as the contract has it)."""
+        """One request to the engine. Unreachable is 503; the engine's 400/404/409 pass through (bad input,
+        an unknown chat or message, a conflict); any other refusal is 502 (as the contract has it)."""
         try:
             async with self.engine(workspace) as client:
                 response = await client.request(method, path, **kwargs)
         except (httpx.TransportError, FileNotFoundError, ConnectionError) as exc:
             raise ServiceUnavailable("Workspace engine is unreachable", str(exc) or type(exc).__name__) from None
+        if response.status_code in _ENGINE_REFUSALS:
+            try:
+                message = response.json().get("error") or response.text
+            except ValueError:
+                message = response.text
+            raise _ENGINE_REFUSALS[response.status_code](message[:1].upper() + message[1:500])
         if response.status_code >= 400:
             raise BadGateway("Workspace engine refused the request",
                              f"{method} {path}: {response.status_code} {response.text[:500]}")
@@ -183,7 +220,8 @@ class WorkspaceManager:
         """Stop every process of the workspace; its disk (checkouts, journal, agent sessions) stays."""
         handle = self._handle(workspace)
         await self.runtime.stop(handle)
-        return await self._save(workspace, status="sleeping", runtime_state=self.runtime.get_state(handle))
+        return await self._save(workspace, status="sleeping", runtime_state=self.runtime.get_state(handle),
+                                status_changed_at=utcnow())
 
     async def wake(self, workspace: Workspace) -> Workspace:
         """Start the engine again on the kept disk; it resumes its chats and journal sequence."""
@@ -191,8 +229,8 @@ class WorkspaceManager:
             principal = Principal.system(workspace.organization_id)
             resolved = await provisioning.resolve_workspace_config(
                 session, self.box, principal, str(workspace.environment_id))
-        env = {**await self._credentials(workspace.organization_id, workspace.user_id), **resolved.variables,
-               "REPLICAS_TOOLS_DIR": str(self.settings.resolved_tools_dir)}
+        env = {**await self._base_env(workspace), **resolved.variables,
+               "REPLICAS_DEFAULT_PROVIDER": workspace.coding_agent}
         # Provisioning wrote these into the kept home; the engine finds them again on wake.
         home = Path(self._handle(workspace).home)
         for name, path in (("REPLICAS_SYSTEM_PROMPT_FILE", home / ".replicas" / "system-prompt.md"),
@@ -200,7 +238,7 @@ class WorkspaceManager:
             if path.exists():
                 env[name] = str(path)
         workspace = await self._start_engine(workspace, env)
-        return await self._save(workspace, status="active", last_activity_at=utcnow())
+        return await self._save(workspace, status="active", last_activity_at=utcnow(), status_changed_at=utcnow())
 
     async def destroy(self, workspace: Workspace) -> None:
         if workspace.runtime_state:

@@ -356,6 +356,27 @@ class Workspace(Base):
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
     last_activity_at: Mapped[datetime] = _created()
+    # The Replica API's record (issue 4). `config` is the contract's WorkspaceConfig; `repositories` the
+    # bound repositories at creation ({id, name, url}); `pull_requests` the contract's list.
+    coding_agent: Mapped[str] = mapped_column(String(16), default="claude")
+    model: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    lifecycle_policy: Mapped[str] = mapped_column(String(32), default="default")
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    repositories: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    pull_requests: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    webhook_url: Mapped[str | None] = mapped_column(Text, nullable=True)
+    webhook_secret_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # What the engine last reported, projected from stored events in the same transaction:
+    # {"chats": [EngineChatSummary], "deleted_chats": [...], "repos": [EngineRepoState],
+    #  "hooks": {running, completed}, "status": EngineStatusSnapshot, "turns_completed": n}.
+    # Reads of a sleeping workspace are served from here.
+    snapshot: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # Messages accepted while the engine is not up (preparing, waking): delivered once it is.
+    pending_messages: Mapped[list[Any]] = mapped_column(JSON, default=list)
+    status_changed_at: Mapped[datetime] = _created()
+    # An SSE client keeps the workspace awake: each attached stream pushes this forward as it pings.
+    attached_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+    ready_notified: Mapped[bool] = mapped_column(Boolean, default=False)
 
 
 class ProviderCredential(Base):
@@ -388,6 +409,7 @@ class WorkspaceEvent(Base):
     __table_args__ = (
         UniqueConstraint("workspace_id", "seq"),
         Index("ix_workspace_events_workspace_seq", "workspace_id", "seq"),
+        Index("ix_workspace_events_history", "workspace_id", "chat_id", "type", "seq"),
     )
     id: Mapped[uuid.UUID] = _id()
     workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"))
@@ -396,6 +418,8 @@ class WorkspaceEvent(Base):
     type: Mapped[str] = mapped_column(String(64))
     ts: Mapped[str] = mapped_column(String(40))
     payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    # The chat an event is about (`payload.chatId`), so history pages are an indexed query.
+    chat_id: Mapped[str | None] = mapped_column(String(64), nullable=True)
     created_at: Mapped[datetime] = _created()
 
 
@@ -424,3 +448,46 @@ class WebhookDelivery(Base):
     lease_expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = _created()
     delivered_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Preview(Base):
+    """A public URL for one port of a workspace (spec §3.7). `token` is the unguessable part of the URL;
+    an `authenticated` preview also needs an API key of the workspace's organization."""
+
+    __tablename__ = "previews"
+    __table_args__ = (UniqueConstraint("workspace_id", "port"),)
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    workspace_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("workspaces.id", ondelete="CASCADE"), index=True)
+    port: Mapped[int] = mapped_column(Integer)
+    token: Mapped[str] = mapped_column(String(64), unique=True)
+    authenticated: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = _created()
+
+
+class UsageSession(Base):
+    """One stretch of a workspace being awake (active), for metering (spec §7.6, §10 #33).
+
+    Opened when the workspace becomes active, closed when it sleeps, is archived, fails or is deleted.
+    Kept after the workspace is deleted (no foreign key), with its name, size and source copied."""
+
+    __tablename__ = "usage_sessions"
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    workspace_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    workspace_name: Mapped[str] = mapped_column(String(255))
+    user_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True)
+    size: Mapped[str] = mapped_column(String(16))
+    source: Mapped[str] = mapped_column(String(32))
+    started_at: Mapped[datetime] = _created()
+    ended_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
+
+
+class Lease(Base):
+    """A named lease for singleton work across control-plane processes (principle 2): the lifecycle
+    reaper, and one event pump per workspace. A holder renews it; anyone may take it once expired."""
+
+    __tablename__ = "leases"
+    name: Mapped[str] = mapped_column(String(128), primary_key=True)
+    owner: Mapped[str] = mapped_column(String(128))
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -10,7 +10,10 @@ from replicas.api.routers import (
     env_skills,
     env_variables,
     environments,
+    replicas,
     repositories,
+    usage,
+    workspaces,
 )
 
 ROUTERS = [
@@ -24,4 +27,7 @@ ROUTERS = [
     api_keys.router,
     audit.router,
     credentials.router,
+    replicas.router,
+    workspaces.router,
+    usage.router,
 ]

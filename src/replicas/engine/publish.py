@@ -1,0 +1,265 @@
+"""Publishing the agent's work: push a committed feature branch to `origin` and record its pull request.
+
+After every turn (before `repo.status.changed` is journaled) `Publisher.publish_all` looks at each
+checkout under `~/workspaces`. A checkout is pushed when HEAD is on a branch other than the default one,
+has commits that `origin/<default>` lacks, and differs from what was last pushed for that branch:
+
+    git push --porcelain origin HEAD:refs/heads/<branch>      # agent env: provisioning's credentials
+
+A head the agent pushed itself (`origin/<branch>` already at HEAD) is only recorded. A later push of
+the same branch carries `--force-with-lease=<branch>:<last pushed head>`, so an agent
+that amended or rebased its own work still publishes it, while anyone else's commits on the branch are
+never overwritten (that push fails instead). Then the branch gets its record:
+
+- a GitHub origin (`https://github.com/OWNER/REPO(.git)`, `git@github.com:OWNER/REPO`) with
+  `GITHUB_TOKEN` or `GH_TOKEN` in the env: a pull request is opened once per branch through
+  `POST {GITHUB_API_URL}/repos/OWNER/REPO/pulls`; the record holds its `html_url` and `number`;
+- any other origin (or no token): the pushed branch is the record, `<origin as a URI>#<branch>`, number 0.
+
+Records live in `<state_dir>/published.json` (`{"repos": {name: {branch: {head, url, number, base,
+pushedAt}}}}`), so a restarted engine neither pushes again nor forgets its pull requests. A failed push
+or pull-request creation is journaled as an `error` event (`push_failed`, `pr_create_failed`) and never
+breaks the turn. The GitHub path has no test here (no stand-in for GitHub's API); keep it small.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import os
+import re
+import signal
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import quote, urlparse
+
+import httpx
+
+from replicas.engine import repos as repo_status
+from replicas.engine.journal import Journal, utc_timestamp
+from replicas.engine.state import write_atomically
+
+logger = logging.getLogger(__name__)
+
+_GIT_ENV = {"GIT_TERMINAL_PROMPT": "0", "LC_ALL": "C", "GCM_INTERACTIVE": "never"}
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_SCP_LIKE = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>[^/:]+):(?P<path>.*)$")
+_GITHUB_PATH = re.compile(r"^/*(?P<owner>[^/]+)/(?P<name>[^/]+?)(?:\.git)?/*$")
+DEFAULT_GITHUB_API = "https://api.github.com"
+
+
+@dataclass
+class Outcome:
+    """What `publish` did for one checkout: `pushed` a new head (with its `record`; the agent may have pushed
+    it itself), or nothing (`record` is then the branch's existing record, if any), or failed (`error` is
+    the journaled payload)."""
+
+    pushed: bool = False
+    record: dict | None = None
+    error: dict | None = None
+
+
+@dataclass(frozen=True)
+class GitResult:
+    code: int
+    stdout: str
+    stderr: str
+
+
+def scrub(text: str) -> str:
+    """`text` without any `user:password@` part of a URL (git's messages repeat the remote URL)."""
+    return _USERINFO.sub("", text)
+
+
+def origin_uri(origin: str, repo: Path) -> str:
+    """The origin as a URI without credentials: a URL as is, `user@host:path` as `ssh://user@host/path`,
+    and a local path (relative ones from the checkout) as `file:///abs/path`."""
+    if "://" in origin:
+        return scrub(origin)
+    scp = _SCP_LIKE.match(origin)
+    if scp and not origin.startswith(("/", ".")) and "/" not in origin.split(":", 1)[0]:
+        user = f"{scp['user']}@" if scp["user"] else ""
+        return f"ssh://{user}{scp['host']}/{scp['path'].lstrip('/')}"
+    return (repo / os.path.expanduser(origin)).resolve().as_uri()
+
+
+def github_repository(origin: str, extra_hosts: Iterable[str] = ()) -> tuple[str, str] | None:
+    """(owner, name) when `origin` is a GitHub remote (github.com or one of `extra_hosts`), else None."""
+    uri = origin_uri(origin, Path("/"))
+    parsed = urlparse(uri)
+    hosts = {"github.com", *extra_hosts}
+    if parsed.scheme not in ("https", "ssh") or (parsed.hostname or "").lower() not in hosts:
+        return None
+    match = _GITHUB_PATH.match(parsed.path)
+    return (match["owner"], match["name"]) if match else None
+
+
+def branch_url(origin: str, repo: Path, branch: str) -> str:
+    return f"{origin_uri(origin, repo)}#{quote(branch, safe='/')}"
+
+
+class Publisher:
+    """Pushes the checkouts' feature branches and remembers what it pushed (see the module docstring).
+
+        publisher = Publisher(config.state_dir, config.agent_env, journal)
+        await publisher.publish_all(repos.discover(config.workspaces_dir))
+        publisher.pull_requests("app")       # [{"number": 0, "url": "file:///srv/app.git#fix", "branch": "fix"}]
+    """
+
+    def __init__(self, state_dir: Path, env: Mapping[str, str], journal: Journal | None = None, *,
+                 workspace_id: str = "", push_timeout: float = 120.0, api_timeout: float = 30.0):
+        self.path = state_dir / "published.json"
+        self.env = {**env, **_GIT_ENV}
+        self.journal = journal
+        self.workspace_id = workspace_id
+        self.push_timeout = push_timeout
+        self.api_timeout = api_timeout
+        self.records: dict[str, dict[str, dict]] = self._load()
+        self._lock = asyncio.Lock()
+
+    def _load(self) -> dict[str, dict[str, dict]]:
+        try:
+            return json.loads(self.path.read_text()).get("repos", {})
+        except FileNotFoundError:
+            return {}
+        except (OSError, ValueError, AttributeError):
+            logger.exception("unreadable publish records path=%s; starting afresh", self.path)
+            return {}
+
+    async def _save(self) -> None:
+        await asyncio.to_thread(write_atomically, self.path, json.dumps({"repos": self.records}, indent=1))
+
+    def pull_requests(self, repo_name: str) -> list[dict]:
+        """The recorded pull requests (or pushed branches) of a checkout, oldest first."""
+        return [{"number": record["number"], "url": record["url"], "branch": branch}
+                for branch, record in self.records.get(repo_name, {}).items() if record.get("url")]
+
+    async def publish_all(self, repos: Iterable[Path]) -> list[Outcome]:
+        """`publish` every checkout in turn; never raises (a failure is journaled or logged)."""
+        outcomes = []
+        async with self._lock:
+            for repo in repos:
+                try:
+                    outcomes.append(await self.publish(repo))
+                except Exception:  # noqa: BLE001 - publishing must never break a turn
+                    logger.exception("publishing failed repo=%s", repo.name)
+                    outcomes.append(Outcome())
+        return outcomes
+
+    async def publish(self, repo: Path) -> Outcome:
+        """Push `repo`'s current branch if it holds new work, then record it (and open its pull request)."""
+        origin = (await self._git(repo, "config", "--get", "remote.origin.url")).stdout.strip()
+        branch = (await self._git(repo, "symbolic-ref", "--quiet", "--short", "HEAD")).stdout.strip()
+        if not origin or not branch:
+            return Outcome()
+        default = await repo_status.default_branch(repo)
+        head = (await self._git(repo, "rev-parse", "--verify", "--quiet", "HEAD")).stdout.strip()
+        record = self.records.get(repo.name, {}).get(branch)
+        if branch == default or not head or (record is not None and record["head"] == head):
+            return Outcome(record=record)
+        if not await self._has_new_commits(repo, default):
+            return Outcome(record=record)
+
+        tracking = f"refs/remotes/origin/{branch}"
+        if (await self._git(repo, "rev-parse", "--verify", "--quiet", tracking)).stdout.strip() != head:
+            push = ["push", "--porcelain", "origin", f"HEAD:refs/heads/{branch}"]
+            if record is not None:
+                push.insert(1, f"--force-with-lease=refs/heads/{branch}:{record['head']}")
+            result = await self._git(repo, *push, env=await self._push_env(repo, origin), timeout=self.push_timeout)
+            if result.code != 0:
+                return Outcome(error=self._error("push_failed", f"could not push branch {branch} of {repo.name}",
+                                                 scrub(result.stderr or result.stdout).strip()))
+
+        record = {**(record or {"url": None, "number": 0}), "head": head, "base": default,
+                  "pushedAt": utc_timestamp()}
+        github = github_repository(origin, self._github_hosts())
+        token = self.env.get("GITHUB_TOKEN") or self.env.get("GH_TOKEN")
+        if github and token and not record["number"]:
+            try:
+                pull = await self._open_pull_request(repo, *github, branch, default, token)
+                record.update(url=pull["html_url"], number=int(pull["number"]))
+            except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
+                detail = exc.response.text[:2000] if isinstance(exc, httpx.HTTPStatusError) else str(exc)
+                self._error("pr_create_failed", f"could not open a pull request for {branch} of {repo.name}",
+                            scrub(detail))
+        if not record["url"]:
+            record["url"] = branch_url(origin, repo, branch)
+        self.records.setdefault(repo.name, {})[branch] = record
+        await self._save()
+        return Outcome(pushed=True, record=record)
+
+    async def _has_new_commits(self, repo: Path, default: str) -> bool:
+        base = f"refs/remotes/origin/{default}"
+        if (await self._git(repo, "rev-parse", "--verify", "--quiet", base)).code == 0:
+            count = await self._git(repo, "rev-list", "--count", f"{base}..HEAD")
+        else:  # a checkout without the default branch's tracking ref: anything origin has not seen
+            count = await self._git(repo, "rev-list", "--count", "HEAD", "--not", "--remotes=origin")
+        return count.code == 0 and count.stdout.strip() not in ("", "0")
+
+    def _github_hosts(self) -> set[str]:
+        server = self.env.get("GITHUB_SERVER_URL")
+        return {urlparse(server).hostname or ""} - {""} if server else set()
+
+    async def _push_env(self, repo: Path, origin: str) -> dict[str, str]:
+        """The agent env; for an https GitHub origin with a token in it and no auth header configured,
+        plus a Basic auth header (git's own config through GIT_CONFIG_*, never written to disk)."""
+        env = dict(self.env)
+        token = env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")
+        uri = origin_uri(origin, repo)
+        if not token or not uri.startswith("https://") or not github_repository(origin, self._github_hosts()):
+            return env
+        if (await self._git(repo, "config", "--get-urlmatch", "http.extraheader", uri)).stdout.strip():
+            return env
+        count = int(env.get("GIT_CONFIG_COUNT") or 0)
+        if any(env.get(f"GIT_CONFIG_KEY_{i}", "").lower() == "http.extraheader" for i in range(count)):
+            return env
+        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        env.update({"GIT_CONFIG_COUNT": str(count + 1), f"GIT_CONFIG_KEY_{count}": "http.extraHeader",
+                    f"GIT_CONFIG_VALUE_{count}": f"Authorization: Basic {basic}"})
+        return env
+
+    async def _open_pull_request(self, repo: Path, owner: str, name: str, branch: str, base: str,
+                                 token: str) -> dict:
+        """Open the branch's pull request; when GitHub says one is open already (422), return that one."""
+        title = (await self._git(repo, "log", "-1", "--format=%s")).stdout.strip() or branch
+        where = f" in workspace {self.workspace_id}" if self.workspace_id else ""
+        body = f"Opened by [Replicas](https://replicas.dev) from branch `{branch}`{where}."
+        api = (self.env.get("GITHUB_API_URL") or DEFAULT_GITHUB_API).rstrip("/")
+        headers = {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
+                   "X-GitHub-Api-Version": "2022-11-28", "User-Agent": "replicas-engine"}
+        async with httpx.AsyncClient(headers=headers, timeout=self.api_timeout) as client:
+            response = await client.post(f"{api}/repos/{owner}/{name}/pulls",
+                                         json={"head": branch, "base": base, "title": title, "body": body})
+            if response.status_code == 422:
+                existing = await client.get(f"{api}/repos/{owner}/{name}/pulls",
+                                            params={"head": f"{owner}:{branch}", "state": "open"})
+                if existing.status_code == 200 and existing.json():
+                    return existing.json()[0]
+            response.raise_for_status()
+            return response.json()
+
+    def _error(self, code: str, message: str, details: str) -> dict:
+        payload = {"code": code, "message": message, "details": details}
+        logger.warning("publish error code=%s message=%s", code, message)
+        if self.journal is not None:
+            self.journal.append("error", payload)
+        return payload
+
+    async def _git(self, repo: Path, *args: str, env: Mapping[str, str] | None = None,
+                   timeout: float = 30.0) -> GitResult:
+        """Run git in its own session (so nothing can prompt on a terminal); a timeout kills its group."""
+        process = await asyncio.create_subprocess_exec(
+            "git", *args, cwd=repo, env=dict(env or self.env), stdin=asyncio.subprocess.DEVNULL,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, start_new_session=True)
+        try:
+            stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+        except TimeoutError:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            await process.wait()
+            return GitResult(-1, "", f"git {args[0]} timed out after {timeout:.0f} s")
+        return GitResult(process.returncode or 0, stdout.decode(errors="replace"), stderr.decode(errors="replace"))

@@ -1,0 +1,916 @@
+"""Replicas: the Replica API's behaviour over workspaces (spec §2.6, §3.2-§3.6, §4, §7).
+
+    replicas = ReplicaService(settings, sessions, box)     # one per control-plane process
+    await replicas.start()                                 # reattach, event pumps, webhook + lifecycle loops
+    row = await replicas.create(principal, request, wait=False)   # `preparing`; boots in the background
+
+What happens where:
+- The record (`workspaces` row) is the truth for status, the chats and repos last reported, messages
+  waiting for the engine (`pending_messages`) and pull requests. Reads of a sleeping workspace are served
+  from it and from the stored events, so they need not wake it.
+- Events: an `EventPump` per awake workspace stores the engine's journal; `_on_stored` runs in the same
+  transaction and projects each event onto the record and into the webhook outbox, so a projection or a
+  webhook happens exactly once per event, whatever restarts in between.
+- Transitions (provisioning, waking) run as background tasks, one per workspace at a time. Messages sent
+  meanwhile wait in `pending_messages` and are delivered, in order, once the engine is up.
+- The lifecycle reaper (one process at a time, under a database lease) sleeps idle workspaces, applies
+  the lifecycle policies and archives long sleepers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import re
+import socket
+import uuid
+from collections.abc import AsyncIterator, Coroutine
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import func, or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from replicas.crypto import SecretBox
+from replicas.engine.agents.install import find_binary
+from replicas.errors import BadRequest, Conflict, NotFound, ReplicasError, ServiceUnavailable, TooManyRequests
+from replicas.events import EventHub, EventPump, follow
+from replicas.events.pump import connect_via
+from replicas.events.webhooks import WebhookDispatcher, enqueue
+from replicas.services import leases, provisioning, usage
+from replicas.services.environments import parse_uuid
+from replicas.services.principal import Principal
+from replicas.services.replica_views import (
+    active_agent,
+    assistant_text,
+    iso,
+    list_item,
+    pull_requests_from,
+    replica_chat,
+    repository_status,
+)
+from replicas.services.workspaces import WorkspaceManager
+from replicas.settings import Settings
+from replicas.store.models import Environment, EnvironmentHook, Workspace, WorkspaceEvent, utcnow
+
+log = logging.getLogger("replicas.replicas")
+
+AWAKE = ("preparing", "active")
+WAKEABLE = ("sleeping", "archived")
+WHEN_DONE = {"delete_when_done": "delete", "archive_when_done": "archive", "sleep_when_done": "sleep"}
+ENGINE_VERSION = "v1"
+SLASH_COMMANDS = [
+    {"command": "/plan", "description": "Plan first: the agent proposes a plan and changes nothing",
+     "providers": ["claude", "codex", "cursor", "opencode", "pi"]},
+    {"command": "/goal", "description": "Work towards a goal until it is reached (Codex goal mode)",
+     "argumentHint": "<goal>", "providers": ["codex"]},
+    {"command": "/fast", "description": "Fast mode: less deliberation, quicker answers",
+     "providers": ["claude", "codex"]},
+]
+_PREFIXES = {"/plan": "planMode", "/goal": "goalMode", "/fast": "fastMode"}
+_AUTH_VARIABLES = {
+    "claude": ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN", "AWS_ACCESS_KEY_ID"),
+    "codex": ("OPENAI_API_KEY", "CODEX_API_KEY"),
+    "opencode": ("OPENROUTER_API_KEY", "OPENCODE_GO_API_KEY", "OPENCODE_API_KEY"),
+    "cursor": ("CURSOR_API_KEY",),
+    "pi": ("OPENROUTER_API_KEY",),
+}
+
+
+def message_options(message: str, *, model: str | None = None, images: list | None = None,
+                    plan_mode: bool | None = None, goal_mode: bool | None = None, fast_mode: bool | None = None,
+                    thinking_level: str | None = None) -> tuple[str, dict[str, Any]]:
+    """The message with leading `/plan`, `/goal`, `/fast` stripped, and the engine's (camelCase) options."""
+    flags = {"planMode": plan_mode, "goalMode": goal_mode, "fastMode": fast_mode}
+    while True:
+        match = re.match(r"^\s*(/plan|/goal|/fast)(?:\s+|$)", message)
+        if not match:
+            break
+        flags[_PREFIXES[match.group(1)]] = True
+        message = message[match.end():]
+    if not message.strip():
+        raise BadRequest("Invalid request", "message: must not be empty")
+    options = {"model": model, "images": images or None, "thinkingLevel": thinking_level, **flags}
+    return message, {key: value for key, value in options.items() if value not in (None, False)}
+
+
+class ReplicaService:
+    """The control plane's replica behaviour; `app.state.replicas`."""
+
+    def __init__(self, settings: Settings, sessions: async_sessionmaker[AsyncSession], box: SecretBox,
+                 manager: WorkspaceManager | None = None):
+        self.settings, self.sessions, self.box = settings, sessions, box
+        self.manager = manager or WorkspaceManager(settings, sessions, box)
+        self.hub = EventHub()
+        self.pump = EventPump(sessions, connect_via(self.manager), self.hub, on_stored=self._on_stored)
+        self.owner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+        timeout = settings.webhook_timeout_seconds
+        self.dispatcher = WebhookDispatcher(sessions, box, owner_id=self.owner_id, timeout=timeout,
+                                            retry_delays=settings.webhook_retry_delays,
+                                            lease_seconds=max(30.0, timeout * 3))
+        self._transitions: dict[str, asyncio.Task] = {}
+        self._delivery_locks: dict[str, asyncio.Lock] = {}
+        self._tasks: set[asyncio.Task] = set()
+        self._loops: list[asyncio.Task] = []
+
+    # -- process lifecycle -------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Reattach to the workspaces this store knows, then run the webhook and lifecycle loops."""
+        async with self.sessions() as session:
+            rows = list(await session.scalars(select(Workspace).where(Workspace.status.in_(AWAKE))))
+        for row in rows:
+            if row.status == "active":
+                self.pump.start(row)
+                if row.pending_messages:
+                    self._background(self._deliver_pending(row.id))
+            else:
+                self._background(self._recover_preparing(row))
+        self._loops = [asyncio.create_task(self.dispatcher.run_forever(self.settings.webhook_poll_seconds),
+                                           name="webhook-dispatcher"),
+                       asyncio.create_task(self._lifecycle_loop(), name="lifecycle-reaper")]
+
+    async def stop(self) -> None:
+        for task in [*self._loops, *self._transitions.values(), *self._tasks]:
+            task.cancel()
+        for task in [*self._loops, *self._transitions.values(), *self._tasks]:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.pump.stop_all()
+
+    def _background(self, coro: Coroutine) -> asyncio.Task:
+        task = asyncio.create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _recover_preparing(self, row: Workspace) -> None:
+        """A workspace left `preparing` by a stopped control plane: its engine may be up (a wake or a
+        boot that finished), or the work was cut short."""
+        if row.runtime_state and row.default_chat_id:
+            with contextlib.suppress(ReplicasError):
+                await self.manager.call_engine(row, "GET", "/health")
+                await self._became_active(await self._set(row.id, status="active", status_changed_at=utcnow()))
+                return
+            self._start_transition(row, self._wake_task(row))
+            return
+        await self._fail(row, "The control plane restarted while the workspace was being prepared")
+
+    # -- records -----------------------------------------------------------------------------------
+
+    async def get_workspace(self, principal: Principal, workspace_id: str) -> Workspace:
+        async with self.sessions() as session:
+            row = await session.scalar(select(Workspace).where(
+                Workspace.id == parse_uuid(workspace_id, "Workspace"),
+                Workspace.organization_id == principal.organization_id))
+        if row is None:
+            raise NotFound("Workspace not found")
+        return row
+
+    async def _reload(self, workspace_id: uuid.UUID) -> Workspace | None:
+        async with self.sessions() as session:
+            return await session.get(Workspace, workspace_id)
+
+    async def _set(self, workspace_id: uuid.UUID, **values: Any) -> Workspace:
+        async with self.sessions() as session:
+            row = await session.get(Workspace, workspace_id)
+            if row is None:
+                raise NotFound("Workspace not found")
+            for key, value in values.items():
+                setattr(row, key, value)
+            await session.commit()
+            return row
+
+    async def touch(self, workspace: Workspace) -> None:
+        """Record activity now (keeps the idle sleeper away)."""
+        async with self.sessions() as session:
+            await session.execute(update(Workspace).where(Workspace.id == workspace.id)
+                                  .values(last_activity_at=utcnow()).execution_options(synchronize_session=False))
+            await session.commit()
+
+    # -- create ------------------------------------------------------------------------------------
+
+    async def _environment_for(self, session: AsyncSession, principal: Principal, environment_id: str | None,
+                               repository_set_id: str | None, repository_ids: list[str] | None) -> str:
+        if environment_id:
+            return environment_id
+        if not repository_set_id and not repository_ids:
+            raise BadRequest("environment_id is required",
+                             "Pass environment_id (or the deprecated repository_set_id / repository_ids)")
+        query = select(Environment.id).where(Environment.organization_id == principal.organization_id,
+                                             Environment.user_id.is_(None))
+        if repository_set_id:
+            query = query.where(Environment.repository_set_id == parse_uuid(repository_set_id, "Repository set"))
+        else:
+            ids = [parse_uuid(value, "Repository") for value in repository_ids or []]
+            query = query.where(Environment.repository_id.in_(ids))
+        found = await session.scalar(query.order_by(Environment.created_at).limit(1))
+        if found is None:
+            raise NotFound("Repository or repository set not found",
+                           "No environment is bound to the given repository set or repositories")
+        return str(found)
+
+    async def create(self, principal: Principal, request: Any, *, wait: bool) -> Workspace:
+        """Create a replica from a validated CreateReplicaRequest; with `wait`, return once it is active
+        (or in error), otherwise at once, `preparing`."""
+        message, options = message_options(
+            request.message, model=request.model, images=request.images, plan_mode=request.plan_mode,
+            goal_mode=request.goal_mode, fast_mode=request.fast_mode, thinking_level=request.thinking_level)
+        async with self.sessions() as session:
+            env_ref = await self._environment_for(session, principal, request.environment_id,
+                                                  request.repository_set_id, request.repository_ids)
+        webhook_url, webhook_secret = request.webhook()
+        pending = [{"id": str(uuid.uuid4()), "message": message, "options": options, "chat_id": None,
+                    "coding_agent": None, "queued_at": iso(utcnow())}]
+        row = await self.manager.create_record(
+            principal, env_ref, name=request.name, provider=request.coding_agent, size=request.size or "small",
+            source="api", model=request.model, lifecycle_policy=request.lifecycle_policy or "default",
+            config=request.config or {}, webhook_url=webhook_url,
+            webhook_secret_encrypted=self.box.encrypt(webhook_secret) if webhook_secret else None,
+            pending_messages=pending)
+        await self._admit(row)
+        task = self._start_transition(row, self._bring_up(row, principal))
+        if wait:
+            with contextlib.suppress(Exception):
+                await asyncio.shield(task)
+            row = await self._reload(row.id) or row
+        return row
+
+    async def _admit(self, row: Workspace) -> None:
+        """Capacity: at most `max_active_workspaces` awake. Counted after the insert, so two concurrent
+        creates can never both slip past the limit; the one over it is removed and answered 429."""
+        async with self.sessions() as session:
+            awake = await session.scalar(select(func.count()).select_from(Workspace)
+                                         .where(Workspace.status.in_(AWAKE)))
+            if awake <= self.settings.max_active_workspaces:
+                return
+            mine = await session.get(Workspace, row.id)
+            if mine is not None:
+                await session.delete(mine)
+            await session.commit()
+        retry = self.settings.capacity_retry_after_seconds
+        raise TooManyRequests("At capacity: too many active workspaces",
+                              f"{self.settings.max_active_workspaces} workspaces are awake; "
+                              f"retry in {retry} s, or put one to sleep or delete it",
+                              headers={"Retry-After": str(retry)})
+
+    def _start_transition(self, row: Workspace, coro: Coroutine) -> asyncio.Task:
+        key = str(row.id)
+        task = asyncio.create_task(coro, name=f"transition-{key}")
+        self._transitions[key] = task
+        task.add_done_callback(lambda t: self._transitions.pop(key, None) if self._transitions.get(key) is t
+                               else None)
+        return task
+
+    async def _bring_up(self, row: Workspace, principal: Principal) -> None:
+        try:
+            row = await self.manager.provision(row, principal)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded on the workspace, which stays queryable
+            await self._fail(row, str(exc) or type(exc).__name__)
+            return
+        await self._became_active(row)
+
+    async def _became_active(self, row: Workspace) -> None:
+        """Count usage, announce `replica.ready` (the first time), pump its events, deliver what waits."""
+        async with self.sessions() as session:
+            current = await session.get(Workspace, row.id)
+            if current is None:
+                return
+            await usage.open_session(session, current)
+            if not current.ready_notified:
+                current.ready_notified = True
+                self._webhook(session, current, "replica.ready", {})
+            await session.commit()
+            row = current
+        self.pump.start(row)
+        await self._deliver_pending(row.id)
+
+    async def _fail(self, row: Workspace, message: str) -> None:
+        async with self.sessions() as session:
+            current = await session.get(Workspace, row.id)
+            if current is None:
+                return
+            current.status = "error"
+            current.error_message = message
+            current.status_changed_at = utcnow()
+            current.config = {**(current.config or {}), "provisioning_error": {"message": message}}
+            await usage.close_sessions(session, current.id)
+            self._webhook(session, current, "replica.error", {"message": message})
+            await session.commit()
+        await self.pump.stop(row.id)
+
+    # -- webhooks ----------------------------------------------------------------------------------
+
+    def _webhook(self, session: AsyncSession, row: Workspace, event_type: str, data: dict[str, Any]) -> None:
+        """Queue a webhook in the caller's transaction (nothing when the replica has no webhook_url)."""
+        if not row.webhook_url:
+            return
+        repos = (row.snapshot or {}).get("repos", [])
+        statuses = [repository_status(repo, include_diff=False) for repo in repos]
+        for status in statuses:
+            status.pop("git_diff", None)
+        pr_urls = list(dict.fromkeys(url for status in statuses for url in status["pr_urls"]))
+        pr_urls += [pr["url"] for pr in row.pull_requests or [] if pr["url"] not in pr_urls]
+        secret = self.box.decrypt(row.webhook_secret_encrypted) if row.webhook_secret_encrypted else None
+        enqueue(session, box=self.box, organization_id=row.organization_id, workspace_id=row.id,
+                event_type=event_type, url=row.webhook_url, secret=secret, replica=list_item(row),
+                data={"repository_statuses": statuses, "pr_urls": pr_urls, **data})
+
+    # -- projections of stored events --------------------------------------------------------------
+
+    async def _on_stored(self, session: AsyncSession, workspace_id: uuid.UUID, events: list[dict]) -> None:
+        row = await session.get(Workspace, workspace_id)
+        if row is None:
+            return
+        snapshot = dict(row.snapshot or {})
+        chats = {chat["id"]: chat for chat in snapshot.get("chats", [])}
+        last_text = dict(snapshot.get("last_text", {}))
+        activity = False
+        for event in events:
+            kind, payload = event["type"], event.get("payload") or {}
+            if kind in ("chat.created", "chat.updated") and payload.get("chat"):
+                chats[payload["chat"]["id"]] = payload["chat"]
+            elif kind == "chat.deleted":
+                gone = chats.pop(str(payload.get("chatId")), None)
+                if gone is not None:
+                    snapshot["deleted_chats"] = [*snapshot.get("deleted_chats", []), gone][-50:]
+            elif kind in ("repo.discovered", "repo.status.changed"):
+                snapshot["repos"] = payload.get("repos", [])
+                row.pull_requests = pull_requests_from(snapshot["repos"], row.pull_requests or [])
+            elif kind.startswith("hooks."):
+                snapshot["hooks"] = {"running": bool(payload.get("running")),
+                                     "completed": bool(payload.get("completed"))}
+            elif kind == "engine.status.changed":
+                snapshot["status"] = payload.get("status", {})
+            elif kind == "chat.turn.delta":
+                activity = True
+                text = assistant_text(payload.get("event") or {})
+                if text:
+                    last_text[str(payload.get("chatId"))] = text[-4000:]
+            elif kind in ("chat.turn.accepted", "chat.turn.started"):
+                activity = True
+            elif kind == "chat.turn.completed":
+                activity = True
+                snapshot["turns_completed"] = int(snapshot.get("turns_completed", 0)) + 1
+                chat_id = str(payload.get("chatId"))
+                row.snapshot = {**snapshot, "chats": list(chats.values()), "last_text": last_text}
+                self._webhook(session, row, "replica.turn_completed", {
+                    "chat_id": chat_id, "is_complete": bool(payload.get("isComplete")),
+                    "last_assistant_message": last_text.get(chat_id)})
+        snapshot["chats"] = list(chats.values())
+        snapshot["last_text"] = last_text
+        row.snapshot = snapshot
+        if activity:
+            row.last_activity_at = utcnow()
+
+    # -- messages ----------------------------------------------------------------------------------
+
+    async def _engine_chats(self, row: Workspace) -> list[dict]:
+        return (await self.manager.call_engine(row, "GET", "/chats"))["chats"]
+
+    async def _resolve_chat(self, row: Workspace, chat_id: str | None, coding_agent: str | None,
+                            create: dict | None = None) -> str:
+        """The chat a message goes to: the given one; else the agent's chat (created if it has none);
+        else the workspace's default chat."""
+        if chat_id and not create:
+            return chat_id
+        chats = await self._engine_chats(row)
+        if create:
+            if not any(chat["id"] == create["id"] for chat in chats):
+                await self.manager.call_engine(row, "POST", "/chats", json=create)
+            return create["id"]
+        if coding_agent:
+            ordered = sorted(chats, key=lambda chat: chat["id"] != row.default_chat_id)
+            for chat in ordered:
+                if chat["provider"] == coding_agent:
+                    return chat["id"]
+            created = await self.manager.call_engine(row, "POST", "/chats", json={"provider": coding_agent})
+            return created["id"]
+        if row.default_chat_id:
+            return row.default_chat_id
+        if not chats:
+            raise ServiceUnavailable("Workspace has no chat yet")
+        return chats[0]["id"]
+
+    async def _send_now(self, row: Workspace, entry: dict) -> dict:
+        chat = await self._resolve_chat(row, entry.get("chat_id"), entry.get("coding_agent"),
+                                        entry.get("create_chat"))
+        body = {"message": entry["message"], **entry.get("options", {})}
+        if entry.get("id"):
+            body["clientRequestId"] = entry["id"]
+        result = await self.manager.call_engine(row, "POST", f"/chats/{chat}/messages", json=body)
+        await self.touch(row)
+        return {**result, "chatId": chat}
+
+    async def _queue_pending(self, row: Workspace, entry: dict) -> int:
+        """Append a message for delivery once the engine is up; returns its position among the waiting."""
+        async with self.sessions() as session:
+            current = await session.get(Workspace, row.id, with_for_update=True)
+            if current is None:
+                raise NotFound("Workspace not found")
+            current.pending_messages = [*(current.pending_messages or []), entry]
+            current.last_activity_at = utcnow()
+            position = len(current.pending_messages) - 1
+            status = current.status
+            await session.commit()
+        if status == "active":
+            self._background(self._deliver_pending(row.id))
+        return position
+
+    async def _deliver_pending(self, workspace_id: uuid.UUID) -> None:
+        """Deliver waiting messages in order, one at a time; stops when the engine is not reachable."""
+        lock = self._delivery_locks.setdefault(str(workspace_id), asyncio.Lock())
+        async with lock:
+            while True:
+                row = await self._reload(workspace_id)
+                if row is None or row.status != "active" or not row.pending_messages:
+                    return
+                entry = row.pending_messages[0]
+                try:
+                    await self._send_now(row, entry)
+                except ServiceUnavailable:
+                    log.warning("workspace %s: engine unreachable; %d message(s) wait", workspace_id,
+                                len(row.pending_messages))
+                    return
+                except ReplicasError as exc:
+                    log.warning("workspace %s: dropping a waiting message the engine refused: %s", workspace_id,
+                                exc)
+                async with self.sessions() as session:
+                    current = await session.get(Workspace, workspace_id, with_for_update=True)
+                    if current is None:
+                        return
+                    current.pending_messages = [m for m in current.pending_messages or []
+                                                if m.get("id") != entry.get("id")]
+                    await session.commit()
+
+    async def send_message(self, principal: Principal, workspace_id: str, message: str, *,
+                           chat_id: str | None = None, coding_agent: str | None = None,
+                           **fields: Any) -> dict[str, Any]:
+        """POST /v1/replica/{id}/messages: sent, queued behind a busy agent, or waking a sleeper."""
+        row = await self.get_workspace(principal, workspace_id)
+        if row.status == "error":
+            raise Conflict("Workspace is in error state", row.error_message)
+        message, options = message_options(message, **fields)
+        entry = {"id": str(uuid.uuid4()), "message": message, "options": options, "chat_id": chat_id,
+                 "coding_agent": coding_agent, "queued_at": iso(utcnow())}
+        if row.status == "active":
+            result = await self._send_now(row, entry)
+            queued = bool(result.get("queued"))
+            return {"status": "queued" if queued else "sent", "message_id": result.get("messageId"),
+                    "position": result.get("position") if queued else None, "chat_id": result["chatId"]}
+        position = await self._queue_pending(row, entry)
+        known_chat = chat_id or (row.default_chat_id if not coding_agent else None)
+        if row.status in WAKEABLE:
+            self.wake(row)
+            return {"status": "waking", "message_id": entry["id"], "position": None, "chat_id": known_chat}
+        return {"status": "queued", "message_id": entry["id"], "position": position, "chat_id": known_chat}
+
+    async def send_to_chat(self, principal: Principal, workspace_id: str, chat_id: str, message: str,
+                           **fields: Any) -> tuple[int, dict[str, Any]]:
+        """POST /v1/workspaces/{id}/chats/{chatId}/messages: (200, sent or queued) or (202, waiting)."""
+        row = await self.get_workspace(principal, workspace_id)
+        if row.status in ("archived", "error"):
+            raise Conflict(f"Workspace is {row.status}")
+        message, options = message_options(message, **fields)
+        entry = {"id": str(uuid.uuid4()), "message": message, "options": options, "chat_id": chat_id,
+                 "coding_agent": None, "queued_at": iso(utcnow())}
+        if row.status == "active":
+            result = await self._send_now(row, entry)
+            return 200, {"messageId": result["messageId"], "queued": bool(result.get("queued")),
+                         "position": int(result.get("position") or 0)}
+        position = await self._queue_pending(row, entry)
+        if row.status == "sleeping":
+            self.wake(row)
+        return 202, {"messageId": entry["id"], "queued": True, "position": position}
+
+    async def send_deferred(self, principal: Principal, workspace_id: str, provider: str, message: str, *,
+                            chat_id: str | None = None, **fields: Any) -> dict[str, Any]:
+        """POST /v1/workspaces/{id}/messages/deferred: pick or create the provider's chat, queue, wake."""
+        row = await self.get_workspace(principal, workspace_id)
+        if row.status in ("archived", "error"):
+            raise Conflict(f"Workspace is {row.status}")
+        message, options = message_options(message, **fields)
+        chats = (row.snapshot or {}).get("chats", [])
+        if chat_id is None:
+            chat_id = next((c["id"] for c in sorted(chats, key=lambda c: c["id"] != row.default_chat_id)
+                            if c.get("provider") == provider), None)
+        entry = {"id": str(uuid.uuid4()), "message": message, "options": options, "chat_id": chat_id,
+                 "coding_agent": provider, "queued_at": iso(utcnow())}
+        if chat_id is None:
+            chat_id = str(uuid.uuid4())
+            entry["create_chat"] = {"id": chat_id, "provider": provider}
+        if row.status == "active":
+            result = await self._send_now(row, entry)
+            return {"status": "waking", "chatId": result["chatId"], "messageId": result["messageId"]}
+        await self._queue_pending(row, entry)
+        if row.status == "sleeping":
+            self.wake(row)
+        return {"status": "waking", "chatId": chat_id, "messageId": entry["id"]}
+
+    # -- sleep, wake, archive, delete --------------------------------------------------------------
+
+    def wake(self, row: Workspace) -> asyncio.Task | None:
+        """Start waking a sleeping or archived workspace in the background (no-op if already waking)."""
+        existing = self._transitions.get(str(row.id))
+        if existing is not None and not existing.done():
+            return existing
+        if row.status not in WAKEABLE:
+            return None
+        return self._start_transition(row, self._wake_task(row))
+
+    async def _wake_task(self, row: Workspace) -> None:
+        row = await self._set(row.id, status="preparing", status_changed_at=utcnow())
+        try:
+            row = await self.manager.wake(row)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - a failed wake leaves the workspace in error
+            await self._fail(row, f"Wake failed: {exc}")
+            return
+        await self._became_active(row)
+
+    async def ensure_awake(self, row: Workspace, timeout: float | None = None) -> Workspace:
+        """The workspace, active: wakes it (or waits for its boot) first; 503 if it does not come up."""
+        timeout = timeout if timeout is not None else self.settings.engine_start_timeout_seconds + 30
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            current = await self._reload(row.id)
+            if current is None:
+                raise NotFound("Workspace not found")
+            if current.status == "active":
+                return current
+            if current.status == "error":
+                raise ServiceUnavailable("Workspace is in error state", current.error_message)
+            task = self.wake(current) if current.status in WAKEABLE else self._transitions.get(str(row.id))
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise ServiceUnavailable("Workspace is waking", "retry in a few seconds",
+                                         headers={"Retry-After": "5"})
+            if task is not None:
+                with contextlib.suppress(Exception, TimeoutError):
+                    await asyncio.wait_for(asyncio.shield(task), remaining)
+            else:
+                await asyncio.sleep(min(0.2, remaining))
+
+    async def sleep(self, principal: Principal, workspace_id: str) -> None:
+        """POST /v1/workspaces/{id}/sleep: no-op when asleep; 409 while preparing or in error."""
+        row = await self.get_workspace(principal, workspace_id)
+        if row.status in WAKEABLE:
+            return
+        if row.status != "active":
+            raise Conflict(f"Cannot sleep a workspace that is {row.status}")
+        await self._put_to_sleep(row)
+
+    async def _put_to_sleep(self, row: Workspace, status: str = "sleeping") -> None:
+        await self.pump.stop(row.id)
+        row = await self.manager.sleep(row)
+        async with self.sessions() as session:
+            current = await session.get(Workspace, row.id)
+            if current is not None:
+                current.status = status
+                current.status_changed_at = utcnow()
+                await usage.close_sessions(session, row.id)
+                await session.commit()
+
+    async def archive(self, principal: Principal, workspace_id: str) -> None:
+        """POST /v1/workspaces/{id}/archive: paused and filed; it can be woken later."""
+        row = await self.get_workspace(principal, workspace_id)
+        await self._archive(row)
+
+    async def _archive(self, row: Workspace) -> None:
+        if row.status == "archived":
+            return
+        if row.status in ("preparing", "error"):
+            raise Conflict(f"Cannot archive a workspace that is {row.status}")
+        if row.status == "active":
+            await self._put_to_sleep(row, status="archived")
+        else:
+            await self._set(row.id, status="archived", status_changed_at=utcnow())
+
+    async def delete(self, principal: Principal, workspace_id: str) -> None:
+        await self._delete(await self.get_workspace(principal, workspace_id), notify=True)
+
+    async def _delete(self, row: Workspace, notify: bool) -> None:
+        """Stop and remove the sandbox, then the record; `replica.deleted` only on explicit deletion."""
+        task = self._transitions.pop(str(row.id), None)
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        await self.pump.stop(row.id)
+        row = await self._reload(row.id) or row
+        if row.runtime_state:
+            try:
+                await self.manager.runtime.destroy(self.manager.runtime.load_state(row.runtime_state))
+            except Exception:  # noqa: BLE001 - the record goes regardless; the sandbox may be gone already
+                log.exception("workspace %s: removing the sandbox failed", row.id)
+        async with self.sessions() as session:
+            current = await session.get(Workspace, row.id)
+            if current is None:
+                return
+            await usage.close_sessions(session, current.id)
+            if notify:
+                self._webhook(session, current, "replica.deleted", {})
+            await session.delete(current)
+            await session.commit()
+        self._delivery_locks.pop(str(row.id), None)
+
+    # -- reads -------------------------------------------------------------------------------------
+
+    async def list(self, principal: Principal, *, page: int, limit: int, user_id: str | None,
+                   source: str | None, status: str | None) -> dict[str, Any]:
+        query = select(Workspace).where(Workspace.organization_id == principal.organization_id)
+        if user_id:
+            query = query.where(Workspace.user_id == parse_uuid(user_id, "User"))
+        if source:
+            query = query.where(Workspace.source == source)
+        if status:
+            query = query.where(Workspace.status == status)
+        order = (func.coalesce(Workspace.last_activity_at, Workspace.created_at).desc() if status == "archived"
+                 else Workspace.created_at.desc())
+        async with self.sessions() as session:
+            total = await session.scalar(select(func.count()).select_from(query.subquery()))
+            rows = await session.scalars(query.order_by(order, Workspace.id).offset((page - 1) * limit).limit(limit))
+            items = [list_item(row) for row in rows]
+        return {"replicas": items, "total": total, "page": page, "limit": limit,
+                "total_pages": (total + limit - 1) // limit}
+
+    def _wake_on_read(self, row: Workspace) -> bool:
+        """Reading a sleeping or archived workspace wakes it (spec §2.6); whether a wake was started."""
+        if row.status in WAKEABLE:
+            self.wake(row)
+            return True
+        return False
+
+    async def details(self, principal: Principal, workspace_id: str, include: set[str]) -> dict[str, Any]:
+        """GET /v1/replica/{id}: ReplicaDetails, live from the engine when it is up, else as last reported."""
+        row = await self.get_workspace(principal, workspace_id)
+        waking = self._wake_on_read(row)
+        repos = (row.snapshot or {}).get("repos", [])
+        chats = (row.snapshot or {}).get("chats", [])
+        if row.status == "active":
+            with contextlib.suppress(ReplicasError):
+                params = {"includeDiffs": "true"} if "diffs" in include else {}
+                repos = (await self.manager.call_engine(row, "GET", "/repos", params=params))["repos"]
+                chats = await self._engine_chats(row)
+        out = {**list_item(row), "coding_agent": active_agent(row),
+               "repository_statuses": [repository_status(repo, "diffs" in include) for repo in repos],
+               "waking": waking, "chats": [replica_chat(chat) for chat in chats]}
+        if "environment" in include:
+            out["environment"] = await self._environment_info(principal, row)
+        return {"replica": out}
+
+    async def _environment_info(self, principal: Principal, row: Workspace) -> dict[str, Any]:
+        async with self.sessions() as session:
+            try:
+                resolved = await provisioning.resolve_workspace_config(session, self.box, principal,
+                                                                       str(row.environment_id))
+            except ReplicasError:
+                resolved = None
+            warm = await session.scalar(select(EnvironmentHook.id).where(
+                EnvironmentHook.organization_id == row.organization_id, EnvironmentHook.kind == "warm",
+                EnvironmentHook.is_active.is_(True), EnvironmentHook.environment_id == row.environment_id)
+                .limit(1)) if row.environment_id is not None else None
+        variables = set(resolved.variables) if resolved else set()
+        agents = {}
+        for agent, names in _AUTH_VARIABLES.items():
+            available = agent != "pi"
+            if available:
+                try:
+                    find_binary(agent, self.settings.resolved_tools_dir)
+                except Exception:  # noqa: BLE001 - not installed
+                    available = False
+            agents[agent] = {"available": available,
+                             "auth_method": "api_key" if variables.intersection(names) else "none"}
+        reported = {repo.get("name"): repo for repo in (row.snapshot or {}).get("repos", [])}
+        repositories = []
+        for repo in row.repositories or []:
+            state = next((r for name, r in reported.items() if name and repo["name"].endswith(name)), None)
+            start = "unknown" if state is None else ("completed" if state.get("startHooksCompleted") else "pending")
+            repositories.append({"repository_name": repo["name"], "warm_hook": "none", "start_hook": start})
+        return {
+            "engine_version": ENGINE_VERSION,
+            "files_uploaded": sorted(resolved.files) if resolved else [],
+            "env_vars_set": sorted(variables),
+            "skills_installed": sorted(resolved.skills) if resolved else [],
+            "integrations": {"github": False, "gitlab": False, "linear": False, "slack": False, "google": False},
+            "coding_agents": agents,
+            "hooks": {"global_warm_hook": {"status": "configured" if warm else "none", "details": None},
+                      "repositories": repositories},
+            "last_updated_at": iso(row.updated_at),
+        }
+
+    async def chats(self, principal: Principal, workspace_id: str) -> tuple[Workspace, list[dict], bool]:
+        """The chats (engine summaries): live when awake, as last reported otherwise (and it wakes)."""
+        row = await self.get_workspace(principal, workspace_id)
+        waking = self._wake_on_read(row)
+        if row.status == "active":
+            with contextlib.suppress(ReplicasError):
+                return row, await self._engine_chats(row), waking
+        return row, list((row.snapshot or {}).get("chats", [])), waking
+
+    async def awake_workspace(self, principal: Principal, workspace_id: str) -> Workspace:
+        """An operation that needs the engine: the workspace, woken first if need be."""
+        row = await self.get_workspace(principal, workspace_id)
+        if row.status == "error":
+            raise Conflict("Workspace is in error state", row.error_message)
+        return await self.ensure_awake(row)
+
+    async def create_chat(self, principal: Principal, workspace_id: str, body: dict[str, Any],
+                          refuse: tuple[str, ...] = ()) -> dict[str, Any]:
+        row = await self.get_workspace(principal, workspace_id)
+        if row.status in refuse:
+            raise Conflict(f"Workspace is {row.status}")
+        row = await self.awake_workspace(principal, workspace_id)
+        await self.touch(row)
+        return await self.manager.call_engine(row, "POST", "/chats", json=body)
+
+    async def engine_call(self, principal: Principal, workspace_id: str, method: str, path: str,
+                          **kwargs: Any) -> Any:
+        row = await self.awake_workspace(principal, workspace_id)
+        return await self.manager.call_engine(row, method, path, **kwargs)
+
+    async def history(self, principal: Principal, workspace_id: str, *, chat_id: str | None, limit: int,
+                      offset: int) -> dict[str, Any]:
+        """History from the store (no wake): the chat's AgentEvents, paged from the end."""
+        row = await self.get_workspace(principal, workspace_id)
+        chat = chat_id or row.default_chat_id
+        events: list[dict] = []
+        total = 0
+        if chat is not None:
+            where = (WorkspaceEvent.workspace_id == row.id, WorkspaceEvent.chat_id == chat,
+                     WorkspaceEvent.type == "chat.turn.delta")
+            async with self.sessions() as session:
+                total = await session.scalar(select(func.count()).select_from(WorkspaceEvent).where(*where))
+                end = max(total - offset, 0)
+                start = max(end - limit, 0)
+                rows = await session.scalars(select(WorkspaceEvent.payload).where(*where)
+                                             .order_by(WorkspaceEvent.seq).offset(start).limit(end - start))
+                events = [payload.get("event") for payload in rows if payload.get("event")]
+            known = {c["id"] for c in (row.snapshot or {}).get("chats", [])} | {row.default_chat_id}
+            if chat_id and total == 0 and chat_id not in known:
+                raise NotFound("Chat not found")
+            has_more = start > 0
+        else:
+            has_more = False
+        thread_id = next((e["payload"].get("session_id") for e in events
+                          if isinstance(e.get("payload"), dict) and e["payload"].get("session_id")), None)
+        return {"thread_id": thread_id, "events": events, "total": total, "has_more": has_more,
+                "coding_agent": active_agent(row), "waking": None, "codexAspTranscript": None, "senders": []}
+
+    async def hooks(self, principal: Principal, workspace_id: str) -> dict[str, Any]:
+        """Hook logs: from the engine when awake (and kept), as last seen otherwise."""
+        row = await self.get_workspace(principal, workspace_id)
+        logs = (row.snapshot or {}).get("hook_logs") or {"warm_hooks": {"logs": []}, "start_hooks": {"logs": []}}
+        if row.status == "active":
+            with contextlib.suppress(ReplicasError):
+                answer = await self.manager.call_engine(row, "GET", "/hooks")
+                logs = {"warm_hooks": {"logs": answer.get("warm_hooks", {}).get("logs", [])},
+                        "start_hooks": {"logs": answer.get("start_hooks", {}).get("logs", [])}}
+                async with self.sessions() as session:
+                    current = await session.get(Workspace, row.id)
+                    if current is not None:
+                        current.snapshot = {**(current.snapshot or {}), "hook_logs": logs}
+                        await session.commit()
+        return logs
+
+    async def queue_mutation(self, principal: Principal, workspace_id: str, chat_id: str, method: str,
+                             suffix: str = "", **kwargs: Any) -> dict[str, Any]:
+        """Clear, remove one from, or reorder a chat's queue; `{success: changed, queue}`."""
+        row = await self.awake_workspace(principal, workspace_id)
+        before = await self.manager.call_engine(row, "GET", f"/chats/{chat_id}/queue")
+        after = await self.manager.call_engine(row, method, f"/chats/{chat_id}/queue{suffix}", **kwargs)
+        return {"success": before["queue"] != after["queue"], "queue": after["queue"]}
+
+    async def reorder(self, principal: Principal, workspace_id: str, chat_id: str, message_id: str,
+                      position: int) -> dict[str, Any]:
+        row = await self.awake_workspace(principal, workspace_id)
+        queue = (await self.manager.call_engine(row, "GET", f"/chats/{chat_id}/queue"))["queue"]
+        ids = [item["id"] for item in queue]
+        if message_id not in ids:
+            raise NotFound("Queued message not found")
+        ids.remove(message_id)
+        ids.insert(max(0, min(position, len(ids))), message_id)
+        return await self.queue_mutation(principal, workspace_id, chat_id, "PATCH", "/reorder",
+                                         json={"messageIds": ids})
+
+    async def slash_commands(self, principal: Principal, workspace_id: str, chat_id: str) -> dict[str, Any]:
+        _, chats, _ = await self.chats(principal, workspace_id)
+        chat = next((c for c in chats if c["id"] == chat_id), None)
+        if chat is None:
+            raise NotFound("Chat not found")
+        return {"commands": [c for c in SLASH_COMMANDS if chat["provider"] in c["providers"]]}
+
+    # -- events ------------------------------------------------------------------------------------
+
+    async def stream(self, row: Workspace, after: int | None) -> AsyncIterator[str]:
+        """The SSE body: a snapshot of the current state (no `id:`), then every stored event with
+        seq > `after` (default: from now), live, with `: ping` every `sse_ping_seconds`."""
+        snapshot = row.snapshot or {}
+        now = iso(utcnow())
+        frames = []
+        if row.status == "active":
+            frames.append(("engine.ready", {"version": ENGINE_VERSION}))
+        if snapshot.get("status"):
+            frames.append(("engine.status.changed", {"status": snapshot["status"]}))
+        frames.append(("repo.status.changed", {"repos": snapshot.get("repos", [])}))
+        hooks = snapshot.get("hooks", {"running": False, "completed": row.status == "active"})
+        frames.append(("hooks.status", hooks))
+        for kind, payload in frames:
+            yield _frame({"id": f"snapshot-{kind}", "ts": now, "type": kind, "payload": payload}, None)
+        ping = self.settings.sse_ping_seconds
+        await self._attach(row.id, ping)
+        start = row.last_event_seq if after is None else after
+        async for event in follow(self.sessions, self.hub, row.id, start, poll_interval=min(2.0, ping),
+                                  heartbeat=ping):
+            if event is None:
+                await self._attach(row.id, ping)
+                yield ": ping\n\n"
+                continue
+            yield _frame({"id": event["id"] or str(event["seq"]), "ts": event["ts"], "type": event["type"],
+                          "payload": event["payload"]}, event["seq"])
+
+    async def _attach(self, workspace_id: uuid.UUID, ping: float) -> None:
+        """An SSE client is attached: keep the workspace awake for two more ping intervals."""
+        async with self.sessions() as session:
+            await session.execute(update(Workspace).where(Workspace.id == workspace_id)
+                                  .values(attached_until=utcnow() + timedelta(seconds=2 * ping + 1))
+                                  .execution_options(synchronize_session=False))
+            await session.commit()
+
+    # -- lifecycle ---------------------------------------------------------------------------------
+
+    async def _lifecycle_loop(self) -> None:
+        interval = self.settings.lifecycle_interval_seconds
+        while True:
+            try:
+                if await leases.acquire(self.sessions, "lifecycle-reaper", self.owner_id, ttl=max(15, 3 * interval)):
+                    await self.reap_once()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the reaper must keep running
+                log.exception("lifecycle reaper pass failed")
+            await asyncio.sleep(interval)
+
+    async def reap_once(self) -> list[tuple[str, str]]:
+        """One pass of the lifecycle rules; returns the (workspace id, action) pairs taken."""
+        now = utcnow()
+        s = self.settings
+        async with self.sessions() as session:
+            rows = list(await session.scalars(select(Workspace).where(or_(
+                Workspace.status.in_(("active", "sleeping", "archived"))))))
+        taken = []
+        for row in rows:
+            if str(row.id) in self._transitions:
+                continue
+            idle = (now - _aware(row.last_activity_at)).total_seconds()
+            since_change = (now - _aware(row.status_changed_at)).total_seconds()
+            attached = row.attached_until is not None and _aware(row.attached_until) > now
+            action = None
+            if row.status == "active":
+                busy = bool(row.pending_messages) or any(c.get("processing")
+                                                         for c in (row.snapshot or {}).get("chats", []))
+                if busy:
+                    continue
+                done = int((row.snapshot or {}).get("turns_completed", 0)) > 0
+                if row.lifecycle_policy in WHEN_DONE and done and idle >= s.done_grace_seconds:
+                    action = WHEN_DONE[row.lifecycle_policy]
+                elif row.lifecycle_policy == "delete_after_inactivity" and idle >= s.delete_after_inactivity_seconds \
+                        and not attached:
+                    action = "delete"
+                elif idle >= s.sleep_after_idle_seconds and not attached:
+                    action = "sleep"
+            elif row.lifecycle_policy == "delete_after_inactivity" and idle >= s.delete_after_inactivity_seconds:
+                action = "delete"
+            elif row.status == "sleeping" and since_change >= s.archive_after_sleep_seconds:
+                action = "archive"
+            if action is None:
+                continue
+            try:
+                if action == "sleep":
+                    await self._put_to_sleep(row)
+                elif action == "archive":
+                    await self._archive(row)
+                else:
+                    await self._delete(row, notify=False)
+                taken.append((str(row.id), action))
+                log.info("lifecycle: workspace %s %s (policy %s, idle %.0fs)", row.id, action,
+                         row.lifecycle_policy, idle)
+            except Exception:  # noqa: BLE001 - one workspace must not stop the pass
+                log.exception("lifecycle: %s of workspace %s failed", action, row.id)
+        return taken
+
+
+def _aware(value: datetime) -> datetime:
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def _frame(envelope: dict[str, Any], seq: int | None) -> str:
+    data = json.dumps(envelope, separators=(",", ":"), default=str)
+    head = f"id: {seq}\n" if seq is not None else ""
+    return f"{head}event: {envelope['type']}\ndata: {data}\n\n"
