@@ -1,10 +1,15 @@
 """Replica API fixtures: the app with the real agent CLIs and the scripted model, and an environment
-bound to a real git repository whose variables point the agents at the scripted model."""
+bound to a real git repository whose variables point the agents at the scripted model.
+
+Per-test settings: `@pytest.mark.replica_settings(max_active_workspaces=1, ...)`.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,13 +17,23 @@ import httpx
 import pytest
 
 from replicas.settings import Settings
+from replicas.store.models import Workspace
 from tests.agents.test_real_clis import agent_tools, model  # noqa: F401 - fixtures
+
+VERSIONED = {"X-Replicas-Api-Version": "2026-05-17"}
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "replica_settings(**values): Settings overrides for the Replica API tests")
 
 
 @pytest.fixture
-def settings(tmp_path, database_url, agent_tools) -> Settings:  # noqa: F811 - overrides the root fixture
+def settings(request, tmp_path, database_url, agent_tools) -> Settings:  # noqa: F811 - overrides the root fixture
+    marker = request.node.get_closest_marker("replica_settings")
+    values = {"webhook_retry_delays": [0.2, 0.5], "webhook_poll_seconds": 0.1, "lifecycle_interval_seconds": 0.2,
+              **(marker.kwargs if marker else {})}
     return Settings(data_dir=tmp_path / "data", database_url=database_url, secret_key=None, tools_dir=agent_tools,
-                    webhook_retry_delays=[0.2, 0.5], webhook_poll_seconds=0.1, lifecycle_interval_seconds=0.2)
+                    **values)
 
 
 @dataclass
@@ -29,8 +44,9 @@ class ReplicaEnv:
 
 
 @pytest.fixture
-async def replica_env(client, make_git_repo, model) -> ReplicaEnv:  # noqa: F811
-    """An environment bound to a `shop` repository, with the scripted model's variables."""
+async def replica_env(app, client, make_git_repo, model) -> ReplicaEnv:  # noqa: F811
+    """An environment bound to a `shop` repository, with the scripted model's variables. At teardown,
+    every workspace's processes are stopped (they outlive the control plane by design)."""
     origin = make_git_repo("shop", {"README.md": "# shop\n", "app.py": "print('hi')\n"})
     repo = (await client.post("/v1/replica/repositories", json={"name": "acme/shop", "url": str(origin)})).json()
     env = (await client.post("/v1/environments", json={"name": "shop", "repository_id": repo["repository"]["id"]}))
@@ -38,7 +54,32 @@ async def replica_env(client, make_git_repo, model) -> ReplicaEnv:  # noqa: F811
     for key, value in {**model.anthropic_env(), **model.openai_env(), "REPLICAS_AGENT_MAX_RETRIES": "1"}.items():
         response = await client.post(f"/v1/environments/{env_id}/variables", json={"key": key, "value": value})
         assert response.status_code == 201, response.text
-    return ReplicaEnv(env_id, origin, repo["repository"]["id"])
+    yield ReplicaEnv(env_id, origin, repo["repository"]["id"])
+    await destroy_all(app)
+
+
+async def destroy_all(app) -> None:
+    """Cancel running transitions, then stop and remove every sandbox of this app (and its record: the
+    PostgreSQL database is shared by the whole test session)."""
+    from sqlalchemy import delete, select
+
+    service = app.state.replicas
+    for task in list(service._transitions.values()):
+        task.cancel()
+        with contextlib.suppress(BaseException):
+            await task
+    root = str(app.state.settings.data_dir.resolve())
+    async with app.state.sessions() as session:
+        rows = list(await session.scalars(select(Workspace).where(Workspace.runtime_state.is_not(None))))
+    mine = [row for row in rows if str(row.runtime_state.get("workspace_dir", "")).startswith(root)]
+    for row in mine:
+        await service.pump.stop(row.id)
+        with contextlib.suppress(Exception):
+            await service.manager.runtime.destroy(service.manager.runtime.load_state(row.runtime_state))
+    async with app.state.sessions() as session:
+        for row in mine:
+            await session.execute(delete(Workspace).where(Workspace.id == row.id))
+        await session.commit()
 
 
 async def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):
@@ -59,16 +100,62 @@ async def replica(client: httpx.AsyncClient, replica_id: str) -> dict:
     return response.json()["replica"]
 
 
-async def settled(app, replica_id: str, turns: int = 1) -> dict | None:
-    """The workspace's projected snapshot once `turns` turns completed and no chat is processing."""
-    import uuid
+async def row_of(app, replica_id: str) -> Workspace | None:
+    async with app.state.sessions() as session:
+        return await session.get(Workspace, uuid.UUID(replica_id))
 
-    from replicas.store.models import Workspace
 
+async def set_row(app, replica_id: str, **values) -> None:
     async with app.state.sessions() as session:
         row = await session.get(Workspace, uuid.UUID(replica_id))
+        for key, value in values.items():
+            setattr(row, key, value)
+        await session.commit()
+
+
+async def status_of(app, replica_id: str) -> str | None:
+    row = await row_of(app, replica_id)
+    return row.status if row else None
+
+
+async def settled(app, replica_id: str, turns: int = 1) -> dict | None:
+    """The workspace's projected snapshot once `turns` turns completed and no chat is processing."""
+    row = await row_of(app, replica_id)
     snapshot = row.snapshot or {}
     busy = any(chat.get("processing") for chat in snapshot.get("chats", []))
-    if snapshot.get("turns_completed", 0) >= turns and not busy and not row.pending_messages:
+    if row.status == "active" and snapshot.get("turns_completed", 0) >= turns and not busy \
+            and not row.pending_messages:
         return snapshot
     return None
+
+
+def checkout(settings: Settings, replica_id: str, repo: str = "shop") -> Path:
+    """Where the workspace's checkout of `repo` lives (the local runtime's layout)."""
+    return (settings.data_dir / "workspaces" / replica_id / "home" / "workspaces" / repo).resolve()
+
+
+async def create(client: httpx.AsyncClient, env: ReplicaEnv, message: str, *, versioned: bool = True,
+                 **fields) -> dict:
+    """POST /v1/replica; returns the created ReplicaListItem (asserting 201 and the contract)."""
+    from tests.contract import assert_contract
+
+    response = await client.post("/v1/replica", headers=VERSIONED if versioned else {},
+                                 json={"name": fields.pop("name", "r"), "environment_id": env.environment_id,
+                                       "message": message, **fields})
+    assert response.status_code == 201, response.text
+    return assert_contract(response, "/v1/replica")["replica"]
+
+
+def assert_history(response: httpx.Response) -> dict:
+    """GET /v1/replica/{id}/history against the contract. The contract's HistoryEvent wraps an AgentEvent
+    in `payload` while its prose (and the hosted API) sends the AgentEvent itself as the history event
+    ({timestamp, type, payload: the SDK message}); each event is checked as the AgentEvent it is."""
+    from tests.contract import assert_contract, validate_schema
+
+    body = response.json()
+    if response.status_code != 200:
+        return assert_contract(response, "/v1/replica/{id}/history")
+    validate_schema({**body, "events": []}, "ReadReplicaHistoryResponse")
+    for event in body["events"]:
+        validate_schema(event, "AgentEvent")
+    return body

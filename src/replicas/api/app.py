@@ -9,6 +9,7 @@ from fastapi import FastAPI, Request
 
 from replicas import __version__
 from replicas.api.errors import error_response, install_error_handlers
+from replicas.api.proxy import mount_preview_proxy
 from replicas.api.routers import ROUTERS
 from replicas.crypto import SecretBox
 from replicas.services import auth
@@ -44,6 +45,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         try:
             yield
         finally:
+            await app.state.preview_proxy.aclose()
             await app.state.replicas.stop()
             await engine.dispose()
 
@@ -75,4 +77,5 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in ROUTERS:
         app.include_router(router)
+    mount_preview_proxy(app)
     return app

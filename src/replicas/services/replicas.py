@@ -32,6 +32,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, or_, select, update
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from replicas.crypto import SecretBox
@@ -54,7 +55,7 @@ from replicas.services.replica_views import (
 )
 from replicas.services.workspaces import WorkspaceManager
 from replicas.settings import Settings
-from replicas.store.models import Environment, EnvironmentHook, Workspace, WorkspaceEvent, utcnow
+from replicas.store.models import Environment, EnvironmentHook, Lease, Workspace, WorkspaceEvent, utcnow
 
 log = logging.getLogger("replicas.replicas")
 
@@ -62,6 +63,7 @@ AWAKE = ("preparing", "active")
 WAKEABLE = ("sleeping", "archived")
 WHEN_DONE = {"delete_when_done": "delete", "archive_when_done": "archive", "sleep_when_done": "sleep"}
 ENGINE_VERSION = "v1"
+CAPACITY_LOCK = "workspace-capacity"  # a `leases` row used only as a lock: creates are admitted one at a time
 SLASH_COMMANDS = [
     {"command": "/plan", "description": "Plan first: the agent proposes a plan and changes nothing",
      "providers": ["claude", "codex", "cursor", "opencode", "pi"]},
@@ -216,9 +218,7 @@ class ReplicaService:
     async def create(self, principal: Principal, request: Any, *, wait: bool) -> Workspace:
         """Create a replica from a validated CreateReplicaRequest; with `wait`, return once it is active
         (or in error), otherwise at once, `preparing`."""
-        message, options = message_options(
-            request.message, model=request.model, images=request.images, plan_mode=request.plan_mode,
-            goal_mode=request.goal_mode, fast_mode=request.fast_mode, thinking_level=request.thinking_level)
+        message, options = message_options(request.message, **request.options())  # images as plain dicts
         async with self.sessions() as session:
             env_ref = await self._environment_for(session, principal, request.environment_id,
                                                   request.repository_set_id, request.repository_ids)
@@ -240,12 +240,20 @@ class ReplicaService:
         return row
 
     async def _admit(self, row: Workspace) -> None:
-        """Capacity: at most `max_active_workspaces` awake. Counted after the insert, so two concurrent
-        creates can never both slip past the limit; the one over it is removed and answered 429."""
+        """Capacity: at most `max_active_workspaces` awake. Counted after the insert, one create at a time
+        (under a row lock every process shares), so concurrent creates can never slip past the limit
+        together, nor all refuse each other: each sees the rows inserted and not yet removed before its
+        turn; the one over the limit is removed and answered 429. Nothing else is ever evicted."""
+        await self._ensure_lock_row()
         async with self.sessions() as session:
+            # The UPDATE takes the lock (PostgreSQL: the row; SQLite: the database's write lock) until commit.
+            await session.execute(update(Lease).where(Lease.name == CAPACITY_LOCK)
+                                  .values(owner=self.owner_id, expires_at=utcnow())
+                                  .execution_options(synchronize_session=False))
             awake = await session.scalar(select(func.count()).select_from(Workspace)
                                          .where(Workspace.status.in_(AWAKE)))
             if awake <= self.settings.max_active_workspaces:
+                await session.commit()
                 return
             mine = await session.get(Workspace, row.id)
             if mine is not None:
@@ -256,6 +264,14 @@ class ReplicaService:
                               f"{self.settings.max_active_workspaces} workspaces are awake; "
                               f"retry in {retry} s, or put one to sleep or delete it",
                               headers={"Retry-After": str(retry)})
+
+    async def _ensure_lock_row(self) -> None:
+        async with self.sessions() as session:
+            if await session.get(Lease, CAPACITY_LOCK) is not None:
+                return
+            session.add(Lease(name=CAPACITY_LOCK, owner=self.owner_id, expires_at=utcnow()))
+            with contextlib.suppress(IntegrityError):  # another process made it first
+                await session.commit()
 
     def _start_transition(self, row: Workspace, coro: Coroutine) -> asyncio.Task:
         key = str(row.id)
@@ -448,6 +464,12 @@ class ReplicaService:
                                                 if m.get("id") != entry.get("id")]
                     await session.commit()
 
+    @staticmethod
+    def _direct(row: Workspace) -> bool:
+        """Whether a new message may go straight to the engine: only when it is up and nothing sent earlier
+        still waits for delivery (else it would overtake those, e.g. the first message of a new replica)."""
+        return row.status == "active" and not row.pending_messages
+
     async def send_message(self, principal: Principal, workspace_id: str, message: str, *,
                            chat_id: str | None = None, coding_agent: str | None = None,
                            **fields: Any) -> dict[str, Any]:
@@ -458,7 +480,7 @@ class ReplicaService:
         message, options = message_options(message, **fields)
         entry = {"id": str(uuid.uuid4()), "message": message, "options": options, "chat_id": chat_id,
                  "coding_agent": coding_agent, "queued_at": iso(utcnow())}
-        if row.status == "active":
+        if self._direct(row):
             result = await self._send_now(row, entry)
             queued = bool(result.get("queued"))
             return {"status": "queued" if queued else "sent", "message_id": result.get("messageId"),
@@ -479,7 +501,7 @@ class ReplicaService:
         message, options = message_options(message, **fields)
         entry = {"id": str(uuid.uuid4()), "message": message, "options": options, "chat_id": chat_id,
                  "coding_agent": None, "queued_at": iso(utcnow())}
-        if row.status == "active":
+        if self._direct(row):
             result = await self._send_now(row, entry)
             return 200, {"messageId": result["messageId"], "queued": bool(result.get("queued")),
                          "position": int(result.get("position") or 0)}
@@ -504,7 +526,7 @@ class ReplicaService:
         if chat_id is None:
             chat_id = str(uuid.uuid4())
             entry["create_chat"] = {"id": chat_id, "provider": provider}
-        if row.status == "active":
+        if self._direct(row):
             result = await self._send_now(row, entry)
             return {"status": "waking", "chatId": result["chatId"], "messageId": result["messageId"]}
         await self._queue_pending(row, entry)
@@ -626,7 +648,10 @@ class ReplicaService:
                    source: str | None, status: str | None) -> dict[str, Any]:
         query = select(Workspace).where(Workspace.organization_id == principal.organization_id)
         if user_id:
-            query = query.where(Workspace.user_id == parse_uuid(user_id, "User"))
+            try:
+                query = query.where(Workspace.user_id == uuid.UUID(user_id))
+            except ValueError:
+                raise BadRequest("Invalid request", f"user_id: {user_id!r} is not a valid id") from None
         if source:
             query = query.where(Workspace.source == source)
         if status:
@@ -660,7 +685,9 @@ class ReplicaService:
                 chats = await self._engine_chats(row)
         out = {**list_item(row), "coding_agent": active_agent(row),
                "repository_statuses": [repository_status(repo, "diffs" in include) for repo in repos],
-               "waking": waking, "chats": [replica_chat(chat) for chat in chats]}
+               "waking": waking, "chats": [replica_chat(chat) for chat in chats],
+               # The contract's WorkspaceConfig, as given on create; `provisioning_error` once setup failed.
+               "config": dict(row.config or {})}
         if "environment" in include:
             out["environment"] = await self._environment_info(principal, row)
         return {"replica": out}
@@ -734,6 +761,11 @@ class ReplicaService:
                           **kwargs: Any) -> Any:
         row = await self.awake_workspace(principal, workspace_id)
         return await self.manager.call_engine(row, method, path, **kwargs)
+
+    async def delete_chat(self, principal: Principal, workspace_id: str, chat_id: str) -> None:
+        row = await self.awake_workspace(principal, workspace_id)
+        with contextlib.suppress(ValueError):  # the engine answers 204 with no body: nothing to decode
+            await self.manager.call_engine(row, "DELETE", f"/chats/{chat_id}")
 
     async def history(self, principal: Principal, workspace_id: str, *, chat_id: str | None, limit: int,
                       offset: int) -> dict[str, Any]:
@@ -897,7 +929,9 @@ class ReplicaService:
                 elif action == "archive":
                     await self._archive(row)
                 else:
-                    await self._delete(row, notify=False)
+                    # `replica.deleted` is for deletions the user asked for: DELETE, or `delete_when_done`
+                    # (spec §7.3); inactivity cleanup is silent (§4.3).
+                    await self._delete(row, notify=row.lifecycle_policy == "delete_when_done")
                 taken.append((str(row.id), action))
                 log.info("lifecycle: workspace %s %s (policy %s, idle %.0fs)", row.id, action,
                          row.lifecycle_policy, idle)

@@ -10,6 +10,7 @@ from replicas.api.routers import (
     env_skills,
     env_variables,
     environments,
+    previews,
     replicas,
     repositories,
     usage,
@@ -30,4 +31,5 @@ ROUTERS = [
     replicas.router,
     workspaces.router,
     usage.router,
+    previews.router,
 ]

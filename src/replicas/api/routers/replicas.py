@@ -92,7 +92,7 @@ async def create_chat(replica_id: str, body: CreateChatRequest, principal: Princ
 
 @router.delete("/{replica_id}/chats/{chat_id}")
 async def delete_chat(replica_id: str, chat_id: str, principal: PrincipalDep, replicas: ReplicasDep):
-    await replicas.engine_call(principal, replica_id, "DELETE", f"/chats/{chat_id}")
+    await replicas.delete_chat(principal, replica_id, chat_id)
     return {"success": True}
 
 
