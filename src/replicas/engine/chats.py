@@ -28,6 +28,8 @@ from replicas.engine.state import PROVIDERS, ChatRecord, ChatStore, EngineConfig
 
 logger = logging.getLogger(__name__)
 HISTORY_PAGE = 100
+# A chat's default title is its agent's display name (spec §10 #40).
+PROVIDER_TITLES = {"claude": "Claude Code", "codex": "Codex", "cursor": "Cursor", "opencode": "Opencode", "pi": "Pi"}
 
 
 class ChatError(Exception):
@@ -119,7 +121,7 @@ class ChatManager:
         chat_id = chat_id or str(uuid.uuid4())
         if chat_id in self.chats:
             raise ChatError(409, f"chat {chat_id} already exists")
-        chat = self.chats[chat_id] = Chat(ChatRecord(id=chat_id, provider=provider, title=title or "New chat"))
+        chat = self.chats[chat_id] = Chat(ChatRecord(id=chat_id, provider=provider, title=title or PROVIDER_TITLES.get(provider, provider)))
         await self.save()
         payload = {"chat": chat.summary()}
         if client_request_id:

@@ -59,7 +59,7 @@ class Engine:
         self.journal.append("repo.discovered", {"repos": await self.repo_states()})
         await self.chats.load()
         if not self.chats.chats:
-            await self.chats.create(self.config.default_provider, "Default")
+            await self.chats.create(self.config.default_provider)
         self.hooks.start()
         await self.publish_status()
 

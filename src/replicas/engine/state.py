@@ -53,7 +53,10 @@ class EngineConfig:
 
         home = Path(home or environ.get("HOME") or Path.home())
         retries = environ.get("REPLICAS_AGENT_MAX_RETRIES")
-        agent_env = {k: v for k, v in environ.items() if k != "REPLICAS_ENGINE_SECRET"}
+        # The agent keeps REPLICAS_ENGINE_SECRET, WORKSPACE_ID and REPLICAS_API_URL: they are its agent-mode
+        # credentials for the control plane (previews, spec §2.2). It runs as the engine's user in the
+        # same sandbox, so hiding the secret from it would protect nothing.
+        agent_env = dict(environ)
         agent_env["HOME"] = str(home)
         return cls(
             home=home,
