@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import threading
 import time
 import uuid
 from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
@@ -159,3 +162,47 @@ def assert_history(response: httpx.Response) -> dict:
     for event in body["events"]:
         validate_schema(event, "AgentEvent")
     return body
+
+
+class Receiver:
+    """A webhook receiver on 127.0.0.1 that records each POST (raw body and headers); the first
+    `fail_first` requests are answered 500."""
+
+    def __init__(self, fail_first: int = 0):
+        self.received: list[tuple[dict[str, str], bytes]] = []
+        self.answered: list[int] = []
+        self.fail_first = fail_first
+        receiver = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                status = 500 if len(receiver.answered) < receiver.fail_first else 200
+                receiver.answered.append(status)
+                if status == 200:
+                    receiver.received.append((dict(self.headers), body))
+                self.send_response(status)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def events(self) -> list[dict]:
+        return [json.loads(body) for _, body in self.received]
+
+    async def wait(self, event_type: str, count: int = 1) -> list[dict]:
+        async def found():
+            matching = [e for e in self.events() if e["type"] == event_type]
+            return matching if len(matching) >= count else None
+
+        return await wait_for(found, timeout=30, what=f"webhook {event_type}")

@@ -121,7 +121,8 @@ class ChatManager:
         chat_id = chat_id or str(uuid.uuid4())
         if chat_id in self.chats:
             raise ChatError(409, f"chat {chat_id} already exists")
-        chat = self.chats[chat_id] = Chat(ChatRecord(id=chat_id, provider=provider, title=title or PROVIDER_TITLES.get(provider, provider)))
+        title = title or PROVIDER_TITLES.get(provider, provider)
+        chat = self.chats[chat_id] = Chat(ChatRecord(id=chat_id, provider=provider, title=title))
         await self.save()
         payload = {"chat": chat.summary()}
         if client_request_id:

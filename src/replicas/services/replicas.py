@@ -215,7 +215,7 @@ class ReplicaService:
                            "No environment is bound to the given repository set or repositories")
         return str(found)
 
-    async def create(self, principal: Principal, request: Any, *, wait: bool) -> Workspace:
+    async def create(self, principal: Principal, request: Any, *, wait: bool, source: str = "api") -> Workspace:
         """Create a replica from a validated CreateReplicaRequest; with `wait`, return once it is active
         (or in error), otherwise at once, `preparing`."""
         message, options = message_options(request.message, **request.options())  # images as plain dicts
@@ -227,7 +227,7 @@ class ReplicaService:
                     "coding_agent": None, "queued_at": iso(utcnow())}]
         row = await self.manager.create_record(
             principal, env_ref, name=request.name, provider=request.coding_agent, size=request.size or "small",
-            source="api", model=request.model, lifecycle_policy=request.lifecycle_policy or "default",
+            source=source, model=request.model, lifecycle_policy=request.lifecycle_policy or "default",
             config=request.config or {}, webhook_url=webhook_url,
             webhook_secret_encrypted=self.box.encrypt(webhook_secret) if webhook_secret else None,
             pending_messages=pending)
@@ -764,8 +764,7 @@ class ReplicaService:
 
     async def delete_chat(self, principal: Principal, workspace_id: str, chat_id: str) -> None:
         row = await self.awake_workspace(principal, workspace_id)
-        with contextlib.suppress(ValueError):  # the engine answers 204 with no body: nothing to decode
-            await self.manager.call_engine(row, "DELETE", f"/chats/{chat_id}")
+        await self.manager.call_engine(row, "DELETE", f"/chats/{chat_id}")
 
     async def history(self, principal: Principal, workspace_id: str, *, chat_id: str | None, limit: int,
                       offset: int) -> dict[str, Any]:

@@ -200,7 +200,7 @@ class WorkspaceManager:
         if response.status_code >= 400:
             raise BadGateway("Workspace engine refused the request",
                              f"{method} {path}: {response.status_code} {response.text[:500]}")
-        return response.json()
+        return response.json() if response.content else {}
 
     async def send_message(self, workspace: Workspace, message: str, *, chat_id: str | None = None,
                            **options) -> dict:
