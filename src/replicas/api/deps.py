@@ -26,7 +26,11 @@ async def get_principal(
     session: SessionDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
-    return await auth.authenticate(session, authorization)
+    principal = await auth.authenticate(session, authorization)
+    # End the read transaction so the request's session gives its pooled connection back: otherwise it is
+    # held until the response is sent (for SSE, the whole stream) while the services open their own.
+    await session.commit()
+    return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]

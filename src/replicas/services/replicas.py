@@ -53,7 +53,7 @@ from replicas.services.replica_views import (
     replica_chat,
     repository_status,
 )
-from replicas.services.workspaces import WorkspaceManager
+from replicas.services.workspaces import WorkspaceManager, lock_workspace
 from replicas.settings import Settings
 from replicas.store.models import Environment, EnvironmentHook, Lease, Workspace, WorkspaceEvent, utcnow
 
@@ -178,7 +178,7 @@ class ReplicaService:
 
     async def _set(self, workspace_id: uuid.UUID, **values: Any) -> Workspace:
         async with self.sessions() as session:
-            row = await session.get(Workspace, workspace_id)
+            row = await lock_workspace(session, workspace_id)
             if row is None:
                 raise NotFound("Workspace not found")
             for key, value in values.items():
@@ -294,7 +294,7 @@ class ReplicaService:
     async def _became_active(self, row: Workspace) -> None:
         """Count usage, announce `replica.ready` (the first time), pump its events, deliver what waits."""
         async with self.sessions() as session:
-            current = await session.get(Workspace, row.id)
+            current = await lock_workspace(session, row.id)
             if current is None:
                 return
             await usage.open_session(session, current)
@@ -308,7 +308,7 @@ class ReplicaService:
 
     async def _fail(self, row: Workspace, message: str) -> None:
         async with self.sessions() as session:
-            current = await session.get(Workspace, row.id)
+            current = await lock_workspace(session, row.id)
             if current is None:
                 return
             current.status = "error"
@@ -426,7 +426,7 @@ class ReplicaService:
     async def _queue_pending(self, row: Workspace, entry: dict) -> int:
         """Append a message for delivery once the engine is up; returns its position among the waiting."""
         async with self.sessions() as session:
-            current = await session.get(Workspace, row.id, with_for_update=True)
+            current = await lock_workspace(session, row.id)
             if current is None:
                 raise NotFound("Workspace not found")
             current.pending_messages = [*(current.pending_messages or []), entry]
@@ -457,7 +457,7 @@ class ReplicaService:
                     log.warning("workspace %s: dropping a waiting message the engine refused: %s", workspace_id,
                                 exc)
                 async with self.sessions() as session:
-                    current = await session.get(Workspace, workspace_id, with_for_update=True)
+                    current = await lock_workspace(session, workspace_id)
                     if current is None:
                         return
                     current.pending_messages = [m for m in current.pending_messages or []
@@ -592,7 +592,7 @@ class ReplicaService:
         await self.pump.stop(row.id)
         row = await self.manager.sleep(row)
         async with self.sessions() as session:
-            current = await session.get(Workspace, row.id)
+            current = await lock_workspace(session, row.id)
             if current is not None:
                 current.status = status
                 current.status_changed_at = utcnow()
@@ -632,7 +632,7 @@ class ReplicaService:
             except Exception:  # noqa: BLE001 - the record goes regardless; the sandbox may be gone already
                 log.exception("workspace %s: removing the sandbox failed", row.id)
         async with self.sessions() as session:
-            current = await session.get(Workspace, row.id)
+            current = await lock_workspace(session, row.id)
             if current is None:
                 return
             await usage.close_sessions(session, current.id)
@@ -673,16 +673,16 @@ class ReplicaService:
         return False
 
     async def details(self, principal: Principal, workspace_id: str, include: set[str]) -> dict[str, Any]:
-        """GET /v1/replica/{id}: ReplicaDetails, live from the engine when it is up, else as last reported."""
+        """GET /v1/replica/{id}: ReplicaDetails from the store (principle 3): the chats and repositories as
+        the engine last reported them through the event log, which the pump keeps current. Only
+        `include=diffs` asks the running engine, for the full diffs of the working trees as they are now."""
         row = await self.get_workspace(principal, workspace_id)
         waking = self._wake_on_read(row)
         repos = (row.snapshot or {}).get("repos", [])
         chats = (row.snapshot or {}).get("chats", [])
-        if row.status == "active":
+        if row.status == "active" and "diffs" in include:
             with contextlib.suppress(ReplicasError):
-                params = {"includeDiffs": "true"} if "diffs" in include else {}
-                repos = (await self.manager.call_engine(row, "GET", "/repos", params=params))["repos"]
-                chats = await self._engine_chats(row)
+                repos = (await self.manager.call_engine(row, "GET", "/repos", params={"includeDiffs": "true"}))["repos"]
         out = {**list_item(row), "coding_agent": active_agent(row),
                "repository_statuses": [repository_status(repo, "diffs" in include) for repo in repos],
                "waking": waking, "chats": [replica_chat(chat) for chat in chats],
@@ -804,7 +804,7 @@ class ReplicaService:
                 logs = {"warm_hooks": {"logs": answer.get("warm_hooks", {}).get("logs", [])},
                         "start_hooks": {"logs": answer.get("start_hooks", {}).get("logs", [])}}
                 async with self.sessions() as session:
-                    current = await session.get(Workspace, row.id)
+                    current = await lock_workspace(session, row.id)
                     if current is not None:
                         current.snapshot = {**(current.snapshot or {}), "hook_logs": logs}
                         await session.commit()
