@@ -187,9 +187,13 @@ async def test_many_clients_each_get_every_event_once_with_pings(tmp_path, agent
                                          timeout=httpx.Timeout(60, read=60)) as response:
                     await read_sse(response, frames, is_completed, comments)
 
-            clients = [([], []) for _ in range(5)]
+            clients = [([], []) for _ in range(20)]
             tasks = [asyncio.create_task(listen(frames, comments)) for frames, comments in clients]
             await asyncio.sleep(1.5)  # attached, idle: pings flow
+            # While 20 streams are open, 40 concurrent reads still answer (no request may hold a pooled
+            # connection for its whole lifetime, or the pool runs dry).
+            reads = await asyncio.gather(*(client.get(f"/v1/replica/{replica_id}") for _ in range(40)))
+            assert [r.status_code for r in reads] == [200] * 40
             model.add_turn(Text("Second answer."))
             sent = await client.post(f"/v1/replica/{replica_id}/messages", json={"message": "again"})
             assert sent.json()["status"] == "sent"
