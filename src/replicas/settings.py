@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     # `*_when_done` policies act this long after the agent finished with an empty queue.
     done_grace_seconds: float = Field(default=60.0, ge=0)
     lifecycle_interval_seconds: float = Field(default=5.0, gt=0)
+    # Automations' cron scheduler (services/cron_scheduler.py): a pass every this many seconds; after downtime
+    # the latest missed slot still runs once if at most this old; false keeps this process out of scheduling.
+    cron_interval_seconds: float = Field(default=15.0, gt=0)
+    cron_catchup_seconds: float = Field(default=3600.0, ge=0)
+    cron_enabled: bool = True
     # SSE: a `: ping` comment after this many quiet seconds (spec §4.1: 15 s).
     sse_ping_seconds: float = Field(default=15.0, gt=0)
     # Outbound webhooks: timeout per attempt and the delays between retries (spec §10 #2).

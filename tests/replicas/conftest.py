@@ -34,6 +34,7 @@ def pytest_configure(config):
 def settings(request, tmp_path, database_url, agent_tools) -> Settings:  # noqa: F811 - overrides the root fixture
     marker = request.node.get_closest_marker("replica_settings")
     values = {"webhook_retry_delays": [0.2, 0.5], "webhook_poll_seconds": 0.1, "lifecycle_interval_seconds": 0.2,
+              "cron_enabled": False,
               **(marker.kwargs if marker else {})}
     return Settings(data_dir=tmp_path / "data", database_url=database_url, secret_key=None, tools_dir=agent_tools,
                     **values)

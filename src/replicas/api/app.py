@@ -13,6 +13,8 @@ from replicas.api.proxy import mount_preview_proxy
 from replicas.api.routers import ROUTERS
 from replicas.crypto import SecretBox
 from replicas.services import auth
+from replicas.services import automations as automation_service
+from replicas.services.cron_scheduler import start_cron_scheduler, stop_cron_scheduler
 from replicas.services.replicas import ReplicaService
 from replicas.settings import Settings, get_settings
 from replicas.store.db import make_engine, make_sessionmaker, migrate, session_scope
@@ -40,11 +42,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                 await auth.bootstrap(session, settings.bootstrap_api_key)
         app.state.replicas = ReplicaService(settings, app.state.sessions, app.state.box)
         await app.state.replicas.start()
+        app.state.automation_reconciler = automation_service.start_reconciler(app.state)
+        app.state.cron_scheduler = start_cron_scheduler(app.state) if settings.cron_enabled else None
         log.info("replicas control plane ready database=%s runtime=%s",
                  engine.url.get_backend_name(), settings.runtime)
         try:
             yield
         finally:
+            await stop_cron_scheduler(app.state.cron_scheduler)
+            await automation_service.stop_reconciler(app.state.automation_reconciler)
             await app.state.preview_proxy.aclose()
             await app.state.replicas.stop()
             await engine.dispose()

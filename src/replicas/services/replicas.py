@@ -41,7 +41,7 @@ from replicas.errors import BadRequest, Conflict, NotFound, ReplicasError, Servi
 from replicas.events import EventHub, EventPump, follow
 from replicas.events.pump import connect_via
 from replicas.events.webhooks import WebhookDispatcher, enqueue
-from replicas.services import leases, provisioning, usage
+from replicas.services import loops, provisioning, usage
 from replicas.services.environments import parse_uuid
 from replicas.services.principal import Principal
 from replicas.services.replica_views import (
@@ -877,16 +877,8 @@ class ReplicaService:
     # -- lifecycle ---------------------------------------------------------------------------------
 
     async def _lifecycle_loop(self) -> None:
-        interval = self.settings.lifecycle_interval_seconds
-        while True:
-            try:
-                if await leases.acquire(self.sessions, "lifecycle-reaper", self.owner_id, ttl=max(15, 3 * interval)):
-                    await self.reap_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # noqa: BLE001 - the reaper must keep running
-                log.exception("lifecycle reaper pass failed")
-            await asyncio.sleep(interval)
+        await loops.run_every("lifecycle reaper", self.settings.lifecycle_interval_seconds, self.reap_once,
+                              lease=loops.Lease(self.sessions, "lifecycle-reaper", self.owner_id))
 
     async def reap_once(self) -> list[tuple[str, str]]:
         """One pass of the lifecycle rules; returns the (workspace id, action) pairs taken."""

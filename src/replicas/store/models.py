@@ -21,6 +21,7 @@ from sqlalchemy import (
     Text,
     UniqueConstraint,
     Uuid,
+    false,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 
@@ -285,14 +286,25 @@ class WarmPoolWorkspace(Base):
 
 
 class Automation(Base):
-    """An automation bound to one environment (issue: automations). Environments refuse deletion while
-    one references them."""
+    """An automation bound to one environment (spec §3.9, §6). Environments refuse deletion while one
+    references them.
+
+    `triggers` is the contract's AutomationTrigger list, validated and normalised by
+    `services/automation_triggers.py`; `cron_*` are derived from its cron trigger. `cron_next_fire_at` is
+    the next slot (UTC): a scheduler claims a slot with one conditional UPDATE on it. The custom-webhook
+    token is stored twice: hashed (`webhook_token_hash`, the lookup, so an unknown token costs the same
+    as a known one) and encrypted (`webhook_token_encrypted`, shown on the record). `user_id` is the
+    owner of a personal automation (NULL: org-owned). The circuit breaker counts `consecutive_failures`
+    and records why it disabled the automation in `disabled_reason`."""
 
     __tablename__ = "automations"
     id: Mapped[uuid.UUID] = _id()
     organization_id: Mapped[uuid.UUID] = _org()
     user_id: Mapped[uuid.UUID | None] = mapped_column(
         ForeignKey("users.id", ondelete="CASCADE"), nullable=True
+    )
+    created_by: Mapped[uuid.UUID | None] = mapped_column(
+        ForeignKey("users.id", ondelete="SET NULL"), nullable=True
     )
     environment_id: Mapped[uuid.UUID] = mapped_column(
         ForeignKey("environments.id", ondelete="RESTRICT"), index=True
@@ -301,10 +313,63 @@ class Automation(Base):
     description: Mapped[str | None] = mapped_column(Text, nullable=True)
     prompt: Mapped[str] = mapped_column(Text, default="")
     triggers: Mapped[list[Any]] = mapped_column(JSON, default=list)
-    settings: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    debounce_seconds: Mapped[int | None] = mapped_column(Integer, nullable=True)
     enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    webhook_token_hash: Mapped[str | None] = mapped_column(String(64), unique=True, nullable=True)
+    webhook_token_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    cron_expression: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    cron_timezone: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    cron_next_fire_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True,
+                                                               index=True)
+    workspace_lifecycle_policy: Mapped[str] = mapped_column(String(32), default="default",
+                                                            server_default="default")
+    workspace_auto_stop_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    workspace_size: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict, server_default="{}")
+    agent_provider: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    model: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    thinking_level: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    plan_mode: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    goal_mode: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    fast_mode: Mapped[bool | None] = mapped_column(Boolean, nullable=True)
+    consecutive_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    disabled_reason: Mapped[str | None] = mapped_column(Text, nullable=True)
+    last_fired_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
+
+
+class AutomationExecution(Base):
+    """One firing of an automation (spec §6): `pending -> creating -> running -> completed | failed`.
+
+    `delivery_id` (the provider's delivery or request id) is unique per automation, so a redelivered
+    event finds its execution instead of firing again (NULLs never collide). `fire_at` is when a pending
+    execution may be started by the reconciler: the end of the debounce window, or a recovery deadline
+    for one whose firing process stopped. `prompt` is the message the workspace was (or will be) given;
+    `config` the WorkspaceConfig snapshot; `workspace_id` has no foreign key, so the history outlives
+    the workspace."""
+
+    __tablename__ = "automation_executions"
+    __table_args__ = (
+        UniqueConstraint("automation_id", "delivery_id"),
+        Index("ix_automation_executions_status_fire_at", "status", "fire_at"),
+        Index("ix_automation_executions_automation_triggered", "automation_id", "triggered_at"),
+    )
+    id: Mapped[uuid.UUID] = _id()
+    automation_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("automations.id", ondelete="CASCADE"))
+    organization_id: Mapped[uuid.UUID] = _org()
+    workspace_id: Mapped[uuid.UUID | None] = mapped_column(Uuid, nullable=True, index=True)
+    triggered_at: Mapped[datetime] = _created()
+    trigger_type: Mapped[str] = mapped_column(String(32))
+    trigger_payload: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    delivery_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    status: Mapped[str] = mapped_column(String(16), default="pending")
+    prompt: Mapped[str] = mapped_column(Text, default="")
+    config: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    error: Mapped[str | None] = mapped_column(Text, nullable=True)
+    fire_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = _updated()
+    completed_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
 
 
 class AuditEvent(Base):
@@ -491,3 +556,18 @@ class Lease(Base):
     name: Mapped[str] = mapped_column(String(128), primary_key=True)
     owner: Mapped[str] = mapped_column(String(128))
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))
+
+
+class IntegrationSecret(Base):
+    """An inbound integration's verification secret for one organization, stored encrypted: the GitHub
+    webhook secret, GitLab secret token, Slack signing secret, Sentry client secret or Linear webhook
+    secret (`provider`). The webhook receivers verify each delivery with it (services/integrations.py)."""
+
+    __tablename__ = "integration_secrets"
+    __table_args__ = (UniqueConstraint("organization_id", "provider"),)
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    provider: Mapped[str] = mapped_column(String(16))
+    secret_encrypted: Mapped[str] = mapped_column(Text)
+    created_at: Mapped[datetime] = _created()
+    updated_at: Mapped[datetime] = _updated()

@@ -3,6 +3,7 @@
 from replicas.api.routers import (
     api_keys,
     audit,
+    automations,
     credentials,
     env_files,
     env_hooks,
@@ -10,6 +11,7 @@ from replicas.api.routers import (
     env_skills,
     env_variables,
     environments,
+    integrations,
     previews,
     replicas,
     repositories,
@@ -32,4 +34,6 @@ ROUTERS = [
     workspaces.router,
     usage.router,
     previews.router,
+    automations.router,
+    integrations.router,
 ]
