@@ -328,6 +328,11 @@ async def _create_preview(base: str, wired, workspace: Workspace, port: int, **b
 async def test_http_and_websocket_reach_a_server_inside_the_workspace(served, wired, workspace_server, org):
     workspace, port = workspace_server
     preview = await _create_preview(served, wired, workspace, port)
+    # The engine journaled `preview.changed` (what the replica's event stream carries).
+    journal = Path(wired.state.replicas.manager._handle(workspace).home) / ".replicas" / "engine" / "events.jsonl"
+    changed = [json.loads(line) for line in journal.read_text().splitlines() if '"preview.changed"' in line]
+    assert changed[-1]["payload"]["previews"] == [{"port": port, "publicUrl": preview["publicUrl"],
+                                                   "createdAt": preview["createdAt"]}]
     before = (await _reload(wired, workspace)).last_activity_at
     url = preview["publicUrl"]
     prefix = "/previews/" + url.split("/previews/", 1)[1].rstrip("/")

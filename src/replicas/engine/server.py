@@ -210,6 +210,14 @@ def create_app(engine: Engine) -> Starlette:
         return JSONResponse({"warm_hooks": {"logs": []}, "start_hooks": {"logs": engine.hooks.logs},
                              **engine.hooks.status()})
 
+    async def previews_changed(request: Request) -> Response:
+        """The control plane's previews of this workspace changed: journal `preview.changed`."""
+        previews = (await _body(request)).get("previews")
+        if not isinstance(previews, list):
+            raise ChatError(400, "previews must be a list")
+        engine.journal.append("preview.changed", {"previews": previews})
+        return Response(status_code=204)
+
     async def events(request: Request) -> Response:
         after = _int(request, "after", 0)
         return StreamingResponse(engine.stream(after, request), media_type="text/event-stream",
@@ -238,6 +246,7 @@ def create_app(engine: Engine) -> Starlette:
         Route("/repos", list_repos, methods=["GET"]),
         Route("/hooks", hooks, methods=["GET"]), Route("/hooks/status", hooks, methods=["GET"]),
         Route("/events", events, methods=["GET"]),
+        Route("/previews", previews_changed, methods=["POST"]),
     ]
 
     async def chat_error(request: Request, exc: Exception) -> Response:

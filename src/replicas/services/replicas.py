@@ -766,6 +766,16 @@ class ReplicaService:
         row = await self.awake_workspace(principal, workspace_id)
         await self.manager.call_engine(row, "DELETE", f"/chats/{chat_id}")
 
+    async def announce_previews(self, row: Workspace, previews: list[dict[str, Any]]) -> None:
+        """Hand the workspace's previews to its engine, which journals `preview.changed` (so it reaches the
+        event stream in order with everything else). Best effort: a sleeping workspace learns nothing."""
+        if row.status != "active":
+            return
+        try:
+            await self.manager.call_engine(row, "POST", "/previews", json={"previews": previews})
+        except ReplicasError as exc:
+            log.warning("workspace %s: could not announce previews: %s", row.id, exc)
+
     async def history(self, principal: Principal, workspace_id: str, *, chat_id: str | None, limit: int,
                       offset: int) -> dict[str, Any]:
         """History from the store (no wake): the chat's AgentEvents, paged from the end."""

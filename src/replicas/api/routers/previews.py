@@ -82,10 +82,19 @@ async def get_caller_workspace(
 CallerWorkspaceDep = Annotated[Workspace, Depends(get_caller_workspace)]
 
 
-async def _create(session, settings: Settings, workspace: Workspace, body: CreatePreviewRequest,
+async def _announce(request: Request, session, settings: Settings, workspace: Workspace) -> None:
+    """Tell the workspace's engine, which journals `preview.changed` for the event stream."""
+    previews = [{k: v for k, v in preview_view(settings, p).items() if k != "authenticated"}
+                for p in await service.list_previews(session, workspace.id)]
+    await request.app.state.replicas.announce_previews(workspace, previews)
+
+
+async def _create(request: Request, session, settings: Settings, workspace: Workspace, body: CreatePreviewRequest,
                   response: Response) -> dict:
     preview, created = await service.create_preview(session, workspace, body.port, body.authenticated)
     response.status_code = 201 if created else 200
+    if created:
+        await _announce(request, session, settings, workspace)
     return preview_view(settings, preview)
 
 
@@ -93,8 +102,9 @@ async def _list(session, settings: Settings, workspace: Workspace) -> dict:
     return {"previews": [preview_view(settings, p) for p in await service.list_previews(session, workspace.id)]}
 
 
-async def _delete(session, workspace: Workspace, port: int) -> dict:
+async def _delete(request: Request, session, settings: Settings, workspace: Workspace, port: int) -> dict:
     await service.delete_preview(session, workspace.id, port)
+    await _announce(request, session, settings, workspace)
     return {"success": True, "port": port}
 
 
@@ -103,8 +113,8 @@ async def _delete(session, workspace: Workspace, port: int) -> dict:
 @router.post("/v1/previews", status_code=201, response_model=PreviewBody,
              summary="Create Preview (agent mode; 200 when the port already has one)")
 async def create_agent_preview(body: CreatePreviewRequest, workspace: AgentWorkspaceDep, session: SessionDep,
-                               settings: SettingsDep, response: Response):
-    return await _create(session, settings, workspace, body, response)
+                               settings: SettingsDep, response: Response, request: Request):
+    return await _create(request, session, settings, workspace, body, response)
 
 
 @router.get("/v1/previews", response_model=ListPreviewsResponse, summary="List Previews (agent mode)")
@@ -113,8 +123,9 @@ async def list_agent_previews(workspace: AgentWorkspaceDep, session: SessionDep,
 
 
 @router.delete("/v1/previews/{port}", response_model=DeletePreviewResponse, summary="Delete Preview")
-async def delete_agent_preview(port: PortParam, workspace: AgentWorkspaceDep, session: SessionDep):
-    return await _delete(session, workspace, port)
+async def delete_agent_preview(port: PortParam, workspace: AgentWorkspaceDep, session: SessionDep,
+                               settings: SettingsDep, request: Request):
+    return await _delete(request, session, settings, workspace, port)
 
 
 # --- organization auth ------------------------------------------------------------------------------
@@ -122,8 +133,9 @@ async def delete_agent_preview(port: PortParam, workspace: AgentWorkspaceDep, se
 @router.post(WORKSPACE, status_code=201, response_model=PreviewBody,
              summary="Create Workspace Preview (200 when the port already has one)")
 async def create_workspace_preview(body: CreatePreviewRequest, workspace: CallerWorkspaceDep,
-                                   session: SessionDep, settings: SettingsDep, response: Response):
-    return await _create(session, settings, workspace, body, response)
+                                   session: SessionDep, settings: SettingsDep, response: Response,
+                                   request: Request):
+    return await _create(request, session, settings, workspace, body, response)
 
 
 @router.get(WORKSPACE, response_model=ListPreviewsResponse, summary="List Workspace Previews")
@@ -132,5 +144,6 @@ async def list_workspace_previews(workspace: CallerWorkspaceDep, session: Sessio
 
 
 @router.delete(WORKSPACE + "/{port}", response_model=DeletePreviewResponse, summary="Delete Workspace Preview")
-async def delete_workspace_preview(port: PortParam, workspace: CallerWorkspaceDep, session: SessionDep):
-    return await _delete(session, workspace, port)
+async def delete_workspace_preview(port: PortParam, workspace: CallerWorkspaceDep, session: SessionDep,
+                                   settings: SettingsDep, request: Request):
+    return await _delete(request, session, settings, workspace, port)
