@@ -208,6 +208,16 @@ async def test_many_clients_each_get_every_event_once_with_pings(tmp_path, agent
             async with httpx.AsyncClient(base_url=server.base, headers=auth()) as other:
                 assert (await other.get(f"/v1/replica/{replica_id}")).json()["replica"]["status"] == "active"
 
+            # Deleting the replica ends its open streams (at the next ping).
+            async def until_end() -> None:
+                async with client.stream("GET", f"/v1/replica/{replica_id}/events") as response:
+                    async for _ in response.aiter_lines():
+                        pass
+            ending = asyncio.create_task(until_end())
+            await asyncio.sleep(0.3)
+            assert (await client.delete(f"/v1/replica/{replica_id}")).json() == {"success": True}
+            await asyncio.wait_for(ending, 10)
+
 
 async def wait_settled(client: httpx.AsyncClient, replica_id: str, timeout: float = 60) -> None:
     """Until the replica's history ends with a finished turn and no chat is processing."""

@@ -870,19 +870,22 @@ class ReplicaService:
         async for event in follow(self.sessions, self.hub, row.id, start, poll_interval=min(2.0, ping),
                                   heartbeat=ping):
             if event is None:
-                await self._attach(row.id, ping)
+                if not await self._attach(row.id, ping):
+                    return
                 yield ": ping\n\n"
                 continue
             yield _frame({"id": event["id"] or str(event["seq"]), "ts": event["ts"], "type": event["type"],
                           "payload": event["payload"]}, event["seq"])
 
-    async def _attach(self, workspace_id: uuid.UUID, ping: float) -> None:
-        """An SSE client is attached: keep the workspace awake for two more ping intervals."""
+    async def _attach(self, workspace_id: uuid.UUID, ping: float) -> bool:
+        """An SSE client is attached: keep the workspace awake for two more ping intervals. False once the
+        workspace is gone (deleted): the stream then ends."""
         async with self.sessions() as session:
-            await session.execute(update(Workspace).where(Workspace.id == workspace_id)
-                                  .values(attached_until=utcnow() + timedelta(seconds=2 * ping + 1))
-                                  .execution_options(synchronize_session=False))
+            result = await session.execute(update(Workspace).where(Workspace.id == workspace_id)
+                                           .values(attached_until=utcnow() + timedelta(seconds=2 * ping + 1))
+                                           .execution_options(synchronize_session=False))
             await session.commit()
+        return result.rowcount == 1
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
