@@ -306,4 +306,4 @@ async def test_concurrent_redeliveries_record_one_execution(wired, client, anony
     from replicas.services import automations as service
 
     counts = await service.reconcile_executions(wired.state)
-    assert counts == {"completed": 0, "failed": 0, "started": 0, "stopped": 0}
+    assert counts == {"completed": 0, "failed": 0, "started": 0}

@@ -132,6 +132,22 @@ async def test_long_sleepers_are_archived_and_inactive_ones_deleted(app, client,
         receiver.close()
 
 
+async def test_a_workspace_timer_replaces_the_servers(app, client, replica_env, model):
+    """`auto_stop_minutes` (an automation's `workspace_auto_stop_minutes`) is the workspace's own idle timer;
+    the server's (an hour by default) still holds for the others."""
+    model.add_turn(Text("own timer"))
+    own = (await create(client, replica_env, "one", name="own-timer"))["id"]
+    model.add_turn(Text("server timer"))
+    other = (await create(client, replica_env, "two", name="server-timer"))["id"]
+    await wait_for(lambda: settled(app, own), what="the first turn")
+    await wait_for(lambda: settled(app, other), what="the second turn")
+    two_minutes_ago = utcnow() - timedelta(minutes=2)
+    await set_row(app, own, auto_stop_minutes=1, last_activity_at=two_minutes_ago)
+    await set_row(app, other, last_activity_at=two_minutes_ago)
+    await wait_for(lambda: _is(app, own, "sleeping"), timeout=20, what="the replica with its own timer to sleep")
+    assert await status_of(app, other) == "active"
+
+
 async def _is(app, rid: str, status: str) -> bool:
     return await status_of(app, rid) == status
 

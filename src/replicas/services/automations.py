@@ -454,7 +454,8 @@ async def start_execution(services: Any, execution_id: uuid.UUID) -> AutomationE
                 lifecycle_policy=LEGACY_POLICIES.get(row.workspace_lifecycle_policy, row.workspace_lifecycle_policy),
                 config=execution.config, size=row.workspace_size or "small", plan_mode=row.plan_mode or None,
                 goal_mode=row.goal_mode, fast_mode=row.fast_mode, thinking_level=row.thinking_level)
-        workspace = await services.replicas.create(principal, request, wait=False, source="automation")
+        workspace = await services.replicas.create(principal, request, wait=False, source="automation",
+                                                   auto_stop_minutes=row.workspace_auto_stop_minutes)
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # noqa: BLE001 - recorded on the execution, and counted by the breaker
@@ -539,10 +540,11 @@ def _pr_url(repository_url: str, number: int) -> str | None:
 
 async def reconcile_executions(services: Any, now: datetime | None = None) -> dict[str, int]:
     """One pass: finish running executions from their workspace's state, start due pending ones (debounce
-    windows, or ones whose process stopped), fail ones stuck `creating`, apply `workspace_auto_stop_minutes`.
+    windows, or ones whose process stopped), fail ones stuck `creating`. (`workspace_auto_stop_minutes` is the
+    workspace's own timer, applied by the lifecycle reaper.)
     Safe to run in several processes at once (every move is a conditional UPDATE); returns counts."""
     now = now or utcnow()
-    counts = {"completed": 0, "failed": 0, "started": 0, "stopped": 0}
+    counts = {"completed": 0, "failed": 0, "started": 0}
     async with services.sessions() as session:
         running = list(await session.execute(
             select(AutomationExecution.id, AutomationExecution.workspace_id, Workspace.status, Workspace.snapshot,
@@ -573,44 +575,7 @@ async def reconcile_executions(services: Any, now: datetime | None = None) -> di
         with contextlib.suppress(NotFound):
             execution = await start_execution(services, execution_id)
             counts["started"] += execution.status != "pending"
-    counts["stopped"] = await _apply_auto_stop(services, now)
     return counts
-
-
-async def _apply_auto_stop(services: Any, now: datetime) -> int:
-    """`workspace_auto_stop_minutes` on automation workspaces: sleep (`default`) or delete
-    (`delete_after_inactivity`) after that many idle minutes. The lifecycle reaper's global timers still
-    apply too, so a value longer than them has no effect (a per-workspace timer would need ReplicaService)."""
-    async with services.sessions() as session:
-        rows = list(await session.execute(
-            select(Workspace, Automation.workspace_auto_stop_minutes, Automation.workspace_lifecycle_policy)
-            .join(AutomationExecution, AutomationExecution.workspace_id == Workspace.id)
-            .join(Automation, Automation.id == AutomationExecution.automation_id)
-            .where(Automation.workspace_auto_stop_minutes.is_not(None),
-                   Automation.workspace_lifecycle_policy.in_(("default", "delete_after_inactivity")),
-                   Workspace.status.in_(("active", "sleeping")))))
-    stopped = 0
-    for workspace, minutes, policy in rows:
-        idle = (now - _aware(workspace.last_activity_at)).total_seconds()
-        busy = bool(workspace.pending_messages) or any(c.get("processing")
-                                                       for c in (workspace.snapshot or {}).get("chats", []))
-        attached = workspace.attached_until is not None and _aware(workspace.attached_until) > now
-        if busy or attached or idle < minutes * 60:
-            continue
-        system = Principal.system(workspace.organization_id)
-        try:
-            if policy == "delete_after_inactivity":
-                await services.replicas.delete(system, str(workspace.id))
-            elif workspace.status == "active":
-                await services.replicas.sleep(system, str(workspace.id))
-            else:
-                continue
-            stopped += 1
-            log.info("automation workspace auto-stopped workspace_id=%s policy=%s idle=%.0fs", workspace.id,
-                     policy, idle)
-        except ReplicasError as exc:
-            log.warning("automation auto-stop of workspace %s failed: %s", workspace.id, exc)
-    return stopped
 
 
 def _aware(value: datetime) -> datetime:

@@ -215,7 +215,8 @@ class ReplicaService:
                            "No environment is bound to the given repository set or repositories")
         return str(found)
 
-    async def create(self, principal: Principal, request: Any, *, wait: bool, source: str = "api") -> Workspace:
+    async def create(self, principal: Principal, request: Any, *, wait: bool, source: str = "api",
+                     auto_stop_minutes: int | None = None) -> Workspace:
         """Create a replica from a validated CreateReplicaRequest; with `wait`, return once it is active
         (or in error), otherwise at once, `preparing`."""
         message, options = message_options(request.message, **request.options())  # images as plain dicts
@@ -230,7 +231,7 @@ class ReplicaService:
             source=source, model=request.model, lifecycle_policy=request.lifecycle_policy or "default",
             config=request.config or {}, webhook_url=webhook_url,
             webhook_secret_encrypted=self.box.encrypt(webhook_secret) if webhook_secret else None,
-            pending_messages=pending)
+            pending_messages=pending, auto_stop_minutes=auto_stop_minutes)
         await self._admit(row)
         task = self._start_transition(row, self._bring_up(row, principal))
         if wait:
@@ -905,6 +906,10 @@ class ReplicaService:
             if str(row.id) in self._transitions:
                 continue
             idle = (now - _aware(row.last_activity_at)).total_seconds()
+            # A workspace's own timer (an automation's `workspace_auto_stop_minutes`) replaces the server's.
+            stop_after = row.auto_stop_minutes * 60 if row.auto_stop_minutes else None
+            sleep_after = stop_after or s.sleep_after_idle_seconds
+            delete_after = stop_after or s.delete_after_inactivity_seconds
             since_change = (now - _aware(row.status_changed_at)).total_seconds()
             attached = row.attached_until is not None and _aware(row.attached_until) > now
             action = None
@@ -916,12 +921,11 @@ class ReplicaService:
                 done = int((row.snapshot or {}).get("turns_completed", 0)) > 0
                 if row.lifecycle_policy in WHEN_DONE and done and idle >= s.done_grace_seconds:
                     action = WHEN_DONE[row.lifecycle_policy]
-                elif row.lifecycle_policy == "delete_after_inactivity" and idle >= s.delete_after_inactivity_seconds \
-                        and not attached:
+                elif row.lifecycle_policy == "delete_after_inactivity" and idle >= delete_after and not attached:
                     action = "delete"
-                elif idle >= s.sleep_after_idle_seconds and not attached:
+                elif idle >= sleep_after and not attached:
                     action = "sleep"
-            elif row.lifecycle_policy == "delete_after_inactivity" and idle >= s.delete_after_inactivity_seconds:
+            elif row.lifecycle_policy == "delete_after_inactivity" and idle >= delete_after:
                 action = "delete"
             elif row.status == "sleeping" and since_change >= s.archive_after_sleep_seconds:
                 action = "archive"

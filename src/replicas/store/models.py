@@ -442,6 +442,10 @@ class Workspace(Base):
     # An SSE client keeps the workspace awake: each attached stream pushes this forward as it pings.
     attached_until: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True)
     ready_notified: Mapped[bool] = mapped_column(Boolean, default=False)
+    # Minutes of inactivity before the lifecycle reaper stops this workspace (sleep, or delete under
+    # `delete_after_inactivity`); NULL: the server's timers. Set from an automation's
+    # `workspace_auto_stop_minutes`.
+    auto_stop_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
 class ProviderCredential(Base):
