@@ -57,6 +57,18 @@ class Settings(BaseSettings):
     webhook_retry_delays: list[float] = Field(default_factory=lambda: [10.0, 60.0, 300.0])
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
 
+    # Docker backend (`runtime = "docker"`, runtime/docker.py). The Docker engine: None honours DOCKER_HOST
+    # (unix socket, tcp://, ssh://), else the local socket.
+    docker_host: str | None = None
+    # The workspace image (images/workspace); the network its containers join (`host`: the host's loopback).
+    docker_image: str = "replicas-workspace:latest"
+    docker_network: str = "host"
+    # The agent's uid:gid inside containers when the control plane runs as root; otherwise its own uid runs them.
+    docker_user: str = "1000:1000"
+    # The engine's command in the container. None: the control plane's own Python (`python -m
+    # replicas.engine.main`), bind-mounted read-only at its host path; set it for images that ship the engine.
+    docker_engine_command: list[str] | None = None
+
     @property
     def resolved_tools_dir(self) -> Path:
         return (self.tools_dir or self.data_dir / "tools").resolve()

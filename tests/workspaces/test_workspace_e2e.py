@@ -1,6 +1,8 @@
-"""A workspace end to end: register a repo and an environment through the API, start a workspace on the
-local runtime (bubblewrap), and watch the real Claude Code CLI change the checkout through the scripted
-model. Then: isolation from inside, a control-plane restart (a new manager reattaches), sleep and wake."""
+"""A workspace end to end: register a repo and an environment through the API, start a workspace on each
+runtime (local with bubblewrap, docker with the test base image), and watch the real Claude Code CLI change
+the checkout through the scripted model. Then: isolation from inside, a control-plane restart (a new
+manager reattaches), sleep and wake. The docker run is skipped, with the reason, where dockerd or the base
+image cannot be had."""
 
 from __future__ import annotations
 
@@ -16,9 +18,22 @@ from replicas.services.principal import Principal
 from replicas.services.workspaces import WorkspaceManager
 from replicas.store.models import Organization
 from replicas.testing.script import Text, WriteFile
+from tests.docker_support import BASE_IMAGE_TAG, ensure_base_image
 from tests.engine.conftest import read_events
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
+
+
+@pytest.fixture(params=["local", "docker"])
+def backend(request) -> dict:
+    """Settings overrides that put the workspace on one runtime backend."""
+    if request.param == "docker":
+        reason = ensure_base_image()
+        if reason:
+            print(f"\nSKIP docker backend: {reason}")
+            pytest.skip(f"docker backend: {reason}")
+        return {"runtime": "docker", "docker_image": BASE_IMAGE_TAG, "docker_network": "host"}
+    return {"runtime": "local"}
 
 
 async def _principal(app, org_name: str) -> Principal:
@@ -28,7 +43,7 @@ async def _principal(app, org_name: str) -> Principal:
 
 
 async def test_a_message_makes_the_real_agent_edit_the_checkout(app, org, client, make_git_repo, model,
-                                                              agent_tools, settings):
+                                                              agent_tools, settings, backend):
     origin = make_git_repo("shop", {"README.md": "# shop\n", "app.py": "print('hi')\n"})
     repo = (await client.post("/v1/replica/repositories", json={"name": "acme/shop", "url": str(origin)})).json()
     env = (await client.post("/v1/environments", json={
@@ -39,8 +54,8 @@ async def test_a_message_makes_the_real_agent_edit_the_checkout(app, org, client
     await client.post("/v1/environments/global/files", json={"name": "notes", "path": "~/NOTES.md",
                                                              "content": "remember\n"})
 
-    manager = WorkspaceManager(settings.model_copy(update={"tools_dir": agent_tools}), app.state.sessions,
-                               app.state.box)
+    manager = WorkspaceManager(settings.model_copy(update={"tools_dir": agent_tools, **backend}),
+                               app.state.sessions, app.state.box)
     principal = await _principal(app, org.name)
     started = time.monotonic()
     workspace = await manager.create(principal, env_id, name="e2e", provider="claude")
@@ -64,7 +79,7 @@ async def test_a_message_makes_the_real_agent_edit_the_checkout(app, org, client
         [state] = await manager.repos(workspace)
         assert state["gitDiff"]["added"] >= 1 and "hello.py" in state["gitDiff"]["fullDiff"]
         first_event_after = datetime.fromisoformat(first_delta["ts"].replace("Z", "+00:00")).timestamp() - sent
-        print(f"\nstart workspace -> engine ready: {engine_ready:.2f}s; "
+        print(f"\n[{manager.runtime.name}] start workspace -> engine ready: {engine_ready:.2f}s; "
               f"message sent -> first agent event: {first_event_after:.2f}s")
 
         # Isolation: from inside, the database, the key file and the data dir are out of sight.

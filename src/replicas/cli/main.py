@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from replicas.cli.images import app as images_app
 from replicas.settings import Settings
 
 app = typer.Typer(help="Replicas: self-hosted Replica API.", no_args_is_help=True)
@@ -32,6 +33,7 @@ def _register_agents() -> None:
 
 _register_agents()
 app.add_typer(repos_app, name="repos")
+app.add_typer(images_app, name="images")
 
 
 def _settings(data_dir: Path | None = None) -> Settings:

@@ -4,8 +4,9 @@
     local.py    `LocalRuntime`: detached process trees on this machine
     bwrap.py    the bubblewrap argv, built by a pure function
     cgroups.py  size -> CPU/memory/pids limits through cgroups
+    docker.py   `DockerRuntime`: a container per workspace on a Docker engine
 
-`docker` and `kubernetes` backends will sit beside `local.py` and implement the same `Runtime`.
+A `kubernetes` backend will sit beside them and implement the same `Runtime`.
 """
 
 from __future__ import annotations
@@ -43,4 +44,8 @@ def create_runtime(settings: Settings) -> Runtime:
         from replicas.runtime.local import LocalRuntime
 
         return LocalRuntime(settings)
+    if settings.runtime == "docker":
+        from replicas.runtime.docker import DockerRuntime
+
+        return DockerRuntime(settings)
     raise RuntimeFailure("Runtime not available", f"the {settings.runtime!r} runtime is not implemented yet")

@@ -1,0 +1,439 @@
+"""The `docker` backend: each workspace is a container from `settings.docker_image` (ARCHITECTURE.md, principle 4).
+
+Disk layout: the same per-workspace directory as the local backend, under the data dir::
+
+    workspaces/<workspace_id>/
+        home/    the workspace's HOME (checkouts in `home/workspaces/<repo>`)
+        run/     the engine's unix socket (`engine.sock`) and `engine.log`
+
+That directory is the workspace's named volume (`replicas-<hash>-<id>`, local driver, bound to the
+directory), mounted in the container at the *same absolute path*. So `handle.home` means the same
+thing on both sides: the control plane provisions the home by writing files there before `start`,
+paths it passes in the environment (system prompt, start hook, tools dir) resolve inside, and it
+reaches the engine through `run/engine.sock` as with the local backend. `docker volume ls` shows the
+workspace's disk; delete removes the container, the volume and the directory.
+
+The container sees only what is mounted: its own volume, and `WorkspaceSpec.ro_binds` (the agent
+tools dir, and the control plane's Python environment when the image does not ship the engine),
+read-only at their host paths. Not the data dir, the database or other workspaces.
+
+Users: a control plane running as root runs containers as `settings.docker_user` (uid 1000) and
+hands the workspace directory to that uid before each start (only entries not already owned are
+changed), so files it wrote while provisioning are the agent's. A non-root control plane runs them
+as its own uid, which already owns the directory.
+
+Sleep stops the container (SIGTERM, grace, SIGKILL: with `init`, the whole pid namespace goes);
+wake recreates it from the image, since its environment (secrets) changes and is never stored.
+Everything is found again by the container's name, so a restarted control plane reattaches.
+
+Same-host only for now: the volume is bound to a directory of this machine and the engine is reached
+through its socket; a remote `DOCKER_HOST` needs a plain volume and the engine over TCP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import pwd
+import sys
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from replicas.errors import Conflict, NotFound
+from replicas.runtime.base import (
+    ENGINE_SOCKET_NAME,
+    ENV_ENGINE_SOCKET,
+    ENV_RUN_DIR,
+    ENV_WORKSPACE_ID,
+    EngineEndpoint,
+    ExecResult,
+    PortEndpoint,
+    Runtime,
+    RuntimeFailure,
+    RuntimeStatus,
+    WorkspaceHandle,
+    WorkspaceSpec,
+    validate_workspace_id,
+)
+from replicas.runtime.cgroups import SIZE_LIMITS
+from replicas.runtime.local import EXEC_OUTPUT_LIMIT, LOG_NAME, _remove_tree, short_socket_path
+from replicas.settings import Settings
+
+log = logging.getLogger("replicas.runtime")
+
+LABEL_WORKSPACE = "replicas.workspace_id"
+LABEL_DATA_DIR = "replicas.data_dir"
+_STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+# Runs the engine with its output appended to run/engine.log, as the local backend does.
+_LOG_WRAPPER = 'exec "$@" >>"$REPLICAS_RUN_DIR/' + LOG_NAME + '" 2>&1'
+_RUNNING_STATES = {"running", "restarting", "paused"}
+
+
+@dataclass
+class DockerHandle(WorkspaceHandle):
+    """Where a docker workspace lives: its directory (the volume's source), container and volume names.
+
+    `container_id` is the last container started; `address` its IP on a user network (None with
+    host networking, where its ports are the host's)."""
+
+    workspace_dir: str = ""
+    container_name: str = ""
+    volume: str = ""
+    container_id: str | None = None
+    address: str | None = None
+
+    @property
+    def home(self) -> str:
+        return os.path.join(self.workspace_dir, "home")
+
+    @property
+    def run_dir(self) -> str:
+        return os.path.join(self.workspace_dir, "run")
+
+    @property
+    def log_path(self) -> str:
+        return os.path.join(self.run_dir, LOG_NAME)
+
+
+class DockerRuntime(Runtime):
+    """Workspaces as containers on a Docker engine (local socket, or `settings.docker_host` / DOCKER_HOST)."""
+
+    name = "docker"
+
+    def __init__(self, settings: Settings, *, image: str | None = None, network: str | None = None,
+                 stop_grace_seconds: float = 10.0):
+        self.data_dir = Path(os.path.realpath(settings.data_dir))
+        self.workspaces_root = self.data_dir / "workspaces"
+        self.image = image or settings.docker_image
+        self.network = network or settings.docker_network
+        self.docker_host = settings.docker_host
+        self.engine_command = list(settings.docker_engine_command or [])
+        self.stop_grace_seconds = stop_grace_seconds
+        if os.geteuid() == 0:
+            uid, _, gid = settings.docker_user.partition(":")
+            self.uid, self.gid = int(uid), int(gid or uid)
+        else:
+            self.uid, self.gid = os.geteuid(), os.getegid()
+        # Containers of control planes with different data dirs never share names on one engine.
+        self.prefix = "replicas-" + hashlib.sha256(os.fsencode(str(self.data_dir))).hexdigest()[:8]
+        self._client = None
+        self._engine_cpus: int | None = None
+
+    # -- the Docker client (blocking; every call goes through a worker thread) ------------------
+
+    def client(self):
+        if self._client is None:
+            import docker
+
+            try:
+                self._client = (docker.DockerClient(base_url=self.docker_host) if self.docker_host
+                                else docker.from_env())
+            except docker.errors.DockerException as exc:
+                raise RuntimeFailure("Docker engine unreachable", str(exc)) from None
+        return self._client
+
+    def engine_cpus(self) -> int:
+        """CPUs of the Docker engine's machine: a CPU limit above it is refused, so sizes are capped to it."""
+        if self._engine_cpus is None:
+            self._engine_cpus = int(self.client().info().get("NCPU") or 1)
+        return self._engine_cpus
+
+    async def _call(self, function, *args, **kwargs):
+        import docker
+
+        try:
+            return await asyncio.to_thread(function, *args, **kwargs)
+        except docker.errors.NotFound:
+            raise
+        except docker.errors.DockerException as exc:
+            raise RuntimeFailure("Docker engine failure", str(exc)[:1000]) from None
+
+    def _container(self, h: DockerHandle):
+        """The workspace's container, or None (blocking)."""
+        import docker
+
+        try:
+            container = self.client().containers.get(h.container_name)
+        except docker.errors.NotFound:
+            return None
+        if container.labels.get(LABEL_WORKSPACE) != h.workspace_id:
+            raise RuntimeFailure("Invalid workspace handle", f"container {h.container_name} is not this workspace's")
+        return container
+
+    # -- handles -------------------------------------------------------------------------------
+
+    def _docker(self, handle: WorkspaceHandle) -> DockerHandle:
+        if not isinstance(handle, DockerHandle):
+            raise TypeError(f"not a docker workspace handle: {handle!r}")
+        workspace_dir = Path(handle.workspace_dir)
+        expected = f"{self.prefix}-{handle.workspace_id}"
+        # The handle comes from the store: never act on anything outside our own root and names.
+        if (workspace_dir.parent != self.workspaces_root or workspace_dir.name != handle.workspace_id
+                or handle.container_name != expected or handle.volume != expected):
+            raise RuntimeFailure("Invalid workspace handle", f"{handle.workspace_id} is not under {self.data_dir}")
+        return handle
+
+    def get_state(self, handle: WorkspaceHandle) -> dict[str, Any]:
+        h = self._docker(handle)
+        return {
+            "backend": self.name, "version": 1, "workspace_id": h.workspace_id, "spec": h.spec.to_state(),
+            "workspace_dir": h.workspace_dir, "container_name": h.container_name, "volume": h.volume,
+            "container_id": h.container_id, "address": h.address, "image": self.image,
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> DockerHandle:
+        if state.get("backend") != self.name:
+            raise RuntimeFailure("Invalid workspace handle", f"backend {state.get('backend')!r} is not docker")
+        handle = DockerHandle(
+            workspace_id=validate_workspace_id(state["workspace_id"]),
+            spec=WorkspaceSpec.from_state(state.get("spec") or {}), workspace_dir=state["workspace_dir"],
+            container_name=state.get("container_name", ""), volume=state.get("volume", ""),
+            container_id=state.get("container_id"), address=state.get("address"),
+        )
+        return self._docker(handle)
+
+    # -- lifecycle -----------------------------------------------------------------------------
+
+    async def provision(self, workspace_id: str, spec: WorkspaceSpec) -> DockerHandle:
+        validate_workspace_id(workspace_id)
+        name = f"{self.prefix}-{workspace_id}"
+        handle = DockerHandle(workspace_id=workspace_id, spec=spec, container_name=name, volume=name,
+                              workspace_dir=str(self.workspaces_root / workspace_id))
+
+        def make_dirs() -> None:
+            for path in (Path(handle.home) / "workspaces", Path(handle.run_dir)):
+                path.mkdir(parents=True, exist_ok=True)
+            os.chmod(handle.workspace_dir, 0o700)
+            self._hand_over(handle)
+
+        await asyncio.to_thread(make_dirs)
+        await self._call(self._ensure_volume, handle)
+        return handle
+
+    async def start(self, handle: WorkspaceHandle, command: Sequence[str], env: Mapping[str, str]) -> None:
+        h = self._docker(handle)
+        status = await self.poll(h)
+        if status is RuntimeStatus.MISSING:
+            raise NotFound("Workspace not found", h.workspace_id)
+        if status is RuntimeStatus.RUNNING:
+            raise Conflict("Workspace is already running", h.workspace_id)
+        if not command:
+            raise ValueError("empty command")
+        await self._call(self._remove_container, h)  # the slept one: its environment is stale
+        await self._call(self._ensure_volume, h)
+        await asyncio.to_thread(self._hand_over, h)
+        argv = ["/bin/sh", "-c", _LOG_WRAPPER, "sh", *(self.engine_command or command)]
+        started = time.monotonic()
+        container = await self._call(self._run_container, h, argv, self._environment(h, env), h.container_name)
+        h.container_id = container.id
+        h.address = None if self.network == "host" else _address(container.attrs, self.network)
+        log.info("workspace started workspace_id=%s container=%s in %.2fs", h.workspace_id, container.short_id,
+                 time.monotonic() - started)
+
+    async def stop(self, handle: WorkspaceHandle) -> None:
+        h = self._docker(handle)
+
+        def stop() -> None:
+            container = self._container(h)
+            if container is not None and container.status in _RUNNING_STATES:
+                container.stop(timeout=int(self.stop_grace_seconds))
+                container.wait(timeout=60)
+
+        await self._call(stop)
+        log.info("workspace stopped workspace_id=%s", h.workspace_id)
+
+    async def destroy(self, handle: WorkspaceHandle) -> None:
+        h = self._docker(handle)
+
+        def destroy() -> None:
+            import docker
+
+            self._remove_container(h)
+            for container in self.client().containers.list(all=True, filters={"label": [
+                    f"{LABEL_WORKSPACE}={h.workspace_id}", f"{LABEL_DATA_DIR}={self.data_dir}"]}):
+                container.remove(force=True)  # exec helpers left by a killed control plane
+            try:
+                self.client().volumes.get(h.volume).remove(force=True)
+            except docker.errors.NotFound:
+                pass
+
+        await self._call(destroy)
+        await asyncio.to_thread(_remove_tree, Path(h.workspace_dir))
+        log.info("workspace destroyed workspace_id=%s", h.workspace_id)
+
+    async def poll(self, handle: WorkspaceHandle) -> RuntimeStatus:
+        h = self._docker(handle)
+        if not os.path.isdir(h.workspace_dir):
+            return RuntimeStatus.MISSING
+        container = await self._call(self._container, h)
+        running = container is not None and container.status in _RUNNING_STATES
+        return RuntimeStatus.RUNNING if running else RuntimeStatus.STOPPED
+
+    def engine_endpoint(self, handle: WorkspaceHandle) -> EngineEndpoint:
+        h = self._docker(handle)
+        return EngineEndpoint(base_url="http://engine", uds=short_socket_path(h.run_dir, ENGINE_SOCKET_NAME))
+
+    def port_endpoint(self, handle: WorkspaceHandle, port: int) -> PortEndpoint:
+        # Host networking: the container's ports are the host's. A user network: the container's address.
+        h = self._docker(handle)
+        return PortEndpoint(host=h.address or "127.0.0.1", port=port)
+
+    async def exec(
+        self,
+        handle: WorkspaceHandle,
+        argv: Sequence[str],
+        timeout: float,
+        *,
+        env: Mapping[str, str] | None = None,
+        cwd: str | None = None,
+    ) -> ExecResult:
+        """In the running container (`docker exec`), else in a throwaway container with the same mounts
+        and limits. `timeout` (coreutils) kills the command's process group when time is up."""
+        h = self._docker(handle)
+        if not os.path.isdir(h.workspace_dir):
+            raise NotFound("Workspace not found", h.workspace_id)
+        if not argv:
+            raise ValueError("empty command")
+        seconds = max(1, int(timeout + 0.999))
+        command = ["timeout", "--kill-after=2", str(seconds), *argv]
+        environment = self._environment(h, env or {})
+        cwd = cwd or h.home
+        started = time.monotonic()
+        container = await self._call(self._container, h)
+        if container is not None and container.status == "running":
+            code, output = await self._call(self._exec_in, container, command, environment, cwd)
+        else:
+            await asyncio.to_thread(self._hand_over, h)
+            code, output = await self._call(self._exec_aside, h, command, environment, cwd, seconds + 30)
+        timed_out = code in (124, 137) and time.monotonic() - started >= timeout
+        if code is None:
+            code, timed_out = -9, True
+        return ExecResult(exit_code=code, output=output[-EXEC_OUTPUT_LIMIT:].decode(errors="replace"),
+                          timed_out=timed_out)
+
+    # -- internals (blocking) ------------------------------------------------------------------
+
+    def _ensure_volume(self, h: DockerHandle) -> None:
+        import docker
+
+        try:
+            self.client().volumes.get(h.volume)
+        except docker.errors.NotFound:
+            self.client().volumes.create(
+                name=h.volume, driver="local",
+                driver_opts={"type": "none", "o": "bind", "device": h.workspace_dir},
+                labels={LABEL_WORKSPACE: h.workspace_id, LABEL_DATA_DIR: str(self.data_dir)})
+
+    def _remove_container(self, h: DockerHandle) -> None:
+        import docker
+
+        container = self._container(h)
+        if container is not None:
+            try:
+                container.remove(force=True)
+            except docker.errors.NotFound:
+                pass
+
+    def _hand_over(self, h: DockerHandle) -> None:
+        """Give the workspace directory to the container's user (root control plane only)."""
+        if os.geteuid() != 0:
+            return
+        for root, dirs, files in os.walk(h.workspace_dir):
+            for name in (root, *(os.path.join(root, n) for n in (*dirs, *files))):
+                st = os.lstat(name)
+                if (st.st_uid, st.st_gid) != (self.uid, self.gid):
+                    os.lchown(name, self.uid, self.gid)
+
+    def _container_options(self, h: DockerHandle, environment: Mapping[str, str], cwd: str) -> dict[str, Any]:
+        from docker.types import Mount
+
+        limits = SIZE_LIMITS[h.spec.size]
+        mounts = [Mount(target=h.workspace_dir, source=h.volume, type="volume", no_copy=True)]
+        seen = {h.workspace_dir}
+        for path in h.spec.ro_binds:
+            real = os.path.realpath(path)
+            if os.path.exists(real) and real not in seen:
+                seen.add(real)
+                mounts.append(Mount(target=real, source=real, type="bind", read_only=True))
+        return {
+            "environment": dict(environment), "user": f"{self.uid}:{self.gid}", "working_dir": cwd,
+            "mounts": mounts, "network_mode": self.network, "init": True, "privileged": False,
+            "cap_drop": ["ALL"], "security_opt": ["no-new-privileges:true"], "pids_limit": limits.pids,
+            "nano_cpus": min(limits.cpus, self.engine_cpus()) * 1_000_000_000, "mem_limit": limits.memory_bytes,
+            "memswap_limit": limits.memory_bytes, "labels": {LABEL_WORKSPACE: h.workspace_id,
+                                                             LABEL_DATA_DIR: str(self.data_dir)},
+            "stop_signal": "SIGTERM", "hostname": h.workspace_id[:63] if self.network != "host" else None,
+        }
+
+    def _run_container(self, h: DockerHandle, argv: list[str], environment: Mapping[str, str], name: str):
+        import docker
+
+        options = self._container_options(h, environment, h.home)
+        if options["hostname"] is None:
+            del options["hostname"]
+        try:
+            container = self.client().containers.create(self.image, argv, name=name, detach=True, **options)
+        except docker.errors.ImageNotFound:
+            raise RuntimeFailure("Workspace image not found",
+                                 f"{self.image}: build it with `replicas images build`") from None
+        try:
+            container.start()
+            container.reload()
+        except BaseException:
+            container.remove(force=True)
+            raise
+        return container
+
+    def _exec_in(self, container, command: list[str], environment: Mapping[str, str],
+                 cwd: str) -> tuple[int | None, bytes]:
+        api = self.client().api
+        exec_id = api.exec_create(container.id, command, stdout=True, stderr=True, environment=dict(environment),
+                                  workdir=cwd, user=f"{self.uid}:{self.gid}")["Id"]
+        output = api.exec_start(exec_id, demux=False) or b""
+        return api.exec_inspect(exec_id).get("ExitCode"), output
+
+    def _exec_aside(self, h: DockerHandle, command: list[str], environment: Mapping[str, str], cwd: str,
+                    wait_seconds: float) -> tuple[int | None, bytes]:
+        import requests
+
+        name = f"{h.container_name}-exec-{uuid.uuid4().hex[:8]}"
+        options = self._container_options(h, environment, cwd)
+        options.pop("hostname")
+        container = self.client().containers.create(self.image, command, name=name, detach=True, **options)
+        try:
+            container.start()
+            try:
+                code = container.wait(timeout=wait_seconds).get("StatusCode")
+            except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout):
+                container.kill()
+                code = None
+            return code, container.logs(stdout=True, stderr=True)
+        finally:
+            container.remove(force=True)
+
+    def _environment(self, h: DockerHandle, extra: Mapping[str, str]) -> dict[str, str]:
+        """The container's whole environment: nothing of the control plane's own but PATH and the locale."""
+        path = os.environ.get("PATH", os.defpath)
+        if self.engine_command:
+            path = _STANDARD_PATH
+        elif os.path.dirname(sys.executable) not in path.split(os.pathsep):
+            path = os.path.dirname(sys.executable) + os.pathsep + path
+        env = {"PATH": path + os.pathsep + _STANDARD_PATH, "LANG": os.environ.get("LANG", "C.UTF-8")}
+        env.update(h.spec.env)
+        env.update(extra)
+        user = "replicas" if os.geteuid() == 0 else pwd.getpwuid(self.uid).pw_name
+        env.update({"HOME": h.home, "USER": user, "LOGNAME": user, ENV_WORKSPACE_ID: h.workspace_id,
+                    ENV_RUN_DIR: h.run_dir, ENV_ENGINE_SOCKET: os.path.join(h.run_dir, ENGINE_SOCKET_NAME)})
+        return env
+
+
+def _address(attrs: Mapping[str, Any], network: str) -> str | None:
+    networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
+    entry = networks.get(network) or next(iter(networks.values()), None) or {}
+    return entry.get("IPAddress") or None
