@@ -17,7 +17,7 @@ from replicas.runtime import RuntimeStatus
 from replicas.services.principal import Principal
 from replicas.services.workspaces import WorkspaceManager
 from replicas.store.models import Organization
-from replicas.testing.script import Text, WriteFile
+from replicas.testing.script import Fail, Text, WriteFile
 from tests.docker_support import BASE_IMAGE_TAG, ensure_base_image
 from tests.engine.conftest import read_events
 
@@ -103,6 +103,29 @@ async def test_a_message_makes_the_real_agent_edit_the_checkout(app, org, client
         woken = await restarted.wake(slept)
         chats = await restarted.call_engine(woken, "GET", "/chats")
         assert workspace.default_chat_id in [c["id"] for c in chats["chats"]]
+
+        async def turn(message: str, **options) -> list[dict]:
+            async with restarted.engine(woken, timeout=None) as engine:
+                after = (await engine.get("/health")).json()["lastSeq"]
+                await restarted.send_message(woken, message, **options)
+                return await read_events(engine, after, lambda e: e["type"] == "chat.turn.completed", timeout=90)
+
+        # A follow-up after the wake resumes the agent's session: the model sees the earlier exchange.
+        model.add_turn(Text("Still here."))
+        resumed = await turn("Are you still there?")
+        assert resumed[-1]["payload"]["isComplete"] is True
+        assert "Create hello.py" in model.model_requests()[-1].conversation_text()
+
+        # Plan mode edits nothing, even when the model asks for a write.
+        model.add_turn(WriteFile(str(checkout / "planned.py"), "x = 1\n"), Text("That is the plan."))
+        await turn("Plan a planned.py", planMode=True)
+        assert not (checkout / "planned.py").exists()
+
+        # A crashed agent (the model endpoint fails every request) ends its turn with an error.
+        model.add_turn(Fail(status=400, message="scripted crash"))
+        crashed = await turn("This one fails")
+        assert crashed[-1]["payload"]["isComplete"] is False
+        assert any(e["type"] == "error" for e in crashed)
     finally:
         await manager.destroy(workspace)
     assert not home.exists()
