@@ -24,7 +24,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from replicas.crypto import SecretBox
-from replicas.store.models import WebhookDelivery
+from replicas.store.models import WebhookDelivery, iso
 
 log = logging.getLogger(__name__)
 
@@ -37,10 +37,6 @@ _MAX_ERROR = 1000
 
 def _now() -> datetime:
     return datetime.now(UTC)
-
-
-def _iso(value: datetime) -> str:
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def sign(secret: str, body: bytes) -> str:
@@ -58,7 +54,7 @@ def verify(secret: str, body: bytes, header: str | None) -> bool:
 def render_body(delivery_id: uuid.UUID, event_type: str, created_at: datetime,
                 replica: dict[str, Any], data: dict[str, Any]) -> str:
     """The canonical envelope `{id, type, created_at, replica, data}` (spec §4.3), as compact JSON."""
-    envelope = {"id": str(delivery_id), "type": event_type, "created_at": _iso(created_at),
+    envelope = {"id": str(delivery_id), "type": event_type, "created_at": iso(created_at),
                 "replica": replica, "data": data}
     return json.dumps(envelope, separators=(",", ":"), default=str)
 

@@ -62,7 +62,14 @@ from replicas.runtime.base import (
     validate_workspace_id,
 )
 from replicas.runtime.cgroups import SIZE_LIMITS
-from replicas.runtime.local import EXEC_OUTPUT_LIMIT, LOG_NAME, _remove_tree, short_socket_path
+from replicas.runtime.local import (
+    EXEC_OUTPUT_LIMIT,
+    LOG_NAME,
+    HostDirHandle,
+    _remove_tree,
+    make_workspace_dirs,
+    short_socket_path,
+)
 from replicas.settings import Settings
 
 log = logging.getLogger("replicas.runtime")
@@ -76,29 +83,16 @@ _RUNNING_STATES = {"running", "restarting", "paused"}
 
 
 @dataclass
-class DockerHandle(WorkspaceHandle):
+class DockerHandle(HostDirHandle):
     """Where a docker workspace lives: its directory (the volume's source), container and volume names.
 
     `container_id` is the last container started; `address` its IP on a user network (None with
     host networking, where its ports are the host's)."""
 
-    workspace_dir: str = ""
     container_name: str = ""
     volume: str = ""
     container_id: str | None = None
     address: str | None = None
-
-    @property
-    def home(self) -> str:
-        return os.path.join(self.workspace_dir, "home")
-
-    @property
-    def run_dir(self) -> str:
-        return os.path.join(self.workspace_dir, "run")
-
-    @property
-    def log_path(self) -> str:
-        return os.path.join(self.run_dir, LOG_NAME)
 
 
 class DockerRuntime(Runtime):
@@ -207,9 +201,7 @@ class DockerRuntime(Runtime):
                               workspace_dir=str(self.workspaces_root / workspace_id))
 
         def make_dirs() -> None:
-            for path in (Path(handle.home) / "workspaces", Path(handle.run_dir)):
-                path.mkdir(parents=True, exist_ok=True)
-            os.chmod(handle.workspace_dir, 0o700)
+            make_workspace_dirs(handle)
             self._hand_over(handle)
 
         await asyncio.to_thread(make_dirs)

@@ -115,21 +115,11 @@ _JOIN_CGROUPS = 'while [ "$1" != -- ]; do echo $$ > "$1" || exit 125; shift; don
 
 
 @dataclass
-class LocalHandle(WorkspaceHandle):
-    """Where a local workspace lives and which process tree is its own.
-
-    `pid` is the tree's leader (bwrap, or the command when unsandboxed) and `pgid` its process
-    group; `start_time` (clock ticks since boot, /proc/PID/stat field 22) and `boot_id` tell the
-    leader apart from an unrelated process that got the same pid later.
-    """
+class HostDirHandle(WorkspaceHandle):
+    """A workspace whose disk is a directory on this host: `home/` (with `home/workspaces/<repo>`) and
+    `run/` (the engine's socket and log). Shared by the backends that keep the disk here."""
 
     workspace_dir: str = ""
-    pid: int | None = None
-    pgid: int | None = None
-    start_time: int | None = None
-    boot_id: str | None = None
-    sandboxed: bool = False
-    cgroups: list[str] = field(default_factory=list)
 
     @property
     def home(self) -> str:
@@ -142,6 +132,30 @@ class LocalHandle(WorkspaceHandle):
     @property
     def log_path(self) -> str:
         return os.path.join(self.run_dir, LOG_NAME)
+
+
+def make_workspace_dirs(handle: HostDirHandle) -> None:
+    """Create the workspace's `home/workspaces` and `run/`, the workspace dir private to its owner."""
+    for path in (Path(handle.home) / "workspaces", Path(handle.run_dir)):
+        path.mkdir(parents=True, exist_ok=True)
+    os.chmod(handle.workspace_dir, 0o700)
+
+
+@dataclass
+class LocalHandle(HostDirHandle):
+    """Where a local workspace lives and which process tree is its own.
+
+    `pid` is the tree's leader (bwrap, or the command when unsandboxed) and `pgid` its process
+    group; `start_time` (clock ticks since boot, /proc/PID/stat field 22) and `boot_id` tell the
+    leader apart from an unrelated process that got the same pid later.
+    """
+
+    pid: int | None = None
+    pgid: int | None = None
+    start_time: int | None = None
+    boot_id: str | None = None
+    sandboxed: bool = False
+    cgroups: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -257,13 +271,7 @@ class LocalRuntime(Runtime):
         validate_workspace_id(workspace_id)
         handle = LocalHandle(workspace_id=workspace_id, spec=spec,
                              workspace_dir=str(self.workspaces_root / workspace_id))
-
-        def make_dirs() -> None:
-            for path in (Path(handle.home) / "workspaces", Path(handle.run_dir)):
-                path.mkdir(parents=True, exist_ok=True)
-            os.chmod(handle.workspace_dir, 0o700)
-
-        await asyncio.to_thread(make_dirs)
+        await asyncio.to_thread(make_workspace_dirs, handle)
         return handle
 
     async def start(self, handle: WorkspaceHandle, command: Sequence[str], env: Mapping[str, str]) -> None:

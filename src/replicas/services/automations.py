@@ -31,7 +31,7 @@ import logging
 import re
 import secrets
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import func, select, update
@@ -577,9 +577,6 @@ async def reconcile_executions(services: Any, now: datetime | None = None) -> di
             counts["started"] += execution.status != "pending"
     return counts
 
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 async def run_reconciler(services: Any, interval: float, owner_id: str) -> None:

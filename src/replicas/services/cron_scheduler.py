@@ -34,7 +34,7 @@ import asyncio
 import logging
 import uuid
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import select, update
@@ -42,7 +42,7 @@ from sqlalchemy import select, update
 from replicas.errors import ReplicasError
 from replicas.services import cron_schedule, loops
 from replicas.services.automations import fire
-from replicas.store.models import Automation, AutomationExecution, utcnow
+from replicas.store.models import Automation, AutomationExecution, aware, iso, utcnow
 
 log = logging.getLogger("replicas.cron")
 
@@ -59,16 +59,13 @@ class SlotPlan:
     next_fire_at: datetime | None
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)  # SQLite gives back naive UTC
-
 
 def plan_slot(expression: str, timezone: str, due: datetime, now: datetime, catchup_seconds: float) -> SlotPlan:
     """The downtime policy, as a pure function. `due` is the stored slot (<= now): fire the most recent
     slot in [due, now] if it is within `catchup_seconds` of now, else none; the next slot is the first
     one strictly after now."""
     schedule = cron_schedule.parse(expression)
-    due, now = _aware(due), _aware(now)
+    due, now = aware(due), aware(now)
     window_start = now - timedelta(seconds=catchup_seconds)
     latest = due if due >= window_start else None
     after = due if latest is not None else window_start
@@ -79,7 +76,7 @@ def plan_slot(expression: str, timezone: str, due: datetime, now: datetime, catc
 
 def slot_id(slot: datetime) -> str:
     """The slot as the ISO string used in the payload and the delivery id (UTC, `Z`)."""
-    return _aware(slot).astimezone(UTC).isoformat().replace("+00:00", "Z")
+    return iso(slot)
 
 
 async def _claim(services: Any, automation_id: uuid.UUID, seen: datetime, next_fire_at: datetime | None) -> bool:

@@ -7,22 +7,13 @@ API's own resources are snake_case (spec §2.1), so the mapping lives here, in o
 from __future__ import annotations
 
 import re
-from datetime import UTC, datetime
 from typing import Any
 
-from replicas.store.models import Workspace
+from replicas.store.models import Workspace, iso
 
 PROVIDER_TITLES = {"claude": "Claude Code", "codex": "Codex", "cursor": "Cursor", "opencode": "Opencode",
                    "pi": "Pi"}
 _PR_NUMBER = re.compile(r"/pull/(\d+)")
-
-
-def iso(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def list_item(row: Workspace) -> dict[str, Any]:

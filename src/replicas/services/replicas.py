@@ -28,10 +28,10 @@ import re
 import socket
 import uuid
 from collections.abc import AsyncIterator, Coroutine
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -55,7 +55,7 @@ from replicas.services.replica_views import (
 )
 from replicas.services.workspaces import WorkspaceManager, lock_workspace
 from replicas.settings import Settings
-from replicas.store.models import Environment, EnvironmentHook, Lease, Workspace, WorkspaceEvent, utcnow
+from replicas.store.models import Environment, EnvironmentHook, Lease, Workspace, WorkspaceEvent, aware, utcnow
 
 log = logging.getLogger("replicas.replicas")
 
@@ -164,13 +164,8 @@ class ReplicaService:
     # -- records -----------------------------------------------------------------------------------
 
     async def get_workspace(self, principal: Principal, workspace_id: str) -> Workspace:
-        async with self.sessions() as session:
-            row = await session.scalar(select(Workspace).where(
-                Workspace.id == parse_uuid(workspace_id, "Workspace"),
-                Workspace.organization_id == principal.organization_id))
-        if row is None:
-            raise NotFound("Workspace not found")
-        return row
+        """The organization's workspace; 404 "Workspace not found" otherwise."""
+        return await self.manager.get(principal, workspace_id)
 
     async def _reload(self, workspace_id: uuid.UUID) -> Workspace | None:
         async with self.sessions() as session:
@@ -899,19 +894,19 @@ class ReplicaService:
         now = utcnow()
         s = self.settings
         async with self.sessions() as session:
-            rows = list(await session.scalars(select(Workspace).where(or_(
-                Workspace.status.in_(("active", "sleeping", "archived"))))))
+            rows = list(await session.scalars(select(Workspace).where(
+                Workspace.status.in_(("active", "sleeping", "archived")))))
         taken = []
         for row in rows:
             if str(row.id) in self._transitions:
                 continue
-            idle = (now - _aware(row.last_activity_at)).total_seconds()
+            idle = (now - aware(row.last_activity_at)).total_seconds()
             # A workspace's own timer (an automation's `workspace_auto_stop_minutes`) replaces the server's.
             stop_after = row.auto_stop_minutes * 60 if row.auto_stop_minutes else None
             sleep_after = stop_after or s.sleep_after_idle_seconds
             delete_after = stop_after or s.delete_after_inactivity_seconds
-            since_change = (now - _aware(row.status_changed_at)).total_seconds()
-            attached = row.attached_until is not None and _aware(row.attached_until) > now
+            since_change = (now - aware(row.status_changed_at)).total_seconds()
+            attached = row.attached_until is not None and aware(row.attached_until) > now
             action = None
             if row.status == "active":
                 busy = bool(row.pending_messages) or any(c.get("processing")
@@ -947,9 +942,6 @@ class ReplicaService:
                 log.exception("lifecycle: %s of workspace %s failed", action, row.id)
         return taken
 
-
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _frame(envelope: dict[str, Any], seq: int | None) -> str:

@@ -16,8 +16,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from replicas.services.replica_views import iso
-from replicas.store.models import UsageSession, Workspace, utcnow
+from replicas.store.models import UsageSession, Workspace, aware, iso, utcnow
 
 
 async def open_session(session: AsyncSession, row: Workspace) -> None:
@@ -36,14 +35,9 @@ async def close_sessions(session: AsyncSession, workspace_id: uuid.UUID) -> None
                           .values(ended_at=utcnow()).execution_options(synchronize_session=False))
 
 
-def _aware(value: datetime) -> datetime:
-    from datetime import UTC
-
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
 
 def billed_minutes(started_at: datetime, ended_at: datetime | None, now: datetime) -> int:
-    seconds = max(0.0, (_aware(ended_at or now) - _aware(started_at)).total_seconds())
+    seconds = max(0.0, (aware(ended_at or now) - aware(started_at)).total_seconds())
     return math.ceil(seconds / 60) if seconds > 0 else 0
 
 

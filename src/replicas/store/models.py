@@ -38,6 +38,16 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(value: datetime) -> datetime:
+    """`value` with its zone: SQLite hands stored datetimes back naive (they are UTC)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
+def iso(value: datetime | None) -> str | None:
+    """ISO-8601 in UTC with a `Z` (None stays None)."""
+    return None if value is None else aware(value).astimezone(UTC).isoformat().replace("+00:00", "Z")
+
+
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING)
     type_annotation_map = {dict[str, Any]: JSON, list[Any]: JSON}

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 from pydantic import BaseModel, ConfigDict
+
+from replicas.store.models import iso  # noqa: F401 - the wire form of datetimes, for the routers
 
 
 class Request(BaseModel):
@@ -20,15 +20,6 @@ class ErrorBody(BaseModel):
 
 class SuccessResponse(BaseModel):
     success: bool = True
-
-
-def iso(value: datetime | None) -> str | None:
-    """ISO-8601 in UTC with a `Z`; SQLite hands datetimes back without a zone, so add it."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        value = value.replace(tzinfo=UTC)
-    return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
 
 
 def sid(value) -> str | None:
