@@ -16,9 +16,13 @@ Set `REPLICAS_TEST_DOCKER=0` to skip every docker test on purpose.
 
 from __future__ import annotations
 
+import hashlib
+import io
 import os
 import shutil
+import socket
 import subprocess
+import tarfile
 import tempfile
 import threading
 import time
@@ -103,19 +107,24 @@ def _ensure_base_image() -> str | None:
         return reason
     if _run(["docker", "image", "inspect", BASE_IMAGE_TAG], 30).returncode == 0:
         return None
+    return import_rootfs(BASE_IMAGE_TAG, _MMDEBSTRAP_ARGS)
+
+
+def import_rootfs(tag: str, mmdebstrap_args: list[str]) -> str | None:
+    """Make image `tag` from a Debian tree: `mmdebstrap ARGS rootfs.tar`, then `docker import`. None, or why not."""
     if shutil.which("mmdebstrap") is None and (reason := _apt_install(["mmdebstrap"])):
         return reason
-    with tempfile.TemporaryDirectory(prefix="replicas-base-") as tmp:
-        tar = os.path.join(tmp, "base.tar")
+    with tempfile.TemporaryDirectory(prefix="replicas-rootfs-") as tmp:
+        tar = os.path.join(tmp, "rootfs.tar")
         try:
-            built = _run(["mmdebstrap", *_MMDEBSTRAP_ARGS, tar], 900)
+            built = _run(["mmdebstrap", *mmdebstrap_args, tar], 900)
         except (OSError, subprocess.TimeoutExpired) as exc:
-            return f"mmdebstrap failed: {exc}"
+            return f"mmdebstrap for {tag} failed: {exc}"
         if built.returncode != 0:
-            return f"mmdebstrap failed (is a Debian mirror reachable?): {built.stderr.strip()[-400:]}"
-        imported = _run(["docker", "import", tar, BASE_IMAGE_TAG], 300)
+            return f"mmdebstrap for {tag} failed (is a Debian mirror reachable?): {built.stderr.strip()[-400:]}"
+        imported = _run(["docker", "import", tar, tag], 300)
         if imported.returncode != 0:
-            return f"docker import failed: {imported.stderr.strip()[-400:]}"
+            return f"docker import {tag} failed: {imported.stderr.strip()[-400:]}"
     return None
 
 
@@ -141,6 +150,143 @@ def ensure_base_image_tag() -> tuple[str | None, str | None]:
     """(tag, None) when the base image is ready, (None, reason) otherwise."""
     reason = ensure_base_image()
     return (None, reason) if reason else (BASE_IMAGE_TAG, None)
+
+
+class DockerTcpProxy:
+    """`tcp://127.0.0.1:PORT` in front of the local Docker socket: a Docker engine that, to the control plane,
+    is remote (it shares no disk and no unix socket with it), while everything stays on loopback.
+    Bytes are passed through both ways, so hijacked connections (exec, attach) work too."""
+
+    def __init__(self, socket_path: str = "/var/run/docker.sock"):
+        import socketserver
+
+        target = socket_path
+
+        class Pipe(socketserver.BaseRequestHandler):
+            def handle(self) -> None:
+                upstream = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+                try:
+                    upstream.connect(target)
+                except OSError:
+                    return
+                def pump(src: socket.socket, dst: socket.socket) -> None:
+                    try:
+                        while data := src.recv(65536):
+                            dst.sendall(data)
+                    except OSError:
+                        pass
+                    finally:
+                        for sock in (src, dst):
+                            try:
+                                sock.shutdown(socket.SHUT_RDWR)
+                            except OSError:
+                                pass
+                back = threading.Thread(target=pump, args=(upstream, self.request), daemon=True)
+                back.start()
+                pump(self.request, upstream)
+                back.join()
+                upstream.close()
+
+        class Server(socketserver.ThreadingTCPServer):
+            daemon_threads = True
+            allow_reuse_address = True
+
+        self.server = Server(("127.0.0.1", 0), Pipe)
+        self.url = f"tcp://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+# A workspace image that carries the engine and the Claude Code CLI itself, for the remote path (which
+# mounts nothing of this machine): Debian's python3 (3.11, the same ABI as ours) runs our package and the
+# test venv's dependencies from /opt/replicas-test, as the real image runs them from /opt/replicas.
+REMOTE_IMAGE_REPO = "replicas-test-remote-2"
+_REMOTE_ROOT = "/opt/replicas-test"
+
+
+def _tree_key(*paths: str, contents: bool) -> str:
+    digest = hashlib.sha256()
+    for root in paths:
+        for dirpath, dirnames, filenames in os.walk(root):
+            dirnames.sort()
+            dirnames[:] = [d for d in dirnames if d != "__pycache__"]
+            for name in sorted(filenames):
+                full = os.path.join(dirpath, name)
+                digest.update(os.path.relpath(full, root).encode())
+                if contents:
+                    with open(full, "rb") as f:
+                        digest.update(f.read())
+                else:
+                    digest.update(str(os.lstat(full).st_size).encode())
+    return digest.hexdigest()[:12]
+
+
+def _docker_build(tag: str, dockerfile: str, files: dict[str, str]) -> str | None:
+    """`docker build` of a context made of `files` (arcname -> host path) and `dockerfile`."""
+    with tempfile.TemporaryFile() as spool:
+        with tarfile.open(fileobj=spool, mode="w") as tar:
+            data = dockerfile.encode()
+            info = tarfile.TarInfo("Dockerfile")
+            info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+            for arcname, path in files.items():
+                tar.add(path, arcname=arcname,
+                        filter=lambda i: None if "__pycache__" in i.name or "__editable__" in i.name else i)
+        spool.seek(0)
+        try:
+            done = subprocess.run(["docker", "build", "-q", "-t", tag, "-"], stdin=spool, capture_output=True,
+                                  timeout=900, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return f"docker build {tag} failed: {exc}"
+    return None if done.returncode == 0 else f"docker build {tag} failed: {done.stderr.decode()[-400:]}"
+
+
+def _ensure_remote_image(tools_dir: str) -> tuple[str | None, str | None]:
+    import sysconfig
+
+    if reason := ensure_base_image():
+        return None, reason
+    site_packages = sysconfig.get_paths()["purelib"]
+    claude = os.path.join(tools_dir, "claude")
+    if not os.path.isdir(claude):
+        return None, f"no Claude Code CLI in {tools_dir}"
+    deps_tag = f"{REMOTE_IMAGE_REPO}:deps-{_tree_key(site_packages, claude, contents=False)}"
+    if _run(["docker", "image", "inspect", deps_tag], 30).returncode != 0:
+        reason = _docker_build(deps_tag, f"FROM {BASE_IMAGE_TAG}\n"
+                                         f"COPY site-packages {_REMOTE_ROOT}/site-packages\n"
+                                         f"COPY claude {_REMOTE_ROOT}/tools/claude\n"
+                                         f"RUN python3 -m compileall -q {_REMOTE_ROOT}/site-packages\n",
+                               {"site-packages": site_packages, "claude": claude})
+        if reason:
+            return None, reason
+    src = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "src", "replicas")
+    tag = f"{REMOTE_IMAGE_REPO}:{_tree_key(src, contents=True)}-{deps_tag.rsplit('-', 1)[1]}"
+    if _run(["docker", "image", "inspect", tag], 30).returncode != 0:
+        reason = _docker_build(tag, f"FROM {deps_tag}\n"
+                                    f"COPY replicas {_REMOTE_ROOT}/src/replicas\n"
+                                    f"RUN python3 -m compileall -q {_REMOTE_ROOT}/src\n"
+                                    f"ENV PYTHONPATH={_REMOTE_ROOT}/src:{_REMOTE_ROOT}/site-packages "
+                                    f"REPLICAS_TOOLS_DIR={_REMOTE_ROOT}/tools "
+                                    f"PATH=/usr/local/bin:/usr/bin:/bin\n"
+                                    'CMD ["/usr/bin/python3", "-m", "replicas.engine.main"]\n',
+                               {"replicas": src})
+        if reason:
+            return None, reason
+    return tag, None
+
+
+def ensure_remote_image(tools_dir: str) -> tuple[str | None, str | None]:
+    """(tag, None) for a workspace image with the engine and Claude Code inside, or (None, reason)."""
+    with _lock:
+        key = f"remote:{tools_dir}"
+        if key not in _results:
+            tag, reason = _ensure_remote_image(str(tools_dir))
+            _results[key] = reason
+            _results[key + ":tag"] = tag
+        return _results.get(key + ":tag"), _results[key]
 
 
 if __name__ == "__main__":  # `python tests/docker_support.py`: prepare the machine (e.g. from .ci/run)

@@ -68,6 +68,18 @@ class Settings(BaseSettings):
     # The engine's command in the container. None: the control plane's own Python (`python -m
     # replicas.engine.main`), bind-mounted read-only at its host path; set it for images that ship the engine.
     docker_engine_command: list[str] | None = None
+    # Where the Docker engine runs. Same host (a unix socket): workspace directories are bind-backed volumes
+    # of the data dir and the engine is reached through its socket there. Remote (`tcp://`, `ssh://`): plain
+    # volumes filled through the Docker API, the engine over TCP with the workspace's secret, and everything
+    # the engine runs comes from the image. None decides by the scheme of `docker_host` / DOCKER_HOST.
+    docker_remote: bool | None = None
+    # Remote only: the address the control plane uses for the Docker host's ports (None: the host named in
+    # `docker_host`); the engine's port inside a container on a user network (published to a free port of the
+    # Docker host, on `docker_publish_address`); the address the engine binds with host networking (port 0).
+    docker_engine_address: str | None = None
+    docker_engine_port: int = Field(default=7878, gt=0, lt=65536)
+    docker_publish_address: str = "0.0.0.0"
+    docker_engine_bind: str = "0.0.0.0"
 
     @property
     def resolved_tools_dir(self) -> Path:

@@ -18,22 +18,38 @@ from replicas.services.principal import Principal
 from replicas.services.workspaces import WorkspaceManager
 from replicas.store.models import Organization
 from replicas.testing.script import Fail, Text, WriteFile
-from tests.docker_support import BASE_IMAGE_TAG, ensure_base_image
+from tests.docker_support import BASE_IMAGE_TAG, ensure_base_image, ensure_remote_image
 from tests.engine.conftest import read_events
+from tests.runtime.test_docker_remote import docker_proxy  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 
 
-@pytest.fixture(params=["local", "docker"])
-def backend(request) -> dict:
-    """Settings overrides that put the workspace on one runtime backend."""
+@pytest.fixture(params=["local", "docker", "docker-remote"])
+def backend(request, agent_tools) -> dict:
+    """Settings overrides that put the workspace on one runtime backend. `docker-remote` is the docker
+    backend on a Docker engine it reaches over `tcp://` (a proxy to the local one): a plain volume, the
+    engine over TCP, and the engine and Claude Code from the image."""
+    if request.param == "local":
+        return {"runtime": "local"}
+    reason = ensure_base_image()
+    if request.param == "docker-remote" and not reason:
+        image, reason = ensure_remote_image(str(agent_tools))
+    if reason:
+        print(f"\nSKIP {request.param} backend: {reason}")
+        pytest.skip(f"{request.param} backend: {reason}")
     if request.param == "docker":
-        reason = ensure_base_image()
-        if reason:
-            print(f"\nSKIP docker backend: {reason}")
-            pytest.skip(f"docker backend: {reason}")
         return {"runtime": "docker", "docker_image": BASE_IMAGE_TAG, "docker_network": "host"}
-    return {"runtime": "local"}
+    return {"runtime": "docker", "docker_image": image, "docker_network": "host", "docker_engine_bind": "127.0.0.1",
+            "docker_host": request.getfixturevalue("docker_proxy").url}
+
+
+async def read(manager: WorkspaceManager, workspace, path: Path) -> str | None:
+    """A file of the workspace as seen from inside (None when it is not there), on any backend."""
+    result = await manager.runtime.exec(manager.runtime.load_state(workspace.runtime_state),
+                                        ["sh", "-c", 'cat -- "$1" 2>/dev/null || echo "<missing>"', "sh", str(path)],
+                                        timeout=30)
+    return None if result.output == "<missing>\n" else result.output
 
 
 async def _principal(app, org_name: str) -> Principal:
@@ -64,8 +80,8 @@ async def test_a_message_makes_the_real_agent_edit_the_checkout(app, org, client
         assert workspace.status == "active" and workspace.default_chat_id
         home = Path(manager.runtime.load_state(workspace.runtime_state).home)
         checkout = home / "workspaces" / "shop"
-        assert (checkout / "app.py").read_text() == "print('hi')\n"
-        assert (home / "NOTES.md").read_text() == "remember\n"
+        assert await read(manager, workspace, checkout / "app.py") == "print('hi')\n"
+        assert await read(manager, workspace, home / "NOTES.md") == "remember\n"
 
         model.add_turn(WriteFile(str(checkout / "hello.py"), "print('hello')\n"), Text("Created it."))
         sent = time.time()
@@ -75,7 +91,7 @@ async def test_a_message_makes_the_real_agent_edit_the_checkout(app, org, client
             events = await read_events(engine, 0, lambda e: e["type"] == "chat.turn.completed", timeout=90)
         first_delta = next(e for e in events if e["type"] == "chat.turn.delta")
         assert events[-1]["payload"]["isComplete"] is True
-        assert (checkout / "hello.py").read_text() == "print('hello')\n"
+        assert await read(manager, workspace, checkout / "hello.py") == "print('hello')\n"
         [state] = await manager.repos(workspace)
         assert state["gitDiff"]["added"] >= 1 and "hello.py" in state["gitDiff"]["fullDiff"]
         first_event_after = datetime.fromisoformat(first_delta["ts"].replace("Z", "+00:00")).timestamp() - sent
@@ -99,7 +115,7 @@ async def test_a_message_makes_the_real_agent_edit_the_checkout(app, org, client
         # Sleep stops every process and keeps the disk; wake brings the engine and its chats back.
         slept = await restarted.sleep(again)
         assert await restarted.poll(slept) == RuntimeStatus.STOPPED
-        assert (checkout / "hello.py").exists()
+        assert await read(manager, slept, checkout / "hello.py") == "print('hello')\n"
         woken = await restarted.wake(slept)
         chats = await restarted.call_engine(woken, "GET", "/chats")
         assert workspace.default_chat_id in [c["id"] for c in chats["chats"]]
@@ -119,7 +135,7 @@ async def test_a_message_makes_the_real_agent_edit_the_checkout(app, org, client
         # Plan mode edits nothing, even when the model asks for a write.
         model.add_turn(WriteFile(str(checkout / "planned.py"), "x = 1\n"), Text("That is the plan."))
         await turn("Plan a planned.py", planMode=True)
-        assert not (checkout / "planned.py").exists()
+        assert await read(manager, woken, checkout / "planned.py") is None
 
         # A crashed agent (the model endpoint fails every request) ends its turn with an error.
         model.add_turn(Fail(status=400, message="scripted crash"))

@@ -1,7 +1,12 @@
 """Entry point of the workspace engine: `python -m replicas.engine.main [--socket PATH | --tcp HOST:PORT]`.
 
 Configuration comes from the environment the runtime starts it with (`EngineConfig.from_env`):
-REPLICAS_ENGINE_SECRET (required), REPLICAS_ENGINE_SOCKET (the default socket), HOME or `--home`.
+REPLICAS_ENGINE_SECRET (required), REPLICAS_ENGINE_SOCKET (the default socket), HOME or `--home`,
+REPLICAS_ENGINE_TCP (HOST:PORT, instead of the socket; what `--tcp` sets) and REPLICAS_ENGINE_PORT_FILE.
+
+On TCP, port 0 takes a free port; the port bound is written to REPLICAS_ENGINE_PORT_FILE (atomically,
+once listening) so that a runtime that cannot choose a free port itself (a container on a remote Docker
+host's network) learns where the engine is.
 """
 
 from __future__ import annotations
@@ -29,7 +34,8 @@ def parse_tcp(value: str) -> tuple[str, int]:
 UDS_PATH_LIMIT = 100
 
 
-async def serve(config: EngineConfig, socket: Path | None = None, tcp: tuple[str, int] | None = None) -> None:
+async def serve(config: EngineConfig, socket: Path | None = None, tcp: tuple[str, int] | None = None,
+                port_file: Path | None = None) -> None:
     """Run the engine until SIGINT/SIGTERM, on a unix socket or a TCP address."""
     app = create_app(Engine(config))
     # An open event stream must not hold up a SIGTERM: streams are cut after a short grace period.
@@ -50,7 +56,20 @@ async def serve(config: EngineConfig, socket: Path | None = None, tcp: tuple[str
         else:
             options["uds"] = str(socket)
     server = uvicorn.Server(uvicorn.Config(app, **options))
-    await server.serve()
+    if tcp is None or port_file is None:
+        await server.serve()
+        return
+    serving = asyncio.create_task(server.serve())
+    while not server.started and not serving.done():
+        await asyncio.sleep(0.01)
+    if server.started:
+        port = server.servers[0].sockets[0].getsockname()[1]
+        port_file.parent.mkdir(parents=True, exist_ok=True)
+        partial = port_file.with_name(port_file.name + ".partial")
+        partial.write_text(f"{port}\n")
+        partial.replace(port_file)
+        logger.info("engine listening on %s:%s", tcp[0], port)
+    await serving
 
 
 def run(socket: str | None = None, home: str | None = None, tcp: str | None = None) -> None:
@@ -59,9 +78,12 @@ def run(socket: str | None = None, home: str | None = None, tcp: str | None = No
     config = EngineConfig.from_env(os.environ, Path(home) if home else None)
     if not config.secret:
         raise SystemExit("REPLICAS_ENGINE_SECRET is required")
+    tcp = tcp or os.environ.get("REPLICAS_ENGINE_TCP")
     socket = socket or os.environ.get("REPLICAS_ENGINE_SOCKET")
+    port_file = os.environ.get("REPLICAS_ENGINE_PORT_FILE")
     logger.info("engine starting workspace_id=%s home=%s", config.workspace_id, config.home)
-    asyncio.run(serve(config, Path(socket) if socket else None, parse_tcp(tcp) if tcp else None))
+    asyncio.run(serve(config, Path(socket) if socket and not tcp else None, parse_tcp(tcp) if tcp else None,
+                      Path(port_file) if port_file else None))
 
 
 def main(argv: list[str] | None = None) -> None:

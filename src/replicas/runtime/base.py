@@ -226,6 +226,20 @@ class Runtime(ABC):
     def port_endpoint(self, handle: WorkspaceHandle, port: int) -> PortEndpoint:
         """How the control plane reaches `port` served inside the workspace (preview URLs)."""
 
+    async def read_log(self, handle: WorkspaceHandle, limit: int = 2000) -> str:
+        """The tail of the engine's log (what it and the runtime's wrapper wrote), for error messages.
+        Backends whose disk is on this host read the handle's `log_path`; others override this."""
+        path = getattr(handle, "log_path", None)
+        if not path:
+            return "(none)"
+        try:
+            with open(path, "rb") as log:
+                log.seek(0, 2)
+                log.seek(max(0, log.tell() - limit))
+                return log.read().decode(errors="replace")
+        except OSError:
+            return "(unreadable)"
+
     @abstractmethod
     def get_state(self, handle: WorkspaceHandle) -> dict[str, Any]:
         """The handle as a small JSON-able dict, for the store. Holds no secrets (see `WorkspaceSpec`)."""

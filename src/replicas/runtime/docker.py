@@ -26,24 +26,40 @@ Sleep stops the container (SIGTERM, grace, SIGKILL: with `init`, the whole pid n
 wake recreates it from the image, since its environment (secrets) changes and is never stored.
 Everything is found again by the container's name, so a restarted control plane reattaches.
 
-Same-host only for now: the volume is bound to a directory of this machine and the engine is reached
-through its socket; a remote `DOCKER_HOST` needs a plain volume and the engine over TCP.
+A remote Docker engine (`tcp://`, `ssh://`, or `settings.docker_remote`) shares no disk with the control
+plane, so three things change and nothing else does:
+
+- The volume is a plain named volume, mounted at the same path. Provisioning still writes the home into
+  the workspace directory here, which is then only a staging area: the first `start` (or `exec`) copies it
+  into the volume through the Docker API (`put_archive` on the created container, files owned by the
+  agent's uid) and removes it. From then on the disk is the volume's alone.
+- The engine listens on TCP and every request carries the workspace's secret. On a user network it
+  listens on `docker_engine_port`, published on a free port of the Docker host; with host networking it
+  binds port 0 and writes the port it got to a file in `run/`, which `start` reads through the API. The
+  control plane connects to `docker_engine_address` (default: the host named in `docker_host`).
+- What the engine runs comes from the image: its command is the image's CMD (unless
+  `docker_engine_command` says otherwise), PATH and REPLICAS_TOOLS_DIR are the image's, and nothing of
+  this machine is bind-mounted.
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import io
 import logging
 import os
 import pwd
 import sys
+import tarfile
+import tempfile
 import time
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlparse
 
 from replicas.errors import Conflict, NotFound
 from replicas.runtime.base import (
@@ -80,6 +96,10 @@ _STANDARD_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 # Runs the engine with its output appended to run/engine.log, as the local backend does.
 _LOG_WRAPPER = 'exec "$@" >>"$REPLICAS_RUN_DIR/' + LOG_NAME + '" 2>&1'
 _RUNNING_STATES = {"running", "restarting", "paused"}
+_REMOTE_SCHEMES = {"tcp", "ssh", "http", "https"}
+ENGINE_PORT_FILE = "engine.port"
+# What a remote workspace takes from its image rather than from the control plane's environment.
+_IMAGE_ENV = ("PATH", "REPLICAS_TOOLS_DIR")
 
 
 @dataclass
@@ -93,6 +113,10 @@ class DockerHandle(HostDirHandle):
     volume: str = ""
     container_id: str | None = None
     address: str | None = None
+    # Remote engines: the volume is a plain one and the engine is at engine_host:engine_port over TCP.
+    remote: bool = False
+    engine_host: str | None = None
+    engine_port: int | None = None
 
 
 class DockerRuntime(Runtime):
@@ -109,7 +133,16 @@ class DockerRuntime(Runtime):
         self.docker_host = settings.docker_host
         self.engine_command = list(settings.docker_engine_command or [])
         self.stop_grace_seconds = stop_grace_seconds
-        if os.geteuid() == 0:
+        self.start_timeout = settings.engine_start_timeout_seconds
+        docker_url = self.docker_host or os.environ.get("DOCKER_HOST") or ""
+        scheme = urlparse(docker_url).scheme
+        self.remote = settings.docker_remote if settings.docker_remote is not None else scheme in _REMOTE_SCHEMES
+        self.engine_address = settings.docker_engine_address or urlparse(docker_url).hostname or "127.0.0.1"
+        self.engine_port = settings.docker_engine_port
+        self.publish_address = settings.docker_publish_address
+        self.engine_bind = settings.docker_engine_bind
+        self._image_config: dict[str, Any] | None = None
+        if os.geteuid() == 0 or self.remote:
             uid, _, gid = settings.docker_user.partition(":")
             self.uid, self.gid = int(uid), int(gid or uid)
         else:
@@ -126,8 +159,11 @@ class DockerRuntime(Runtime):
             import docker
 
             try:
-                self._client = (docker.DockerClient(base_url=self.docker_host) if self.docker_host
-                                else docker.from_env())
+                # ssh:// goes through the system's ssh client (keys and known_hosts as the user has them).
+                options = {"use_ssh_client": True} if urlparse(self.docker_host or "").scheme == "ssh" else {}
+                self._client = (docker.DockerClient(base_url=self.docker_host, **options) if self.docker_host
+                                else docker.from_env(use_ssh_client=os.environ.get("DOCKER_HOST", "")
+                                                     .startswith("ssh://")))
             except docker.errors.DockerException as exc:
                 raise RuntimeFailure("Docker engine unreachable", str(exc)) from None
         return self._client
@@ -137,6 +173,21 @@ class DockerRuntime(Runtime):
         if self._engine_cpus is None:
             self._engine_cpus = int(self.client().info().get("NCPU") or 1)
         return self._engine_cpus
+
+    def image_config(self) -> dict[str, Any]:
+        """The workspace image's config (Cmd, Env), read once (blocking)."""
+        import docker
+
+        if self._image_config is None:
+            try:
+                self._image_config = self.client().images.get(self.image).attrs.get("Config") or {}
+            except docker.errors.ImageNotFound:
+                raise RuntimeFailure("Workspace image not found",
+                                     f"{self.image}: build it with `replicas images build`") from None
+        return self._image_config
+
+    def _image_env(self) -> dict[str, str]:
+        return dict(item.split("=", 1) for item in self.image_config().get("Env") or [] if "=" in item)
 
     async def _call(self, function, *args, **kwargs):
         import docker
@@ -178,7 +229,8 @@ class DockerRuntime(Runtime):
         return {
             "backend": self.name, "version": 1, "workspace_id": h.workspace_id, "spec": h.spec.to_state(),
             "workspace_dir": h.workspace_dir, "container_name": h.container_name, "volume": h.volume,
-            "container_id": h.container_id, "address": h.address, "image": self.image,
+            "container_id": h.container_id, "address": h.address, "image": self.image, "remote": h.remote,
+            "engine_host": h.engine_host, "engine_port": h.engine_port,
         }
 
     def load_state(self, state: Mapping[str, Any]) -> DockerHandle:
@@ -189,6 +241,8 @@ class DockerRuntime(Runtime):
             spec=WorkspaceSpec.from_state(state.get("spec") or {}), workspace_dir=state["workspace_dir"],
             container_name=state.get("container_name", ""), volume=state.get("volume", ""),
             container_id=state.get("container_id"), address=state.get("address"),
+            remote=bool(state.get("remote")), engine_host=state.get("engine_host"),
+            engine_port=state.get("engine_port"),
         )
         return self._docker(handle)
 
@@ -198,10 +252,12 @@ class DockerRuntime(Runtime):
         validate_workspace_id(workspace_id)
         name = f"{self.prefix}-{workspace_id}"
         handle = DockerHandle(workspace_id=workspace_id, spec=spec, container_name=name, volume=name,
-                              workspace_dir=str(self.workspaces_root / workspace_id))
+                              workspace_dir=str(self.workspaces_root / workspace_id), remote=self.remote)
+        if self.remote and await self.poll(handle) is not RuntimeStatus.MISSING:
+            return handle  # provisioned before: the disk is the volume's, no staging area again
 
         def make_dirs() -> None:
-            make_workspace_dirs(handle)
+            make_workspace_dirs(handle)  # remote: the staging area, copied into the volume at first start
             self._hand_over(handle)
 
         await asyncio.to_thread(make_dirs)
@@ -215,16 +271,31 @@ class DockerRuntime(Runtime):
             raise NotFound("Workspace not found", h.workspace_id)
         if status is RuntimeStatus.RUNNING:
             raise Conflict("Workspace is already running", h.workspace_id)
-        if not command:
+        if not command and not h.remote:  # remote: the image's engine runs, not the control plane's command
             raise ValueError("empty command")
         await self._call(self._remove_container, h)  # the slept one: its environment is stale
         await self._call(self._ensure_volume, h)
         await asyncio.to_thread(self._hand_over, h)
+        environment = self._environment(h, env)
+        if h.remote:
+            command = self.engine_command or (await self._call(self.image_config)).get("Cmd") or []
+            if not command:
+                raise RuntimeFailure("Workspace image has no engine command",
+                                     f"{self.image} has no CMD; set REPLICAS_DOCKER_ENGINE_COMMAND")
+            port_file = os.path.join(h.run_dir, f"{ENGINE_PORT_FILE}.{uuid.uuid4().hex[:12]}")
+            host_network = self.network == "host"
+            environment.update({
+                "REPLICAS_ENGINE_TCP": f"{self.engine_bind}:0" if host_network else f"0.0.0.0:{self.engine_port}",
+                "REPLICAS_ENGINE_PORT_FILE": port_file})
         argv = ["/bin/sh", "-c", _LOG_WRAPPER, "sh", *(self.engine_command or command)]
         started = time.monotonic()
-        container = await self._call(self._run_container, h, argv, self._environment(h, env), h.container_name)
+        container = await self._call(self._run_container, h, argv, environment, h.container_name)
         h.container_id = container.id
         h.address = None if self.network == "host" else _address(container.attrs, self.network)
+        if h.remote:
+            h.engine_host = self.engine_address
+            h.engine_port = (await self._read_port_file(h, container, port_file) if self.network == "host"
+                             else _published_port(container.attrs, self.engine_port))
         log.info("workspace started workspace_id=%s container=%s in %.2fs", h.workspace_id, container.short_id,
                  time.monotonic() - started)
 
@@ -256,12 +327,12 @@ class DockerRuntime(Runtime):
                 pass
 
         await self._call(destroy)
-        await asyncio.to_thread(_remove_tree, Path(h.workspace_dir))
+        await asyncio.to_thread(_remove_tree, Path(h.workspace_dir))  # remote: a staging area never used
         log.info("workspace destroyed workspace_id=%s", h.workspace_id)
 
     async def poll(self, handle: WorkspaceHandle) -> RuntimeStatus:
         h = self._docker(handle)
-        if not os.path.isdir(h.workspace_dir):
+        if not (await self._call(self._volume_exists, h) if h.remote else os.path.isdir(h.workspace_dir)):
             return RuntimeStatus.MISSING
         container = await self._call(self._container, h)
         running = container is not None and container.status in _RUNNING_STATES
@@ -269,12 +340,32 @@ class DockerRuntime(Runtime):
 
     def engine_endpoint(self, handle: WorkspaceHandle) -> EngineEndpoint:
         h = self._docker(handle)
+        if h.remote:
+            host = h.engine_host or self.engine_address
+            return EngineEndpoint(base_url=f"http://{_url_host(host)}:{h.engine_port or self.engine_port}")
         return EngineEndpoint(base_url="http://engine", uds=short_socket_path(h.run_dir, ENGINE_SOCKET_NAME))
 
     def port_endpoint(self, handle: WorkspaceHandle, port: int) -> PortEndpoint:
-        # Host networking: the container's ports are the host's. A user network: the container's address.
+        # Host networking: the container's ports are the Docker host's. A user network: the container's
+        # address (reachable from a control plane on that network, as in compose.yaml).
         h = self._docker(handle)
-        return PortEndpoint(host=h.address or "127.0.0.1", port=port)
+        if h.address:
+            return PortEndpoint(host=h.address, port=port)
+        return PortEndpoint(host=(h.engine_host or self.engine_address) if h.remote else "127.0.0.1", port=port)
+
+    async def read_log(self, handle: WorkspaceHandle, limit: int = 2000) -> str:
+        h = self._docker(handle)
+        if not h.remote:
+            return await super().read_log(h, limit)
+
+        def read() -> str:
+            container = self._container(h)
+            if container is None:
+                return "(none)"
+            data = self._read_file(container, os.path.join(h.run_dir, LOG_NAME))
+            return "(none)" if data is None else data[-limit:].decode(errors="replace")
+
+        return await self._call(read)
 
     async def exec(
         self,
@@ -288,7 +379,7 @@ class DockerRuntime(Runtime):
         """In the running container (`docker exec`), else in a throwaway container with the same mounts
         and limits. `timeout` (coreutils) kills the command's process group when time is up."""
         h = self._docker(handle)
-        if not os.path.isdir(h.workspace_dir):
+        if await self.poll(h) is RuntimeStatus.MISSING:
             raise NotFound("Workspace not found", h.workspace_id)
         if not argv:
             raise ValueError("empty command")
@@ -311,16 +402,69 @@ class DockerRuntime(Runtime):
 
     # -- internals (blocking) ------------------------------------------------------------------
 
-    def _ensure_volume(self, h: DockerHandle) -> None:
+    def _volume_exists(self, h: DockerHandle) -> bool:
         import docker
 
         try:
             self.client().volumes.get(h.volume)
+            return True
         except docker.errors.NotFound:
-            self.client().volumes.create(
-                name=h.volume, driver="local",
-                driver_opts={"type": "none", "o": "bind", "device": h.workspace_dir},
-                labels={LABEL_WORKSPACE: h.workspace_id, LABEL_DATA_DIR: str(self.data_dir)})
+            return False
+
+    def _ensure_volume(self, h: DockerHandle) -> None:
+        if self._volume_exists(h):
+            return
+        # Same host: the volume is the workspace directory of the data dir. Remote: a plain volume.
+        options = {} if h.remote else {"driver_opts": {"type": "none", "o": "bind", "device": h.workspace_dir}}
+        self.client().volumes.create(name=h.volume, driver="local", **options,
+                                     labels={LABEL_WORKSPACE: h.workspace_id, LABEL_DATA_DIR: str(self.data_dir)})
+
+    def _upload_staging(self, h: DockerHandle, container) -> None:
+        """Remote: copy what provisioning staged in the workspace directory into the volume (through
+        `container`, created and not started, which mounts it), owned by the agent; then drop the staging."""
+        staging = Path(h.workspace_dir)
+        if not h.remote or not staging.is_dir():
+            return
+
+        def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+            info.uid, info.gid, info.uname, info.gname = self.uid, self.gid, "", ""
+            return info
+
+        with tempfile.TemporaryFile() as spool:
+            with tarfile.open(fileobj=spool, mode="w") as tar:
+                for entry in sorted(staging.iterdir()):
+                    tar.add(entry, arcname=entry.name, filter=owned)
+            spool.seek(0)
+            if not container.put_archive(h.workspace_dir, spool):
+                raise RuntimeFailure("Workspace upload failed", f"{h.workspace_id}: put_archive refused")
+        _remove_tree(staging)
+
+    def _read_file(self, container, path: str) -> bytes | None:
+        """A file of the container (its volume included, running or not) through the API; None if absent."""
+        import docker
+
+        try:
+            chunks, _ = container.get_archive(path)
+        except docker.errors.NotFound:
+            return None
+        with tarfile.open(fileobj=io.BytesIO(b"".join(chunks))) as tar:
+            member = tar.next()
+            extracted = tar.extractfile(member) if member is not None else None
+            return extracted.read() if extracted is not None else None
+
+    async def _read_port_file(self, h: DockerHandle, container, path: str) -> int:
+        """The port a remote engine with host networking bound (port 0), once it has written it."""
+        deadline = time.monotonic() + self.start_timeout
+        while True:
+            data = await self._call(self._read_file, container, path)
+            if data and data.strip().isdigit():
+                return int(data)
+            await self._call(container.reload)
+            if container.status not in _RUNNING_STATES or time.monotonic() > deadline:
+                raise RuntimeFailure("Workspace engine did not start",
+                                     f"no port from the engine ({container.status}); engine log: "
+                                     f"{await self.read_log(h)}")
+            await asyncio.sleep(0.05)
 
     def _remove_container(self, h: DockerHandle) -> None:
         import docker
@@ -333,8 +477,9 @@ class DockerRuntime(Runtime):
                 pass
 
     def _hand_over(self, h: DockerHandle) -> None:
-        """Give the workspace directory to the container's user (root control plane only)."""
-        if os.geteuid() != 0:
+        """Give the workspace directory to the container's user (root control plane only). Remote: the
+        upload sets the owner instead."""
+        if os.geteuid() != 0 or h.remote:
             return
         for root, dirs, files in os.walk(h.workspace_dir):
             for name in (root, *(os.path.join(root, n) for n in (*dirs, *files))):
@@ -348,7 +493,7 @@ class DockerRuntime(Runtime):
         limits = SIZE_LIMITS[h.spec.size]
         mounts = [Mount(target=h.workspace_dir, source=h.volume, type="volume", no_copy=True)]
         seen = {h.workspace_dir}
-        for path in h.spec.ro_binds:
+        for path in () if h.remote else h.spec.ro_binds:  # remote: the image has what the engine runs
             real = os.path.realpath(path)
             if os.path.exists(real) and real not in seen:
                 seen.add(real)
@@ -369,12 +514,15 @@ class DockerRuntime(Runtime):
         options = self._container_options(h, environment, h.home)
         if options["hostname"] is None:
             del options["hostname"]
+        if h.remote and self.network != "host":
+            options["ports"] = {f"{self.engine_port}/tcp": (self.publish_address, None)}
         try:
             container = self.client().containers.create(self.image, argv, name=name, detach=True, **options)
         except docker.errors.ImageNotFound:
             raise RuntimeFailure("Workspace image not found",
                                  f"{self.image}: build it with `replicas images build`") from None
         try:
+            self._upload_staging(h, container)
             container.start()
             container.reload()
         except BaseException:
@@ -399,6 +547,7 @@ class DockerRuntime(Runtime):
         options.pop("hostname")
         container = self.client().containers.create(self.image, command, name=name, detach=True, **options)
         try:
+            self._upload_staging(h, container)
             container.start()
             try:
                 code = container.wait(timeout=wait_seconds).get("StatusCode")
@@ -412,14 +561,17 @@ class DockerRuntime(Runtime):
     def _environment(self, h: DockerHandle, extra: Mapping[str, str]) -> dict[str, str]:
         """The container's whole environment: nothing of the control plane's own but PATH and the locale."""
         path = os.environ.get("PATH", os.defpath)
-        if self.engine_command:
+        if self.engine_command or h.remote:
             path = _STANDARD_PATH
         elif os.path.dirname(sys.executable) not in path.split(os.pathsep):
             path = os.path.dirname(sys.executable) + os.pathsep + path
         env = {"PATH": path + os.pathsep + _STANDARD_PATH, "LANG": os.environ.get("LANG", "C.UTF-8")}
         env.update(h.spec.env)
         env.update(extra)
-        user = "replicas" if os.geteuid() == 0 else pwd.getpwuid(self.uid).pw_name
+        if h.remote:
+            image_env = self._image_env()
+            env.update({name: image_env[name] for name in _IMAGE_ENV if name in image_env})
+        user = "replicas" if os.geteuid() == 0 or h.remote else pwd.getpwuid(self.uid).pw_name
         env.update({"HOME": h.home, "USER": user, "LOGNAME": user, ENV_WORKSPACE_ID: h.workspace_id,
                     ENV_RUN_DIR: h.run_dir, ENV_ENGINE_SOCKET: os.path.join(h.run_dir, ENGINE_SOCKET_NAME)})
         return env
@@ -429,3 +581,14 @@ def _address(attrs: Mapping[str, Any], network: str) -> str | None:
     networks = (attrs.get("NetworkSettings") or {}).get("Networks") or {}
     entry = networks.get(network) or next(iter(networks.values()), None) or {}
     return entry.get("IPAddress") or None
+
+
+def _published_port(attrs: Mapping[str, Any], port: int) -> int:
+    bindings = ((attrs.get("NetworkSettings") or {}).get("Ports") or {}).get(f"{port}/tcp") or []
+    if not bindings:
+        raise RuntimeFailure("Workspace engine port not published", f"{port}/tcp has no binding on the Docker host")
+    return int(bindings[0]["HostPort"])
+
+
+def _url_host(host: str) -> str:
+    return f"[{host}]" if ":" in host and not host.startswith("[") else host

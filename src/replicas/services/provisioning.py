@@ -451,8 +451,19 @@ async def install_skill(skill: ResolvedSkill, registries: list[ResolvedRegistry]
     return False
 
 
+SYSTEM_PROMPT_FILE = Path(".replicas") / "system-prompt.md"
+START_HOOK_FILE = Path(".replicas") / "start-hook.sh"
+
+
+def kept_paths(home: Path) -> dict[str, str]:
+    """The engine's variables for what provisioning may have written into `home` and a later start (wake)
+    finds again. Paths only: the engine goes without a file that is not there."""
+    return {"REPLICAS_SYSTEM_PROMPT_FILE": str(home / SYSTEM_PROMPT_FILE),
+            "REPLICAS_START_HOOK_FILE": str(home / START_HOOK_FILE)}
+
+
 def _write_prompt(home: Path, prompt: str) -> Path:
-    path = home / ".replicas" / "system-prompt.md"
+    path = home / SYSTEM_PROMPT_FILE
     _write(path, prompt + "\n")
     for rel in agent_config.INSTRUCTION_FILES:
         target = home / rel
@@ -485,7 +496,7 @@ def _write_start_hook(home: Path, hooks: list[tuple[str, str]]) -> Path:
         part = home / ".replicas" / "hooks" / f"start-{index}.sh"
         _write(part, content if content.endswith("\n") else content + "\n", 0o700)
         parts.append((label, part))
-    path = home / ".replicas" / "start-hook.sh"
+    path = home / START_HOOK_FILE
     _write(path, start_hook_script(parts), 0o700)
     return path
 

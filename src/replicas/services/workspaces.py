@@ -45,14 +45,6 @@ PROVIDERS = ("claude", "codex", "opencode", "cursor")
 _ENGINE_REFUSALS = {400: BadRequest, 404: NotFound, 409: Conflict}
 
 
-def _log_tail(handle, limit: int = 2000) -> str:
-    path = getattr(handle, "log_path", None)
-    try:
-        return Path(path).read_text(errors="replace")[-limit:] if path else "(none)"
-    except OSError:
-        return "(unreadable)"
-
-
 async def lock_workspace(session: AsyncSession, workspace_id: uuid.UUID) -> Workspace | None:
     """The workspace row, for a read-modify-write, locked first: a no-op UPDATE takes the row lock on
     PostgreSQL and the write lock on SQLite *before* anything is read. (A SQLite transaction that reads
@@ -183,7 +175,7 @@ class WorkspaceManager:
                     waited = self.settings.engine_start_timeout_seconds
                     raise ServiceUnavailable("Workspace engine did not start",
                                              f"no answer within {waited:.0f}s; engine log: "
-                                             f"{_log_tail(handle)}") from None
+                                             f"{await self.runtime.read_log(handle)}") from None
                 await asyncio.sleep(0.05)
 
     @contextlib.asynccontextmanager
@@ -244,12 +236,9 @@ class WorkspaceManager:
                 session, self.box, principal, str(workspace.environment_id))
         env = {**await self._base_env(workspace), **resolved.variables,
                "REPLICAS_DEFAULT_PROVIDER": workspace.coding_agent}
-        # Provisioning wrote these into the kept home; the engine finds them again on wake.
-        home = Path(self._handle(workspace).home)
-        for name, path in (("REPLICAS_SYSTEM_PROMPT_FILE", home / ".replicas" / "system-prompt.md"),
-                           ("REPLICAS_START_HOOK_FILE", home / ".replicas" / "start-hook.sh")):
-            if path.exists():
-                env[name] = str(path)
+        # Provisioning wrote these into the kept home (where it had them to write); the engine finds them
+        # again on wake and goes without the ones that are not there.
+        env.update(provisioning.kept_paths(Path(self._handle(workspace).home)))
         workspace = await self._start_engine(workspace, env)
         return await self._save(workspace, status="active", last_activity_at=utcnow(), status_changed_at=utcnow())
 
