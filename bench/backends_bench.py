@@ -1,6 +1,6 @@
 """The local and docker runtime backends side by side: start times, wake time, and what a workspace costs.
 
-    .venv/bin/python -m bench.backends_bench [--backends local,docker] [--files 10000] [--runs 3]
+    .venv/bin/python -m bench.backends_bench [--backends local,docker,docker-remote] [--files 10000] [--runs 3]
         [--settle 3] [--dir DIR]
 
 One scratch data dir (under `--dir`, default $TMPDIR or /tmp), one SQLite database, one control plane
@@ -8,7 +8,10 @@ One scratch data dir (under `--dir`, default $TMPDIR or /tmp), one SQLite databa
 backends share the repository mirror. The repository is `checkout_bench`'s generated origin of N files
 (cached under `<dir>/replicas-checkout-bench/`). The docker backend uses the test base image
 (tests/docker_support.py, built with mmdebstrap when missing) with host networking and the engine run
-from this machine's Python environment, bind-mounted read-only, as the docker tests do.
+from this machine's Python environment, bind-mounted read-only, as the docker tests do. `docker-remote` is
+the docker backend taking its remote way (`tcp://` to a proxy of the local dockerd): a plain volume filled
+through the Docker API, the engine over TCP, and the engine and Claude Code from an image that carries them
+(`ensure_remote_image`); its disk is measured at the volume's mountpoint.
 
 Per backend, untimed: one warm-up workspace of the repository (fills the mirror, the page cache and
 Docker's image layers). Then, per run, backends interleaved:
@@ -172,7 +175,7 @@ class Backend:
 
     def container_facts(self, workspace) -> dict:
         """The stopped (or running) container: status, init pid, writable layer size (docker only)."""
-        if self.name != "docker":
+        if not self.name.startswith("docker"):
             return {}
         handle = self.manager.runtime.load_state(workspace.runtime_state)
         done = subprocess.run(["docker", "container", "inspect", "--size", handle.container_name],
@@ -191,6 +194,27 @@ def docker_settings(base: Settings) -> Settings | str:
     if tag is None:
         return reason or "no base image"
     return base.model_copy(update={"runtime": "docker", "docker_image": tag, "docker_network": "host"})
+
+
+def remote_docker_settings(base: Settings, proxy_holder: list) -> Settings | str:
+    """The docker backend taking its remote way (tcp:// to a proxy of the local dockerd, as the tests do):
+    plain volumes filled through the API, the engine over TCP, engine and Claude Code from the image."""
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+    from tests.docker_support import DockerTcpProxy, ensure_remote_image
+
+    tag, reason = ensure_remote_image(str(base.resolved_tools_dir))
+    if tag is None:
+        return reason or "no remote image"
+    proxy_holder.append(DockerTcpProxy())
+    return base.model_copy(update={"runtime": "docker", "docker_image": tag, "docker_network": "host",
+                                   "docker_host": proxy_holder[-1].url, "docker_engine_bind": "127.0.0.1"})
+
+
+def volume_dir(backend: Backend, handle) -> str:
+    """Where the workspace's disk is on this machine: its directory, or (remote) its volume's mountpoint."""
+    if not getattr(handle, "remote", False):
+        return handle.workspace_dir
+    return backend.manager.runtime.client().volumes.get(handle.volume).attrs["Mountpoint"]
 
 
 def sweep_docker(data_dir: Path) -> None:
@@ -258,7 +282,7 @@ async def measure_run(backend: Backend, principal: Principal, bare_env: str, rep
     seconds, workspace = await timed_create(backend, principal, repo_env, created, steps)
     backend.record("create_active_s", seconds)
     backend.record("create_active_clone_s", steps.get("clone"))
-    if backend.name == "docker":
+    if backend.name.startswith("docker"):
         backend.record("create_active_container_start_s", next(iter(CONTAINER_STARTS.seconds), None))
     try:
         await asyncio.sleep(settle)
@@ -269,7 +293,7 @@ async def measure_run(backend: Backend, principal: Principal, bare_env: str, rep
         backend.record("idle_rss_kib", rss)
         backend.record("idle_pss_kib", pss)
         backend.record("idle_cgroup_kib", cgroup_memory_kib(roots[0], cgroup_key) if roots else None)
-        if backend.name == "docker" and roots and (shim := container_shim(roots[0])):
+        if backend.name.startswith("docker") and roots and (shim := container_shim(roots[0])):
             backend.record("idle_shim_rss_kib", tree_memory_kib([shim])[0])  # host-side, outside the cgroup
             tree = {**tree, **process_tree([shim])}
 
@@ -278,7 +302,7 @@ async def measure_run(backend: Backend, principal: Principal, bare_env: str, rep
         backend.record("sleeping_processes", len(left))
         backend.record("sleeping_rss_kib", tree_memory_kib(left)[0])
         handle = backend.manager.runtime.load_state(workspace.runtime_state)
-        backend.record("sleeping_disk_kib", du_kib(handle.workspace_dir))
+        backend.record("sleeping_disk_kib", du_kib(volume_dir(backend, handle)))
         for key, value in backend.container_facts(workspace).items():
             backend.record(f"sleeping_{key}", value)
 
@@ -287,7 +311,7 @@ async def measure_run(backend: Backend, principal: Principal, bare_env: str, rep
         workspace = await backend.manager.wake(workspace)  # returns once the engine answered /health
         backend.record("wake_active_s", time.monotonic() - started)
         await backend.manager.call_engine(workspace, "GET", "/health")
-        if backend.name == "docker":
+        if backend.name.startswith("docker"):
             backend.record("wake_container_start_s", next(iter(CONTAINER_STARTS.seconds), None))
         assert workspace.status == "active", workspace.status
     finally:
@@ -303,6 +327,7 @@ async def bench(names: list[str], files: int, runs: int, settle: float, director
         settings = Settings(data_dir=root / "data", tools_dir=tools, runtime="local")
         app = create_app(settings)
         created: list = []
+        proxies: list = []
         skipped: dict[str, str] = {}
         principal = None
         try:
@@ -322,7 +347,8 @@ async def bench(names: list[str], files: int, runs: int, settle: float, director
                 principal = Principal.system(org.id)
                 backends: list[Backend] = []
                 for name in names:
-                    chosen = settings if name == "local" else docker_settings(settings)
+                    chosen = (settings if name == "local" else docker_settings(settings) if name == "docker"
+                              else remote_docker_settings(settings, proxies))
                     if isinstance(chosen, str):
                         skipped[name] = chosen
                         print(f"SKIP {name}: {chosen}", flush=True)
@@ -344,8 +370,10 @@ async def bench(names: list[str], files: int, runs: int, settle: float, director
             with contextlib.suppress(Exception):
                 for backend, workspace_id in list(created):
                     await destroy(backend, principal, workspace_id, created)
-            if "docker" in names:
+            if any(name.startswith("docker") for name in names):
                 await asyncio.to_thread(sweep_docker, settings.data_dir)
+            for proxy in proxies:
+                proxy.close()
     return {"files": files, "runs": runs, "settle_s": settle, "dir": str(directory),
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "mirror_kib": mirror,
             "skipped": skipped, "backends": {b.name: b.results for b in backends}}
@@ -415,7 +443,7 @@ def main() -> None:
     parser.add_argument("--dir", type=Path, default=Path(tempfile.gettempdir()))
     options = parser.parse_args()
     names = [n.strip() for n in options.backends.split(",") if n.strip()]
-    unknown = set(names) - {"local", "docker"}
+    unknown = set(names) - {"local", "docker", "docker-remote"}
     if unknown:
         parser.error(f"unknown backends: {', '.join(sorted(unknown))}")
     runtime_log = logging.getLogger("replicas.runtime")

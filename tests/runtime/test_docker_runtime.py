@@ -275,6 +275,11 @@ async def test_container_limits_and_privileges(runtime):
     assert all(not m["RW"] for dest, m in mounts.items() if dest != handle.workspace_dir)
     result = await runtime.exec(handle, ["sh", "-c", "grep -E 'CapEff|CapBnd' /proc/self/status; id -u"], 30)
     assert result.output.split() == ["CapEff:", "0" * 16, "CapBnd:", "0" * 16, "1000"]
+    # Writable: the home and the run dir; not the workspace directory above them (nor anything else).
+    script = ('for d in "$HOME" "$REPLICAS_RUN_DIR" "$HOME/.." /; do '
+              'touch "$d/probe" 2>/dev/null && echo "$d:rw" || echo "$d:ro"; done')
+    result = await runtime.exec(handle, ["sh", "-c", script], 30)
+    assert result.output.split() == [f"{handle.home}:rw", f"{handle.run_dir}:rw", f"{handle.home}/..:ro", "/:ro"]
 
 
 async def test_handles_from_elsewhere_are_refused(runtime, data_dir):

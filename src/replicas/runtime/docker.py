@@ -477,15 +477,19 @@ class DockerRuntime(Runtime):
                 pass
 
     def _hand_over(self, h: DockerHandle) -> None:
-        """Give the workspace directory to the container's user (root control plane only). Remote: the
-        upload sets the owner instead."""
+        """Give `home/` and `run/` to the container's user (root control plane only). The workspace directory
+        itself stays root's, traversable only (0711), so inside the container the agent can write its home and
+        the engine its run dir, and nothing beside them, as in the local sandbox. Remote: the upload sets the
+        owners instead."""
         if os.geteuid() != 0 or h.remote:
             return
-        for root, dirs, files in os.walk(h.workspace_dir):
-            for name in (root, *(os.path.join(root, n) for n in (*dirs, *files))):
-                st = os.lstat(name)
-                if (st.st_uid, st.st_gid) != (self.uid, self.gid):
-                    os.lchown(name, self.uid, self.gid)
+        os.chmod(h.workspace_dir, 0o711)
+        for top in (h.home, h.run_dir):
+            for root, dirs, files in os.walk(top):
+                for name in (root, *(os.path.join(root, n) for n in (*dirs, *files))):
+                    st = os.lstat(name)
+                    if (st.st_uid, st.st_gid) != (self.uid, self.gid):
+                        os.lchown(name, self.uid, self.gid)
 
     def _container_options(self, h: DockerHandle, environment: Mapping[str, str], cwd: str) -> dict[str, Any]:
         from docker.types import Mount
