@@ -483,6 +483,7 @@ class DockerRuntime(Runtime):
         owners instead."""
         if os.geteuid() != 0 or h.remote:
             return
+        os.chown(h.workspace_dir, 0, 0)  # also taking back one handed over whole by an earlier version
         os.chmod(h.workspace_dir, 0o711)
         for top in (h.home, h.run_dir):
             for root, dirs, files in os.walk(top):
