@@ -98,9 +98,13 @@ async def test_a_message_makes_the_real_agent_edit_the_checkout(app, org, client
         print(f"\n[{manager.runtime.name}] start workspace -> engine ready: {engine_ready:.2f}s; "
               f"message sent -> first agent event: {first_event_after:.2f}s")
 
-        # Isolation: from inside, the database, the key file and the data dir are out of sight.
+        # Isolation: from inside, the database, the key file, the data dir and other workspaces are out of sight.
         handle = manager.runtime.load_state(workspace.runtime_state)
-        for secret_path in (settings.data_dir / "secret.key", Path(settings.database_url.split("///", 1)[1])):
+        neighbour = settings.data_dir / "workspaces" / "neighbour" / "home" / "private.txt"
+        neighbour.parent.mkdir(parents=True)
+        neighbour.write_text("another workspace's file\n")
+        for secret_path in (settings.data_dir / "secret.key", Path(settings.database_url.split("///", 1)[1]),
+                            neighbour):
             result = await manager.runtime.exec(handle, ["cat", str(secret_path)], timeout=10)
             assert result.exit_code != 0, f"{secret_path} is readable from inside the workspace"
 
