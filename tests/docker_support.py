@@ -170,17 +170,17 @@ class DockerTcpProxy:
                 except OSError:
                     return
                 def pump(src: socket.socket, dst: socket.socket) -> None:
+                    # One direction; its end is passed on as a half-close, the other direction goes on.
                     try:
                         while data := src.recv(65536):
                             dst.sendall(data)
                     except OSError:
                         pass
-                    finally:
-                        for sock in (src, dst):
-                            try:
-                                sock.shutdown(socket.SHUT_RDWR)
-                            except OSError:
-                                pass
+                    try:
+                        dst.shutdown(socket.SHUT_WR)
+                    except OSError:
+                        pass
+
                 back = threading.Thread(target=pump, args=(upstream, self.request), daemon=True)
                 back.start()
                 pump(self.request, upstream)

@@ -28,6 +28,14 @@ pytestmark = pytest.mark.slow
 SECRET = "remote-engine-secret"
 
 
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="module")
 def docker_proxy():
     proxy = DockerTcpProxy()
@@ -130,6 +138,23 @@ async def test_remote_workspace_lives_in_its_volume_and_its_engine_answers_over_
     assert result.output.split() == ["no-db", "/opt/replicas-test/tools", "read-only-above-home"], result.output
     assert "Uvicorn running" in await runtime.read_log(handle) or "engine listening" in await runtime.read_log(handle)
 
+    # A server started inside is reachable at port_endpoint (previews): the Docker host's address.
+    port = free_port()
+    await runtime.exec(handle, ["sh", "-c", f"cd workspaces/shop && nohup python3 -m http.server {port} "
+                                "--bind 127.0.0.1 >/dev/null 2>&1 &"], 30)
+    endpoint = runtime.port_endpoint(handle, port)
+    assert endpoint.host == "127.0.0.1"
+    deadline = time.monotonic() + 20
+    async with httpx.AsyncClient(timeout=5, trust_env=False) as client:
+        while True:
+            try:
+                answer = await client.get(f"{endpoint.url}/app.py")
+                break
+            except httpx.TransportError:
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.1)
+    assert answer.text == "print('hi')\n"
+
     # A restarted control plane reattaches from the stored state; sleep keeps the volume; wake gets a new port.
     again = make_runtime()
     handle2 = again.load_state(json.loads(json.dumps(state)))
@@ -174,7 +199,8 @@ async def test_an_engine_that_dies_at_start_is_reported_with_its_log(make_runtim
 @pytest.fixture
 def ssh_docker_host(tmp_path, monkeypatch) -> str:
     """`ssh://root@127.0.0.1:PORT`: an sshd of this test's own on loopback, whose `docker system dial-stdio`
-    reaches the local dockerd, and an `ssh` on PATH that knows its key (what a user's ~/.ssh/config does)."""
+    reaches the local dockerd, and a HOME whose ~/.ssh (config with the key, known_hosts with the host's key)
+    is what a user of a remote Docker host would have."""
     import os
     import shutil
     import socket
@@ -186,8 +212,10 @@ def ssh_docker_host(tmp_path, monkeypatch) -> str:
         if reason := _apt_install(["openssh-server"]):
             print(f"\nSKIP ssh:// docker host: {reason}")
             pytest.skip(reason)
-    ssh_dir = tmp_path / "ssh"
-    ssh_dir.mkdir()
+    ssh_dir = tmp_path / "sshd"
+    home_ssh = tmp_path / "home" / ".ssh"
+    for path in (ssh_dir, home_ssh):
+        path.mkdir(parents=True)
     for name in ("host", "client"):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(ssh_dir / name)], check=True)
     (ssh_dir / "authorized_keys").write_text((ssh_dir / "client.pub").read_text())
@@ -197,20 +225,19 @@ def ssh_docker_host(tmp_path, monkeypatch) -> str:
     (ssh_dir / "sshd_config").write_text(
         f"Port {port}\nListenAddress 127.0.0.1\nHostKey {ssh_dir / 'host'}\nPidFile {ssh_dir / 'sshd.pid'}\n"
         f"AuthorizedKeysFile {ssh_dir / 'authorized_keys'}\nPermitRootLogin prohibit-password\n"
-        "PasswordAuthentication no\nStrictModes no\nUsePAM no\n")
+        "PasswordAuthentication no\nStrictModes no\nUsePAM no\nMaxStartups 100\nMaxSessions 100\n")
     os.makedirs("/run/sshd", mode=0o755, exist_ok=True)
     sshd = subprocess.Popen(["/usr/sbin/sshd", "-D", "-e", "-f", str(ssh_dir / "sshd_config")],
                             stdout=subprocess.DEVNULL, stderr=open(ssh_dir / "sshd.log", "wb"))
-    (ssh_dir / "config").write_text(
-        f"Host 127.0.0.1\n  IdentityFile {ssh_dir / 'client'}\n  IdentitiesOnly yes\n"
-        "  StrictHostKeyChecking no\n  UserKnownHostsFile /dev/null\n  LogLevel ERROR\n")
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    (bin_dir / "ssh").write_text(f"#!/bin/sh\nexec {shutil.which('ssh')} -F {ssh_dir / 'config'} \"$@\"\n")
-    (bin_dir / "ssh").chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    (home_ssh / "config").write_text(f"Host 127.0.0.1\n  IdentityFile {ssh_dir / 'client'}\n")
+    host_key = " ".join((ssh_dir / "host.pub").read_text().split()[:2])
+    (home_ssh / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_key}\n")
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
     deadline = time.monotonic() + 10
-    while subprocess.run(["ssh", "-p", str(port), "root@127.0.0.1", "true"], capture_output=True).returncode:
+    while True:
+        with socket.socket() as probe:
+            if probe.connect_ex(("127.0.0.1", port)) == 0:
+                break
         assert time.monotonic() < deadline and sshd.poll() is None, (ssh_dir / "sshd.log").read_text()
         time.sleep(0.1)
     yield f"ssh://root@127.0.0.1:{port}"

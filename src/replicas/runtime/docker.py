@@ -50,6 +50,7 @@ import io
 import logging
 import os
 import pwd
+import struct
 import sys
 import tarfile
 import tempfile
@@ -159,11 +160,10 @@ class DockerRuntime(Runtime):
             import docker
 
             try:
-                # ssh:// goes through the system's ssh client (keys and known_hosts as the user has them).
-                options = {"use_ssh_client": True} if urlparse(self.docker_host or "").scheme == "ssh" else {}
-                self._client = (docker.DockerClient(base_url=self.docker_host, **options) if self.docker_host
-                                else docker.from_env(use_ssh_client=os.environ.get("DOCKER_HOST", "")
-                                                     .startswith("ssh://")))
+                # ssh:// goes through paramiko: one SSH connection, a channel per HTTP connection, with the
+                # user's ~/.ssh/config (host, port, user, identity file, proxy command) and known_hosts.
+                self._client = (docker.DockerClient(base_url=self.docker_host) if self.docker_host
+                                else docker.from_env())
             except docker.errors.DockerException as exc:
                 raise RuntimeFailure("Docker engine unreachable", str(exc)) from None
         return self._client
@@ -540,7 +540,7 @@ class DockerRuntime(Runtime):
         api = self.client().api
         exec_id = api.exec_create(container.id, command, stdout=True, stderr=True, environment=dict(environment),
                                   workdir=cwd, user=f"{self.uid}:{self.gid}")["Id"]
-        output = api.exec_start(exec_id, demux=False) or b""
+        output = _exec_output(api, exec_id)
         return api.exec_inspect(exec_id).get("ExitCode"), output
 
     def _exec_aside(self, h: DockerHandle, command: list[str], environment: Mapping[str, str], cwd: str,
@@ -597,3 +597,33 @@ def _published_port(attrs: Mapping[str, Any], port: int) -> int:
 
 def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
+
+
+def _exec_output(api, exec_id: str) -> bytes:
+    """Start exec `exec_id` attached and read its multiplexed output to the end.
+
+    Not `api.exec_start`: that reads the frames from the raw socket under the HTTP response, which loses
+    whatever the response's buffered reader took in with the upgrade's headers. Over TCP (a remote engine)
+    the first frames often arrive in that same read, and the output then comes back empty. The frames are
+    read here through that buffered reader instead."""
+    response = api._post_json(api._url("/exec/{0}/start", exec_id), data={"Tty": False, "Detach": False},
+                              headers={"Connection": "Upgrade", "Upgrade": "tcp"}, stream=True)
+    try:
+        api._raise_for_status(response)
+        reader = response.raw._fp.fp
+        output = bytearray()
+        while len(header := _read_exactly(reader, 8)) == 8:
+            output += _read_exactly(reader, struct.unpack(">BxxxL", header)[1])
+        return bytes(output)
+    finally:
+        response.close()
+
+
+def _read_exactly(reader, size: int) -> bytes:
+    data = b""
+    while len(data) < size:
+        chunk = reader.read(size - len(data))
+        if not chunk:
+            break
+        data += chunk
+    return data
