@@ -2,6 +2,20 @@
 bound to a real git repository whose variables point the agents at the scripted model.
 
 Per-test settings: `@pytest.mark.replica_settings(max_active_workspaces=1, ...)`.
+
+Runtime backend: every test runs on the `local` backend unless it asks for more. The `replica_backend`
+fixture ("local" by default) is merged into `settings`; a module or test that must also hold on the
+`docker` backend (each workspace a container from the test base image, `tests/docker_support.py`)
+parametrizes it indirectly, with the shorthand `ON_BOTH_BACKENDS`::
+
+    pytestmark = [..., ON_BOTH_BACKENDS]          # or on one test: @ON_BOTH_BACKENDS
+
+    @on_both_backends(docker_xfail="why")        # docker variant expected to fail (strict xfail)
+
+The docker variant is skipped, with the reason printed, where dockerd or the base image cannot be had.
+Tests that start their own `replicas serve` take the same choice as environment variables
+(`backend_env(replica_backend)`). At teardown on docker, `replica_env` also checks that no container or
+volume of this test's data dir is left behind.
 """
 
 from __future__ import annotations
@@ -9,6 +23,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import os
+import subprocess
 import threading
 import time
 import uuid
@@ -22,6 +38,7 @@ import pytest
 from replicas.settings import Settings
 from replicas.store.models import Workspace
 from tests.agents.test_real_clis import agent_tools, model  # noqa: F401 - fixtures
+from tests.docker_support import BASE_IMAGE_TAG, ensure_base_image
 
 VERSIONED = {"X-Replicas-Api-Version": "2026-05-17"}
 
@@ -30,11 +47,73 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "replica_settings(**values): Settings overrides for the Replica API tests")
 
 
+BACKENDS = ("local", "docker")
+ON_BOTH_BACKENDS = pytest.mark.parametrize("replica_backend", BACKENDS, indirect=True)
+
+
+def on_both_backends(docker_xfail: str | None = None):
+    """Parametrize `replica_backend` over both backends; with `docker_xfail`, the docker variant is a
+    strict xfail with that reason (a known product bug on docker: it must fail until fixed)."""
+    if docker_xfail is None:
+        return ON_BOTH_BACKENDS
+    docker = pytest.param("docker", marks=pytest.mark.xfail(reason=docker_xfail, strict=True))
+    return pytest.mark.parametrize("replica_backend", ["local", docker], indirect=True)
+
+
 @pytest.fixture
-def settings(request, tmp_path, database_url, agent_tools) -> Settings:  # noqa: F811 - overrides the root fixture
+def replica_backend(request) -> str:
+    """The runtime backend of this test's workspaces: "local" unless parametrized (see the module docstring)."""
+    backend = getattr(request, "param", "local")
+    assert backend in BACKENDS, backend
+    if backend == "docker":
+        reason = ensure_base_image()
+        if reason:
+            print(f"\nSKIP docker backend: {reason}")
+            pytest.skip(f"docker backend: {reason}")
+    return backend
+
+
+def backend_settings(backend: str) -> dict:
+    """Settings overrides that put the workspaces on `backend`."""
+    if backend == "docker":
+        return {"runtime": "docker", "docker_image": BASE_IMAGE_TAG, "docker_network": "host"}
+    return {"runtime": "local"}
+
+
+def backend_env(backend: str) -> dict[str, str]:
+    """The same overrides as `REPLICAS_*` environment variables, for a `replicas serve` subprocess."""
+    return {f"REPLICAS_{key.upper()}": value for key, value in backend_settings(backend).items()}
+
+
+def docker_leftovers(data_dir: Path) -> list[str]:
+    """The containers and volumes (`kind:name`) that the docker backend labelled with this data dir."""
+    label = f"replicas.data_dir={os.path.realpath(data_dir)}"
+    found = []
+    for kind, argv in (("container", ["docker", "ps", "-a", "--format", "{{.Names}}"]),
+                       ("volume", ["docker", "volume", "ls", "--format", "{{.Name}}"])):
+        listed = subprocess.run([*argv, "--filter", f"label={label}"], capture_output=True, text=True,
+                                timeout=60, check=True)
+        found += [f"{kind}:{name}" for name in listed.stdout.split()]
+    return found
+
+
+def remove_docker_leftovers(data_dir: Path) -> list[str]:
+    """Force-remove what `docker_leftovers` finds (only this test's: the label holds its data dir)."""
+    leftovers = docker_leftovers(data_dir)
+    for item in leftovers:
+        kind, name = item.split(":", 1)
+        argv = ["docker", "rm", "-f", name] if kind == "container" else ["docker", "volume", "rm", "-f", name]
+        subprocess.run(argv, capture_output=True, timeout=60, check=False)
+    return leftovers
+
+
+@pytest.fixture
+def settings(request, tmp_path, database_url, agent_tools, replica_backend) -> Settings:  # noqa: F811
+    """The root fixture's settings, for the Replica API: fast webhook and lifecycle timers, the agent tools,
+    the `replica_backend`, and the test's `replica_settings` marker."""
     marker = request.node.get_closest_marker("replica_settings")
     values = {"webhook_retry_delays": [0.2, 0.5], "webhook_poll_seconds": 0.1, "lifecycle_interval_seconds": 0.2,
-              "cron_enabled": False,
+              "cron_enabled": False, **backend_settings(replica_backend),
               **(marker.kwargs if marker else {})}
     return Settings(data_dir=tmp_path / "data", database_url=database_url, secret_key=None, tools_dir=agent_tools,
                     **values)
@@ -60,11 +139,15 @@ async def replica_env(app, client, make_git_repo, model) -> ReplicaEnv:  # noqa:
         assert response.status_code == 201, response.text
     yield ReplicaEnv(env_id, origin, repo["repository"]["id"])
     await destroy_all(app)
+    if app.state.settings.runtime == "docker":
+        left = remove_docker_leftovers(app.state.settings.data_dir)
+        assert left == [], f"destroy_all left docker objects behind: {left}"
 
 
 async def destroy_all(app) -> None:
     """Cancel running transitions, then stop and remove every sandbox of this app (and its record: the
-    PostgreSQL database is shared by the whole test session)."""
+    PostgreSQL database is shared by the whole test session). Through the app's runtime, so on docker
+    this removes each workspace's container and volume too."""
     from sqlalchemy import delete, select
 
     service = app.state.replicas
@@ -134,7 +217,8 @@ async def settled(app, replica_id: str, turns: int = 1) -> dict | None:
 
 
 def checkout(settings: Settings, replica_id: str, repo: str = "shop") -> Path:
-    """Where the workspace's checkout of `repo` lives (the local runtime's layout)."""
+    """Where the workspace's checkout of `repo` lives, seen from the host: the same path on both backends
+    (docker mounts the workspace directory's volume at its own path)."""
     return (settings.data_dir / "workspaces" / replica_id / "home" / "workspaces" / repo).resolve()
 
 

@@ -1,5 +1,6 @@
 """The SSE event stream against a real `replicas serve`: snapshot, pings, many clients, and nothing lost
-when the control plane is killed with SIGKILL in the middle of a turn."""
+when the control plane is killed with SIGKILL in the middle of a turn. Both run on both runtime backends:
+on docker, the restarted control plane must reattach to the still-running container."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import pytest
 
 from replicas.testing.script import ShellCall, Text
 from tests.cli.test_cli import REPLICAS, _env, _free_port
+from tests.replicas.conftest import ON_BOTH_BACKENDS, backend_env, remove_docker_leftovers
 
 pytestmark = [pytest.mark.slow]
 KEY = "sk_replicas_" + "e" * 40
@@ -64,12 +66,19 @@ class Server:
 
 @asynccontextmanager
 async def running_server(tmp_path, agent_tools, **settings: str):
+    """`replicas serve` with `settings` (REPLICAS_* variables). At exit every replica is deleted through
+    the API; on docker, no container or volume of this data dir may be left (any found are removed, and
+    the test fails for them unless it already failed)."""
     data_dir = tmp_path / "data"
     env = _env(data_dir, REPLICAS_BOOTSTRAP_API_KEY=KEY, REPLICAS_TOOLS_DIR=str(agent_tools), **settings)
     server = Server(data_dir, env)
     await server.start()
+    failed = False
     try:
         yield server
+    except BaseException:
+        failed = True
+        raise
     finally:
         # Remove every workspace (their engines outlive a killed control plane), then stop.
         with_process = server.process is not None and server.process.poll() is None
@@ -79,6 +88,19 @@ async def running_server(tmp_path, agent_tools, **settings: str):
                 for item in listed.get("replicas", []):
                     await client.delete(f"/v1/replica/{item['id']}")
         server.stop()
+        if env.get("REPLICAS_RUNTIME") == "docker":
+            left = remove_docker_leftovers(data_dir)
+            assert failed or left == [], f"deleting the replicas left docker objects behind: {left}"
+
+
+def running_containers(backend: str, replica_id: str) -> list[str]:
+    """The ids of the replica's running containers on docker (one: its engine's); [] on other backends."""
+    if backend != "docker":
+        return []
+    listed = subprocess.run(["docker", "ps", "--no-trunc", "--format", "{{.ID}}", "--filter",
+                             f"label=replicas.workspace_id={replica_id}"], capture_output=True, text=True,
+                            timeout=60, check=True)
+    return sorted(listed.stdout.split())
 
 
 def auth() -> dict[str, str]:
@@ -119,9 +141,10 @@ def is_completed(frame: dict) -> bool:
     return frame.get("event") == "chat.turn.completed"
 
 
+@ON_BOTH_BACKENDS
 async def test_kill_9_mid_turn_then_reconnect_with_last_event_id_loses_nothing(tmp_path, agent_tools, model,
-                                                                                make_git_repo):
-    async with running_server(tmp_path, agent_tools) as server:
+                                                                                make_git_repo, replica_backend):
+    async with running_server(tmp_path, agent_tools, **backend_env(replica_backend)) as server:
         async with httpx.AsyncClient(base_url=server.base, headers=auth(), timeout=60) as client:
             env_id = await setup_environment(client, make_git_repo, model)
             model.add_turn(Text("Working on it."), ShellCall("sleep 2; echo one"), ShellCall("sleep 2; echo two"),
@@ -138,6 +161,8 @@ async def test_kill_9_mid_turn_then_reconnect_with_last_event_id_loses_nothing(t
                 assert response.headers["content-type"].startswith("text/event-stream")
                 await read_sse(response, first, lambda f: f.get("event") == "chat.turn.delta"
                                and "id" in f and any(x.get("event") == "chat.turn.delta" for x in first[:-1]))
+            running_before = running_containers(replica_backend, replica_id)
+            assert running_before or replica_backend != "docker", "no running container for the replica"
             server.kill()  # SIGKILL mid-turn: the engine goes on inside the workspace
 
         snapshot = [f for f in first if "id" not in f]
@@ -169,10 +194,15 @@ async def test_kill_9_mid_turn_then_reconnect_with_last_event_id_loses_nothing(t
             assert stored[-len(ids):] == [(int(f["id"]), f["data"]["type"]) for f in seen + resumed]
             history = (await client.get(f"/v1/replica/{replica_id}/history")).json()
             assert history["events"][-1]["type"] == "claude-result"
+            # On docker: the restarted control plane reattached to the same container, never replaced it.
+            assert running_containers(replica_backend, replica_id) == running_before
 
 
-async def test_many_clients_each_get_every_event_once_with_pings(tmp_path, agent_tools, model, make_git_repo):
-    async with running_server(tmp_path, agent_tools, REPLICAS_SSE_PING_SECONDS="0.5") as server:
+@ON_BOTH_BACKENDS
+async def test_many_clients_each_get_every_event_once_with_pings(tmp_path, agent_tools, model, make_git_repo,
+                                                                 replica_backend):
+    async with running_server(tmp_path, agent_tools, REPLICAS_SSE_PING_SECONDS="0.5",
+                              **backend_env(replica_backend)) as server:
         async with httpx.AsyncClient(base_url=server.base, headers=auth(), timeout=60) as client:
             env_id = await setup_environment(client, make_git_repo, model)
             model.add_turn(Text("First answer."))

@@ -1,4 +1,6 @@
-"""Lifecycle: sleep and wake, the idle reaper, delete_when_done, archive, capacity (429)."""
+"""Lifecycle: sleep and wake, the idle reaper, delete_when_done, archive, capacity (429). Sleep and wake,
+and waking an archived replica with a message, run on both runtime backends (on docker, sleep stops the
+container and wake makes a new one on the same volume)."""
 
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ from replicas.store.models import utcnow
 from replicas.testing import ShellCall, Text, WriteFile
 from tests.contract import assert_contract, validate_schema
 from tests.replicas.conftest import (
+    ON_BOTH_BACKENDS,
     VERSIONED,
     Receiver,
     assert_history,
@@ -25,6 +28,7 @@ from tests.replicas.conftest import (
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 
 
+@ON_BOTH_BACKENDS
 async def test_sleep_and_wake_keep_files_chats_and_history(app, client, settings, replica_env, model):
     rid = (await create(client, replica_env, "write it", name="napper"))["id"]
     target = checkout(settings, rid) / "kept.txt"
@@ -175,6 +179,7 @@ async def test_delete_when_done(app, client, settings, replica_env, model):
         receiver.close()
 
 
+@ON_BOTH_BACKENDS
 async def test_archive_and_list_archived_by_last_activity(app, client, replica_env, model):
     model.add_turn(Text("a"))
     first = (await create(client, replica_env, "a", name="first"))["id"]

@@ -1,5 +1,6 @@
 """The quick start of the hosted Replica API docs, run against our app with only host and key changed:
-a real Claude Code CLI behind the scripted model, every response checked against the contract."""
+a real Claude Code CLI behind the scripted model, every response checked against the contract. Each test
+runs on both runtime backends (`local` and `docker`), as a user of either would follow the guide."""
 
 from __future__ import annotations
 
@@ -8,9 +9,18 @@ import pytest
 from replicas.testing import ShellCall, Text, WriteFile
 from tests.agents.test_real_clis import PNG_IMAGE
 from tests.contract import assert_contract, validate_schema
-from tests.replicas.conftest import assert_history, checkout, create, row_of, settled, status_of, wait_for
+from tests.replicas.conftest import (
+    ON_BOTH_BACKENDS,
+    assert_history,
+    checkout,
+    create,
+    row_of,
+    settled,
+    status_of,
+    wait_for,
+)
 
-pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
+pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True), ON_BOTH_BACKENDS]
 
 
 async def test_quick_start_steps_one_to_four(app, client, settings, replica_env, model):
@@ -123,7 +133,9 @@ async def test_chats_plan_mode_thinking_and_images(app, client, settings, replic
     assert [c["id"] for c in listed["chats"]] == [default_chat]
     response = await client.get(f"/v1/workspaces/{rid}/chats")
     workspace_chats = assert_contract(response, "/v1/workspaces/{workspaceId}/chats")
+    # Right after the DELETE (not only once the engine's chat.deleted event is stored).
     assert chat["id"] in [c["id"] for c in workspace_chats["deletedChats"]]
+    assert chat["id"] not in [c["id"] for c in workspace_chats["chats"]]
 
     # Plan mode, as a flag and as a leading `/plan`: the agent must not edit.
     for n, body in enumerate(({"message": "Refactor the auth module", "plan_mode": True},

@@ -350,7 +350,7 @@ class ReplicaService:
             elif kind == "chat.deleted":
                 gone = chats.pop(str(payload.get("chatId")), None)
                 if gone is not None:
-                    snapshot["deleted_chats"] = [*snapshot.get("deleted_chats", []), gone][-50:]
+                    snapshot["deleted_chats"] = _deleted_chats(snapshot, gone)
             elif kind in ("repo.discovered", "repo.status.changed"):
                 snapshot["repos"] = payload.get("repos", [])
                 row.pull_requests = pull_requests_from(snapshot["repos"], row.pull_requests or [])
@@ -761,6 +761,18 @@ class ReplicaService:
     async def delete_chat(self, principal: Principal, workspace_id: str, chat_id: str) -> None:
         row = await self.awake_workspace(principal, workspace_id)
         await self.manager.call_engine(row, "DELETE", f"/chats/{chat_id}")
+        # The engine's chat.deleted event projects this too, when the pump stores it; a client reading right
+        # after its DELETE must not see the chat still listed (nor miss it in deletedChats) until then.
+        async with self.sessions() as session:
+            current = await lock_workspace(session, row.id)
+            chats = list((current.snapshot or {}).get("chats", [])) if current is not None else []
+            gone = next((chat for chat in chats if chat.get("id") == chat_id), None)
+            if gone is not None:
+                snapshot = dict(current.snapshot)
+                snapshot["chats"] = [chat for chat in chats if chat.get("id") != chat_id]
+                snapshot["deleted_chats"] = _deleted_chats(snapshot, gone)
+                current.snapshot = snapshot
+            await session.commit()
 
     async def announce_previews(self, row: Workspace, previews: list[dict[str, Any]]) -> None:
         """Hand the workspace's previews to its engine, which journals `preview.changed` (so it reaches the
@@ -948,3 +960,8 @@ def _frame(envelope: dict[str, Any], seq: int | None) -> str:
     data = json.dumps(envelope, separators=(",", ":"), default=str)
     head = f"id: {seq}\n" if seq is not None else ""
     return f"{head}event: {envelope['type']}\ndata: {data}\n\n"
+
+
+def _deleted_chats(snapshot: dict[str, Any], gone: dict[str, Any]) -> list[dict[str, Any]]:
+    """The snapshot's deleted chats with `gone` added (the last 50 kept)."""
+    return [*snapshot.get("deleted_chats", []), gone][-50:]
