@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import subprocess
 import time
 from pathlib import Path
 
@@ -113,11 +114,23 @@ async def test_remote_workspace_lives_in_its_volume_and_its_engine_answers_over_
     assert volume.attrs["Options"] in (None, {})  # a plain volume, not a directory of this machine
 
     # What provisioning writes goes to the staging area, and into the volume at the first exec or start.
+    # A git checkout travels as its .git plus what differs from it (a modified and an untracked file).
     staged = Path(handle.home) / "workspaces" / "shop"
     staged.mkdir(parents=True)
     (staged / "app.py").write_text("print('hi')\n")
-    result = await runtime.exec(handle, ["sh", "-c", "cat workspaces/shop/app.py; id -u; stat -c %u ."], 30)
-    assert result.exit_code == 0 and result.output.split() == ["print('hi')", "1000", "1000"], result.output
+    (staged / "config.txt").write_text("committed\n")
+    (staged / "bin").mkdir()
+    (staged / "bin" / "run.sh").write_text("#!/bin/sh\necho run\n")
+    (staged / "bin" / "run.sh").chmod(0o755)
+    for argv in (["init", "-q"], ["add", "."], ["-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "i"]):
+        subprocess.run(["git", "-C", str(staged), *argv], check=True)
+    (staged / "config.txt").write_text("changed while provisioning\n")
+    (staged / ".env").write_text("FROM=files step\n")
+    result = await runtime.exec(handle, ["sh", "-c", "cd workspaces/shop && cat app.py config.txt .env && "
+                                         "bin/run.sh && git status --porcelain && id -u && stat -c %u ."], 30)
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines() == ["print('hi')", "changed while provisioning", "FROM=files step", "run",
+                                          " M config.txt", "?? .env", "1000", "1000"]
     assert not Path(handle.workspace_dir).exists()  # the disk is the volume's alone now
 
     started = time.monotonic()

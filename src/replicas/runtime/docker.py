@@ -32,7 +32,11 @@ plane, so three things change and nothing else does:
 - The volume is a plain named volume, mounted at the same path. Provisioning still writes the home into
   the workspace directory here, which is then only a staging area: the first `start` (or `exec`) copies it
   into the volume through the Docker API (`put_archive` on the created container, files owned by the
-  agent's uid) and removes it. From then on the disk is the volume's alone.
+  agent's uid) and removes it. From then on the disk is the volume's alone. A git checkout goes as its
+  `.git` and the files that differ from its index (modified, untracked); `git checkout-index`, run in a
+  throwaway container of the image, writes the rest there (the bench's 10,000-file checkout: a 9.5 MB
+  archive instead of 41 MB). Either way every file is then created on the Docker host's disk, which is
+  where the time goes (bench/README.md).
 - The engine listens on TCP and every request carries the workspace's secret. On a user network it
   listens on `docker_engine_port`, published on a free port of the Docker host; with host networking it
   binds port 0 and writes the port it got to a file in `run/`, which `start` reads through the API. The
@@ -426,18 +430,46 @@ class DockerRuntime(Runtime):
         if not h.remote or not staging.is_dir():
             return
 
-        def owned(info: tarfile.TarInfo) -> tarfile.TarInfo:
+        # Checkouts go as their .git plus what differs from it; git writes the rest inside (far fewer
+        # files through the API: a 10,000-file checkout is a pack, an index and a list).
+        started = time.monotonic()
+        restores = _checkout_restores(staging, os.path.join("home", "workspaces"))
+        left_out = {name for listing in restores.values() for name in listing}
+
+        def owned(info: tarfile.TarInfo) -> tarfile.TarInfo | None:
+            if info.name in left_out:
+                return None
             info.uid, info.gid, info.uname, info.gname = self.uid, self.gid, "", ""
             return info
 
+        lists: list[tuple[str, str]] = []  # (checkout, list of its files to write), in the container
         with tempfile.TemporaryFile() as spool:
             with tarfile.open(fileobj=spool, mode="w") as tar:
                 for entry in sorted(staging.iterdir()):
                     tar.add(entry, arcname=entry.name, filter=owned)
+                for index, (checkout, names) in enumerate(sorted(restores.items())):
+                    prefix = checkout + "/"
+                    data = b"".join(os.fsencode(name[len(prefix):]) + b"\0" for name in names)
+                    listing = os.path.join("run", f".checkout-{index}.list")
+                    info = owned(tarfile.TarInfo(listing))
+                    info.size = len(data)
+                    tar.addfile(info, io.BytesIO(data))
+                    lists.append((os.path.join(h.workspace_dir, checkout), os.path.join(h.workspace_dir, listing)))
             spool.seek(0)
             if not container.put_archive(h.workspace_dir, spool):
                 raise RuntimeFailure("Workspace upload failed", f"{h.workspace_id}: put_archive refused")
+        uploaded = time.monotonic()
         _remove_tree(staging)
+        if lists:
+            script = ('while [ $# -gt 0 ]; do git -C "$1" checkout-index -f -z --stdin < "$2" && rm -f "$2" '
+                      '&& { git -C "$1" update-index -q --refresh >/dev/null; true; } || exit 1; shift 2; done')
+            command = ["sh", "-c", script, "sh", *(path for pair in lists for path in pair)]
+            code, output = self._exec_aside(h, command, self._environment(h, {}), h.home, 600)
+            if code != 0:
+                raise RuntimeFailure("Workspace checkout failed", f"{h.workspace_id}: git checkout-index: "
+                                     f"{output[-1000:].decode(errors='replace')}")
+        log.info("workspace uploaded workspace_id=%s files_left_to_git=%d upload=%.2fs checkouts=%.2fs",
+                 h.workspace_id, len(left_out), uploaded - started, time.monotonic() - uploaded)
 
     def _read_file(self, container, path: str) -> bytes | None:
         """A file of the container (its volume included, running or not) through the API; None if absent."""
@@ -627,3 +659,29 @@ def _read_exactly(reader, size: int) -> bytes:
             break
         data += chunk
     return data
+
+
+def _checkout_restores(staging: Path, checkouts: str) -> dict[str, list[str]]:
+    """Per git checkout under `staging/checkouts` (by its path relative to `staging`): its tracked files that
+    match the index, which `git checkout-index` can write again from `.git` (paths relative to `staging`).
+    Modified and untracked files are not among them: those travel as they are."""
+    import subprocess
+
+    restores: dict[str, list[str]] = {}
+    root = staging / checkouts
+    for checkout in sorted(root.iterdir()) if root.is_dir() else ():
+        if not (checkout / ".git").is_dir() or checkout.is_symlink():
+            continue
+
+        def files(*args: str, where: Path = checkout) -> set[str] | None:
+            done = subprocess.run(["git", "-C", str(where), "ls-files", "-z", *args], capture_output=True,
+                                  timeout=120, check=False)
+            return set(os.fsdecode(done.stdout).split("\0")) - {""} if done.returncode == 0 else None
+
+        tracked, changed = files("--cached"), files("--modified", "--deleted")
+        if tracked is None or changed is None:
+            continue
+        relative = str(checkout.relative_to(staging))
+        restores[relative] = sorted(f"{relative}/{name}" for name in tracked - changed
+                                    if (checkout / name).is_file() or (checkout / name).is_symlink())
+    return {checkout: names for checkout, names in restores.items() if names}
