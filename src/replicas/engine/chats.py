@@ -41,6 +41,17 @@ class ChatError(Exception):
         self.message = message
 
 
+async def json_body(request) -> dict:
+    """A route's JSON object body (a Starlette request), or a 400 `ChatError`."""
+    try:
+        body = await request.json()
+    except ValueError:
+        raise ChatError(400, "the body must be a JSON object") from None
+    if not isinstance(body, dict):
+        raise ChatError(400, "the body must be a JSON object")
+    return body
+
+
 class Chat:
     """A chat at run time: its persistent record, its worker task and its running turn."""
 

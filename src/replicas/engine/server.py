@@ -24,11 +24,13 @@ from starlette.responses import JSONResponse, Response, StreamingResponse
 from starlette.routing import Route
 
 from replicas.engine import repos as repo_status
-from replicas.engine.chats import ChatError, ChatManager
+from replicas.engine.canvas import canvas_routes
+from replicas.engine.chats import ChatError, ChatManager, json_body
 from replicas.engine.hooks import StartHookRunner
 from replicas.engine.journal import Journal
 from replicas.engine.publish import Publisher
 from replicas.engine.state import ChatStore, EngineConfig
+from replicas.engine.terminal import terminal_routes
 
 PROTOCOL_VERSION = "v1"
 SECRET_HEADER = "x-replicas-engine-secret"
@@ -51,6 +53,8 @@ class Engine:
         self.started_at = time.monotonic()
         self.sse_clients = 0
         self._last_status: dict | None = None
+        # Coroutine functions run at stop, before the chats close (parts such as terminal sessions).
+        self.on_stop: list = []
 
     async def start(self) -> None:
         """Open the journal, announce readiness and the repos, recover chats, start hooks in the background."""
@@ -64,6 +68,9 @@ class Engine:
         await self.publish_status()
 
     async def stop(self) -> None:
+        for stop in self.on_stop:
+            with contextlib.suppress(Exception):
+                await stop()
         if self.hooks.task is not None:
             self.hooks.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -123,16 +130,6 @@ def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
 
-async def _body(request: Request) -> dict:
-    try:
-        body = await request.json()
-    except ValueError:
-        raise ChatError(400, "the body must be a JSON object") from None
-    if not isinstance(body, dict):
-        raise ChatError(400, "the body must be a JSON object")
-    return body
-
-
 def _int(request: Request, name: str, default: int) -> int:
     try:
         return int(request.query_params.get(name, default))
@@ -154,7 +151,7 @@ def create_app(engine: Engine) -> Starlette:
         return JSONResponse({"chats": [chat.summary() for chat in chats.chats.values()]})
 
     async def create_chat(request: Request) -> Response:
-        body = await _body(request)
+        body = await json_body(request)
         summary = await chats.create(body.get("provider"), body.get("title"), body.get("id"),
                                      body.get("clientRequestId"))
         return JSONResponse(summary, status_code=201)
@@ -167,7 +164,7 @@ def create_app(engine: Engine) -> Starlette:
         return Response(status_code=204)
 
     async def send_message(request: Request) -> Response:
-        body = await _body(request)
+        body = await json_body(request)
         message = body.get("message")
         if not isinstance(message, str) or not message.strip():
             raise ChatError(400, "message is required")
@@ -189,7 +186,7 @@ def create_app(engine: Engine) -> Starlette:
         return await get_queue(request)
 
     async def reorder_queue(request: Request) -> Response:
-        ids = (await _body(request)).get("messageIds")
+        ids = (await json_body(request)).get("messageIds")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise ChatError(400, "messageIds must be a list of message ids")
         await chats.reorder_queue(request.path_params["chat_id"], ids)
@@ -212,7 +209,7 @@ def create_app(engine: Engine) -> Starlette:
 
     async def previews_changed(request: Request) -> Response:
         """The control plane's previews of this workspace changed: journal `preview.changed`."""
-        previews = (await _body(request)).get("previews")
+        previews = (await json_body(request)).get("previews")
         if not isinstance(previews, list):
             raise ChatError(400, "previews must be a list")
         engine.journal.append("preview.changed", {"previews": previews})
@@ -247,6 +244,7 @@ def create_app(engine: Engine) -> Starlette:
         Route("/hooks", hooks, methods=["GET"]), Route("/hooks/status", hooks, methods=["GET"]),
         Route("/events", events, methods=["GET"]),
         Route("/previews", previews_changed, methods=["POST"]),
+        *canvas_routes(engine), *terminal_routes(engine),
     ]
 
     async def chat_error(request: Request, exc: Exception) -> Response:

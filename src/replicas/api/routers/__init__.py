@@ -4,6 +4,7 @@ from replicas.api.routers import (
     api_keys,
     audit,
     automations,
+    canvas,
     credentials,
     env_files,
     env_hooks,
@@ -15,6 +16,7 @@ from replicas.api.routers import (
     previews,
     replicas,
     repositories,
+    terminal,
     usage,
     workspaces,
 )
@@ -36,4 +38,6 @@ ROUTERS = [
     previews.router,
     automations.router,
     integrations.router,
+    canvas.router,
+    terminal.router,
 ]
