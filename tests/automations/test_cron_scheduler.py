@@ -17,7 +17,7 @@ from replicas.services.cron_schedule import next_fire_time, parse
 from replicas.services.cron_scheduler import plan_slot, run_pass, slot_id, stop_cron_scheduler
 from replicas.settings import Settings
 from replicas.store.db import make_sessionmaker
-from replicas.store.models import Automation, AutomationExecution
+from replicas.store.models import Automation, AutomationExecution, Workspace
 from tests.automations.conftest import automation_body
 from tests.cli.test_cli import _env
 from tests.contract import assert_contract
@@ -253,11 +253,16 @@ async def test_two_servers_on_one_postgresql_fire_each_slot_exactly_once(tmp_pat
             fired_lines = sum(text.count(f"cron slot fired automation_id={automation_id}") for text in logs)
             assert fired_lines == SLOTS
 
-            # Clean up: wait for every workspace to exist, then delete them.
+            # Clean up: wait for every workspace to exist, then delete each through the server that runs it
+            # (a local workspace's processes and disk are its own server's).
             await wait_for(lambda: _all_started(executions), timeout=60, what="workspaces created")
             for row in await executions():
                 if row.workspace_id:
-                    response = await client.delete(f"/v1/replica/{row.workspace_id}")
+                    async with sessions() as session:
+                        workspace = await session.get(Workspace, row.workspace_id)
+                    where = str((workspace.runtime_state or {}).get("workspace_dir", "")) if workspace else ""
+                    owner = next((s for s in servers if where.startswith(str(s.data_dir))), servers[0])
+                    response = await client.delete(f"{owner.base}/v1/replica/{row.workspace_id}")
                     assert response.status_code in (200, 404), response.text
             async with sessions() as session:
                 await session.execute(delete(Automation).where(Automation.id == automation_id))

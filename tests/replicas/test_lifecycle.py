@@ -232,3 +232,23 @@ async def test_capacity_answers_429_and_never_evicts(app, client, replica_env, m
     await wait_for(lambda: settled(app, second), what="second")
     assert await status_of(app, first) == "sleeping"
 
+    # Waking counts against the same limit: a message to the sleeper is refused with 429 and nothing is
+    # queued; every way of sending refuses alike; a read is answered from the store without a wake.
+    for path, body in ((f"/v1/replica/{first}/messages", {"message": "wake up"}),
+                       (f"/v1/workspaces/{first}/messages/deferred", {"message": "wake up", "provider": "claude"})):
+        response = await client.post(path, json=body)
+        assert response.status_code == 429 and response.headers["Retry-After"] == "7", response.text
+        validate_schema(response.json(), "Error")
+    read = await client.get(f"/v1/replica/{first}")
+    assert read.status_code == 200 and read.json()["replica"]["status"] == "sleeping"
+    row = await row_of(app, first)
+    assert row.status == "sleeping" and not row.pending_messages
+
+    # Once the other one sleeps, the same message wakes it and is delivered.
+    await client.post(f"/v1/workspaces/{second}/sleep")
+    model.add_turn(Text("awake again"))
+    sent = await client.post(f"/v1/replica/{first}/messages", json={"message": "wake up"})
+    assert sent.status_code == 200 and sent.json()["status"] == "waking", sent.text
+    await wait_for(lambda: settled(app, first, turns=2), what="the woken replica's turn")
+    assert await status_of(app, second) == "sleeping"
+

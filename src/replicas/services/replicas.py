@@ -27,7 +27,7 @@ import os
 import re
 import socket
 import uuid
-from collections.abc import AsyncIterator, Coroutine
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import timedelta
 from typing import Any
 
@@ -240,14 +240,8 @@ class ReplicaService:
         (under a row lock every process shares), so concurrent creates can never slip past the limit
         together, nor all refuse each other: each sees the rows inserted and not yet removed before its
         turn; the one over the limit is removed and answered 429. Nothing else is ever evicted."""
-        await self._ensure_lock_row()
         async with self.sessions() as session:
-            # The UPDATE takes the lock (PostgreSQL: the row; SQLite: the database's write lock) until commit.
-            await session.execute(update(Lease).where(Lease.name == CAPACITY_LOCK)
-                                  .values(owner=self.owner_id, expires_at=utcnow())
-                                  .execution_options(synchronize_session=False))
-            awake = await session.scalar(select(func.count()).select_from(Workspace)
-                                         .where(Workspace.status.in_(AWAKE)))
+            awake = await self._awake_under_lock(session)
             if awake <= self.settings.max_active_workspaces:
                 await session.commit()
                 return
@@ -255,11 +249,39 @@ class ReplicaService:
             if mine is not None:
                 await session.delete(mine)
             await session.commit()
+        raise self._at_capacity()
+
+    async def _awake_under_lock(self, session: AsyncSession) -> int:
+        """Take the capacity lock for `session`'s transaction and count the awake workspaces."""
+        await self._ensure_lock_row()
+        # The UPDATE takes the lock (PostgreSQL: the row; SQLite: the database's write lock) until commit.
+        await session.execute(update(Lease).where(Lease.name == CAPACITY_LOCK)
+                              .values(owner=self.owner_id, expires_at=utcnow())
+                              .execution_options(synchronize_session=False))
+        return await session.scalar(select(func.count()).select_from(Workspace).where(Workspace.status.in_(AWAKE)))
+
+    def _at_capacity(self) -> TooManyRequests:
         retry = self.settings.capacity_retry_after_seconds
-        raise TooManyRequests("At capacity: too many active workspaces",
-                              f"{self.settings.max_active_workspaces} workspaces are awake; "
-                              f"retry in {retry} s, or put one to sleep or delete it",
-                              headers={"Retry-After": str(retry)})
+        return TooManyRequests("At capacity: too many active workspaces",
+                               f"{self.settings.max_active_workspaces} workspaces are awake; "
+                               f"retry in {retry} s, or put one to sleep or delete it",
+                               headers={"Retry-After": str(retry)})
+
+    async def _admit_wake(self, row: Workspace) -> bool | None:
+        """Capacity for a wake, as for a create: under the same lock, a sleeping or archived workspace becomes
+        `preparing` only while fewer than `max_active_workspaces` are awake. True: admitted (now preparing);
+        False: at capacity (unchanged); None: no longer asleep (another request or process woke it)."""
+        async with self.sessions() as session:
+            awake = await self._awake_under_lock(session)
+            current = await session.get(Workspace, row.id)
+            admitted = None
+            if current is not None and current.status in WAKEABLE:
+                admitted = awake < self.settings.max_active_workspaces
+                if admitted:
+                    current.status = "preparing"
+                    current.status_changed_at = utcnow()
+            await session.commit()
+        return admitted
 
     async def _ensure_lock_row(self) -> None:
         async with self.sessions() as session:
@@ -481,11 +503,11 @@ class ReplicaService:
             queued = bool(result.get("queued"))
             return {"status": "queued" if queued else "sent", "message_id": result.get("messageId"),
                     "position": result.get("position") if queued else None, "chat_id": result["chatId"]}
-        position = await self._queue_pending(row, entry)
         known_chat = chat_id or (row.default_chat_id if not coding_agent else None)
         if row.status in WAKEABLE:
-            self.wake(row)
+            await self.wake(row, then=lambda: self._queue_pending(row, entry))
             return {"status": "waking", "message_id": entry["id"], "position": None, "chat_id": known_chat}
+        position = await self._queue_pending(row, entry)
         return {"status": "queued", "message_id": entry["id"], "position": position, "chat_id": known_chat}
 
     async def send_to_chat(self, principal: Principal, workspace_id: str, chat_id: str, message: str,
@@ -501,10 +523,16 @@ class ReplicaService:
             result = await self._send_now(row, entry)
             return 200, {"messageId": result["messageId"], "queued": bool(result.get("queued")),
                          "position": int(result.get("position") or 0)}
-        position = await self._queue_pending(row, entry)
+        queued: list[int] = []
+
+        async def queue() -> None:
+            queued.append(await self._queue_pending(row, entry))
+
         if row.status == "sleeping":
-            self.wake(row)
-        return 202, {"messageId": entry["id"], "queued": True, "position": position}
+            await self.wake(row, then=queue)
+        else:
+            await queue()
+        return 202, {"messageId": entry["id"], "queued": True, "position": queued[0]}
 
     async def send_deferred(self, principal: Principal, workspace_id: str, provider: str, message: str, *,
                             chat_id: str | None = None, **fields: Any) -> dict[str, Any]:
@@ -525,24 +553,39 @@ class ReplicaService:
         if self._direct(row):
             result = await self._send_now(row, entry)
             return {"status": "waking", "chatId": result["chatId"], "messageId": result["messageId"]}
-        await self._queue_pending(row, entry)
         if row.status == "sleeping":
-            self.wake(row)
+            await self.wake(row, then=lambda: self._queue_pending(row, entry))
+        else:
+            await self._queue_pending(row, entry)
         return {"status": "waking", "chatId": chat_id, "messageId": entry["id"]}
 
     # -- sleep, wake, archive, delete --------------------------------------------------------------
 
-    def wake(self, row: Workspace) -> asyncio.Task | None:
-        """Start waking a sleeping or archived workspace in the background (no-op if already waking)."""
+    async def wake(self, row: Workspace, *, refuse: bool = True,
+                   then: Callable[[], Awaitable[Any]] | None = None) -> asyncio.Task | None:
+        """Start waking a sleeping or archived workspace in the background (no-op if already waking).
+
+        A wake is admitted like a create (`_admit_wake`); at capacity it raises 429 (`refuse`) or starts
+        nothing. `then` runs once the wake is admitted (or was not needed) and before the wake starts: what
+        must be in place when the workspace comes up (a message queued for delivery) goes there, so that a
+        refused wake leaves nothing behind."""
         existing = self._transitions.get(str(row.id))
-        if existing is not None and not existing.done():
-            return existing
-        if row.status not in WAKEABLE:
-            return None
-        return self._start_transition(row, self._wake_task(row))
+        admitted = None
+        if (existing is None or existing.done()) and row.status in WAKEABLE:
+            admitted = await self._admit_wake(row)
+            if admitted is False:
+                if refuse:
+                    raise self._at_capacity()
+                return None
+        if then is not None:
+            await then()
+        if admitted:
+            return self._start_transition(row, self._wake_task(row))
+        existing = self._transitions.get(str(row.id))
+        return existing if existing is not None and not existing.done() else None
 
     async def _wake_task(self, row: Workspace) -> None:
-        row = await self._set(row.id, status="preparing", status_changed_at=utcnow())
+        row = await self._reload(row.id) or row
         try:
             row = await self.manager.wake(row)
         except asyncio.CancelledError:
@@ -564,7 +607,7 @@ class ReplicaService:
                 return current
             if current.status == "error":
                 raise ServiceUnavailable("Workspace is in error state", current.error_message)
-            task = self.wake(current) if current.status in WAKEABLE else self._transitions.get(str(row.id))
+            task = await self.wake(current) if current.status in WAKEABLE else self._transitions.get(str(row.id))
             remaining = deadline - asyncio.get_running_loop().time()
             if remaining <= 0:
                 raise ServiceUnavailable("Workspace is waking", "retry in a few seconds",
@@ -661,19 +704,17 @@ class ReplicaService:
         return {"replicas": items, "total": total, "page": page, "limit": limit,
                 "total_pages": (total + limit - 1) // limit}
 
-    def _wake_on_read(self, row: Workspace) -> bool:
-        """Reading a sleeping or archived workspace wakes it (spec §2.6); whether a wake was started."""
-        if row.status in WAKEABLE:
-            self.wake(row)
-            return True
-        return False
+    async def _wake_on_read(self, row: Workspace) -> bool:
+        """Reading a sleeping or archived workspace wakes it (spec §2.6); whether a wake was started. At
+        capacity the read is answered from the store and the workspace stays asleep."""
+        return row.status in WAKEABLE and await self.wake(row, refuse=False) is not None
 
     async def details(self, principal: Principal, workspace_id: str, include: set[str]) -> dict[str, Any]:
         """GET /v1/replica/{id}: ReplicaDetails from the store (principle 3): the chats and repositories as
         the engine last reported them through the event log, which the pump keeps current. Only
         `include=diffs` asks the running engine, for the full diffs of the working trees as they are now."""
         row = await self.get_workspace(principal, workspace_id)
-        waking = self._wake_on_read(row)
+        waking = await self._wake_on_read(row)
         repos = (row.snapshot or {}).get("repos", [])
         chats = (row.snapshot or {}).get("chats", [])
         if row.status == "active" and "diffs" in include:
@@ -731,7 +772,7 @@ class ReplicaService:
     async def chats(self, principal: Principal, workspace_id: str) -> tuple[Workspace, list[dict], bool]:
         """The chats (engine summaries): live when awake, as last reported otherwise (and it wakes)."""
         row = await self.get_workspace(principal, workspace_id)
-        waking = self._wake_on_read(row)
+        waking = await self._wake_on_read(row)
         if row.status == "active":
             with contextlib.suppress(ReplicasError):
                 return row, await self._engine_chats(row), waking
