@@ -151,6 +151,10 @@ async def destroy_all(app) -> None:
     from sqlalchemy import delete, select
 
     service = app.state.replicas
+    # Let transitions that are about to finish (a wake the test saw reach `active`) finish; cancel the rest.
+    pending = [task for task in service._transitions.values() if not task.done()]
+    if pending:
+        await asyncio.wait(pending, timeout=10)
     for task in list(service._transitions.values()):
         task.cancel()
         with contextlib.suppress(BaseException):
