@@ -13,7 +13,7 @@ import uvicorn
 from replicas.testing import Text
 from tests.contract import assert_contract, validate_schema
 from tests.engine.test_engine_terminal import read_stream
-from tests.replicas.conftest import ON_BOTH_BACKENDS, checkout, create, settled, status_of, wait_for
+from tests.replicas.conftest import ON_BOTH_BACKENDS, checkout, create, row_of, settled, status_of, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 
@@ -143,3 +143,34 @@ async def test_eight_sessions_at_most_and_creating_one_wakes_a_sleeping_workspac
     await client.post(f"{url}/input", json={"data": "echo awake-$((3*3))\n", "generation": 0, "sequence": 0})
     await read_stream(live, f"{url}/stream", lambda events, text: "awake-9" in text)
     assert [s["id"] for s in (await client.get(sessions)).json()["sessions"]] == [session["id"]]
+
+
+@pytest.mark.replica_settings(sleep_after_idle_seconds=1)
+async def test_someone_at_a_terminal_keeps_the_workspace_awake(app, client, live, replica_env, model):
+    rid = await workspace(app, client, replica_env, model)
+    sessions = f"/v1/workspaces/{rid}/terminal/sessions"
+    session = (await client.post(sessions, json={"cols": 80, "rows": 24})).json()["session"]
+
+    async def status_flag():
+        row = await row_of(app, rid)
+        return ((row.snapshot or {}).get("status") or {}).get("hasActiveSSHSessions")
+
+    watching = asyncio.create_task(read_stream(live, f"{sessions}/{session['id']}/stream",
+                                               lambda events, text: False, timeout=60))
+    try:
+        await wait_for(status_flag, timeout=10, what="the engine status to show the open terminal")
+        await asyncio.sleep(4)  # four times the idle limit, with the reaper passing every 0.2 s
+        # Not put to sleep: the stream is still open and the same engine still has the session.
+        assert not watching.done() and await status_of(app, rid) == "active"
+        listed = (await client.get(sessions)).json()["sessions"]
+        assert [s["id"] for s in listed] == [session["id"]] and listed[0]["exited"] is False
+    finally:
+        watching.cancel()
+        with contextlib.suppress(BaseException):
+            await watching
+    # Nobody at the terminal (the session itself still open): idle again, so it sleeps.
+    await wait_for(lambda: _status_is(app, rid, "sleeping"), timeout=20, what="the idle workspace to sleep")
+
+
+async def _status_is(app, rid: str, status: str) -> bool:
+    return await status_of(app, rid) == status

@@ -80,7 +80,9 @@ class Engine:
 
     def status(self) -> dict:
         """The contract's EngineStatusSnapshot."""
-        return {"uptimeSeconds": round(time.monotonic() - self.started_at, 3), "hasActiveSSHSessions": False,
+        terminals = getattr(self, "terminals", None)
+        return {"uptimeSeconds": round(time.monotonic() - self.started_at, 3),
+                "hasActiveSSHSessions": bool(terminals and terminals.attached()),
                 "activeSseClients": self.sse_clients, "chatsTotal": len(self.chats.chats),
                 "chatsProcessing": self.chats.processing_count,
                 "reposTotal": len(repo_status.discover(self.config.workspaces_dir)),

@@ -284,6 +284,11 @@ class TerminalManager:
         sessions, self.sessions = list(self.sessions.values()), {}
         await asyncio.gather(*(session.close() for session in sessions), return_exceptions=True)
 
+    def attached(self) -> bool:
+        """Whether someone is watching a live shell (a stream open on a session that has not exited): the
+        engine status's `hasActiveSSHSessions`, which keeps the workspace from sleeping."""
+        return any(session.subscribers and not session.exited for session in self.sessions.values())
+
 
 def _integer(body: dict, name: str, low: int, high: int | None = None) -> int:
     value = body.get(name)
@@ -352,9 +357,22 @@ def terminal_routes(engine) -> list[Route]:
         await terminals.delete(request.path_params["session_id"])
         return JSONResponse({"success": True})
 
+    async def watched(session: TerminalSession, request: Request):
+        """The session's stream, with the engine's status republished as a watcher comes and goes."""
+        stream = _stream(session, request)
+        try:
+            first = await anext(stream)
+            await engine.publish_status()  # subscribed by now
+            yield first
+            async for chunk in stream:
+                yield chunk
+        finally:
+            await stream.aclose()
+            await engine.publish_status()
+
     async def stream(request: Request) -> Response:
         session = terminals.get(request.path_params["session_id"])
-        return StreamingResponse(_stream(session, request), media_type="text/event-stream",
+        return StreamingResponse(watched(session, request), media_type="text/event-stream",
                                  headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})
 
     base = "/terminal/sessions"

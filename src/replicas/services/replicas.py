@@ -959,7 +959,9 @@ class ReplicaService:
             sleep_after = stop_after or s.sleep_after_idle_seconds
             delete_after = stop_after or s.delete_after_inactivity_seconds
             since_change = (now - aware(row.status_changed_at)).total_seconds()
-            attached = row.attached_until is not None and aware(row.attached_until) > now
+            # An SSE client of the replica, or someone at one of its terminals (the engine's last status).
+            attached = ((row.attached_until is not None and aware(row.attached_until) > now)
+                        or bool(((row.snapshot or {}).get("status") or {}).get("hasActiveSSHSessions")))
             action = None
             if row.status == "active":
                 busy = bool(row.pending_messages) or any(c.get("processing")
