@@ -120,6 +120,13 @@ async def _next_fire_at(client, automation_id: str) -> datetime:
     return datetime.fromisoformat(body["automation"]["cron_next_fire_at"].replace("Z", "+00:00"))
 
 
+async def mine(automation_id, fired) -> list:
+    """The executions of one pass (`fired`, awaited here) that belong to `automation_id`: the session's
+    PostgreSQL database holds other tests' enabled cron automations, which a pass at a simulated later time
+    may find due as well."""
+    return [execution for execution in await fired if str(execution.automation_id) == str(automation_id)]
+
+
 @pytest.mark.slow
 async def test_a_pass_fires_a_due_slot_once_with_its_payload_and_moves_to_the_next(manual, client, replica_env):
     created = await client.post("/v1/automations", json=automation_body(
@@ -131,7 +138,7 @@ async def test_a_pass_fires_a_due_slot_once_with_its_payload_and_moves_to_the_ne
         slot = now.replace(minute=0, second=0, microsecond=0)  # this hour's slot, missed
         await _set_next(manual, automation_id, slot)
 
-        [fired] = await run_pass(manual.state)
+        [fired] = await mine(automation_id, run_pass(manual.state))
         assert fired.status in ("running", "completed") and fired.workspace_id and fired.error is None
         executions = assert_contract(await client.get(f"/v1/automations/{automation_id}/executions"),
                                      "/v1/automations/{id}/executions")["executions"]
@@ -142,26 +149,28 @@ async def test_a_pass_fires_a_due_slot_once_with_its_payload_and_moves_to_the_ne
         assert "## Trigger Payload" in row.prompt and slot_id(slot) in row.prompt
         assert await _next_fire_at(client, automation_id) == slot + HOUR
 
-        assert await run_pass(manual.state) == []  # nothing is due any more
+        assert await mine(automation_id, run_pass(manual.state)) == []  # nothing is due any more
         assert len(await _rows(manual, automation_id)) == 1
 
         # Down for three days (simulated clock: two hours and ten minutes from the slot): one run, for
         # the latest missed slot, and the schedule goes on from there.
         await _set_next(manual, automation_id, slot - 72 * HOUR)
-        [late] = await run_pass(manual.state, now=slot + 2 * HOUR + timedelta(minutes=10))
+        [late] = await mine(automation_id, run_pass(manual.state, now=slot + 2 * HOUR + timedelta(minutes=10)))
         assert late.trigger_payload["scheduled_for"] == slot_id(slot + 2 * HOUR)
         assert len(await _rows(manual, automation_id)) == 2
         assert await _next_fire_at(client, automation_id) == slot + 3 * HOUR
 
         # The same, but the latest missed slot is older than the catch-up window: nothing runs.
         await _set_next(manual, automation_id, slot - 72 * HOUR)
-        assert await run_pass(manual.state, now=slot + 3 * HOUR + timedelta(minutes=20), catchup_seconds=600) == []
+        assert await mine(automation_id, run_pass(manual.state, now=slot + 3 * HOUR + timedelta(minutes=20),
+                                                   catchup_seconds=600)) == []
         assert len(await _rows(manual, automation_id)) == 2
         assert await _next_fire_at(client, automation_id) == slot + 4 * HOUR
 
         # Two passes at once (two connections): one claims the slot, the other fires nothing.
         await _set_next(manual, automation_id, now - timedelta(seconds=1))
-        first, second = await asyncio.gather(run_pass(manual.state), run_pass(manual.state))
+        first, second = await asyncio.gather(mine(automation_id, run_pass(manual.state)),
+                                             mine(automation_id, run_pass(manual.state)))
         assert len(first) + len(second) == 1
         assert len(await _rows(manual, automation_id)) == 3
     finally:
@@ -177,16 +186,16 @@ async def test_a_disabled_automation_is_not_fired_and_resumes_without_a_storm(ma
     try:
         now = datetime.now(UTC)
         await _set_next(manual, automation_id, now - 5 * HOUR)
-        assert await run_pass(manual.state) == []
+        assert await mine(automation_id, run_pass(manual.state)) == []
         assert (await client.patch(f"/v1/automations/{automation_id}", json={"enabled": True})).status_code == 200
         # Five hourly slots were missed: at most one runs, for this hour's slot (the latest, under an hour
         # old), never the five of them.
         this_hour = now.replace(minute=0, second=0, microsecond=0)
-        fired = await run_pass(manual.state)
+        fired = await mine(automation_id, run_pass(manual.state))
         assert [e.trigger_payload["scheduled_for"] for e in fired] in ([], [slot_id(this_hour)])
         assert len(await _rows(manual, automation_id)) == len(fired)
         assert await _next_fire_at(client, automation_id) == this_hour + HOUR
-        assert await run_pass(manual.state) == []
+        assert await mine(automation_id, run_pass(manual.state)) == []
     finally:
         assert (await client.delete(f"/v1/automations/{automation_id}")).status_code == 200
 

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import gc
 import json
 import os
 import subprocess
@@ -168,10 +167,6 @@ async def destroy_all(app) -> None:
         await service.pump.stop(row.id)
         with contextlib.suppress(Exception):
             await service.manager.runtime.destroy(service.manager.runtime.load_state(row.runtime_state))
-    # A connection left in a write transaction by something unreferenced (an abandoned stream, it seems) holds
-    # SQLite's write lock until it is collected; without this the DELETE below timed out on "database is
-    # locked" in about 3 of 4 runs of test_terminal.py, with it in none of 3. The holder is not found yet.
-    gc.collect()
     async with app.state.sessions() as session:
         for row in mine:
             await session.execute(delete(Workspace).where(Workspace.id == row.id))

@@ -83,10 +83,16 @@ class EventPump:
                 raise httpx.HTTPStatusError(f"engine /events answered {response.status_code}",
                                             request=response.request, response=response)
             async for event in sse_events(response):
-                async with self.sessions() as session:
-                    stored = await store_events(session, workspace.id, [event], self.on_stored)
+                # Shielded: a pump stopped (cancelled) mid-transaction would leave its connection inside a
+                # write transaction (SQLite's write lock held until the connection is collected). The store
+                # finishes, briefly, on its own; the event it holds is stored, not lost.
+                stored = await asyncio.shield(asyncio.ensure_future(self._store(workspace.id, event)))
                 for item in stored:
                     await self.hub.publish(workspace.id, item)
+
+    async def _store(self, workspace_id: uuid.UUID, event: dict) -> list[dict]:
+        async with self.sessions() as session:
+            return await store_events(session, workspace_id, [event], self.on_stored)
 
     async def run(self, workspace: Workspace) -> None:
         """Pull until cancelled (or the workspace is deleted), reconnecting with backoff."""
