@@ -30,7 +30,7 @@ from replicas.engine.hooks import StartHookRunner
 from replicas.engine.journal import Journal
 from replicas.engine.publish import Publisher
 from replicas.engine.state import ChatStore, EngineConfig
-from replicas.engine.terminal import terminal_routes
+from replicas.engine.terminal import TerminalManager, terminal_routes
 
 PROTOCOL_VERSION = "v1"
 SECRET_HEADER = "x-replicas-engine-secret"
@@ -53,8 +53,7 @@ class Engine:
         self.started_at = time.monotonic()
         self.sse_clients = 0
         self._last_status: dict | None = None
-        # Coroutine functions run at stop, before the chats close (parts such as terminal sessions).
-        self.on_stop: list = []
+        self.terminals = TerminalManager(config)
 
     async def start(self) -> None:
         """Open the journal, announce readiness and the repos, recover chats, start hooks in the background."""
@@ -68,9 +67,8 @@ class Engine:
         await self.publish_status()
 
     async def stop(self) -> None:
-        for stop in self.on_stop:
-            with contextlib.suppress(Exception):
-                await stop()
+        with contextlib.suppress(Exception):
+            await self.terminals.close()
         if self.hooks.task is not None:
             self.hooks.task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -80,9 +78,8 @@ class Engine:
 
     def status(self) -> dict:
         """The contract's EngineStatusSnapshot."""
-        terminals = getattr(self, "terminals", None)
         return {"uptimeSeconds": round(time.monotonic() - self.started_at, 3),
-                "hasActiveSSHSessions": bool(terminals and terminals.attached()),
+                "hasActiveSSHSessions": self.terminals.attached(),
                 "activeSseClients": self.sse_clients, "chatsTotal": len(self.chats.chats),
                 "chatsProcessing": self.chats.processing_count,
                 "reposTotal": len(repo_status.discover(self.config.workspaces_dir)),

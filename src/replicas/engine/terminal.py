@@ -326,10 +326,8 @@ async def _stream(session: TerminalSession, request: Request):
 
 
 def terminal_routes(engine) -> list[Route]:
-    """The routes above; registers the sessions' cleanup in `engine.on_stop`."""
-    terminals = TerminalManager(engine.config)
-    engine.terminals = terminals
-    engine.on_stop.append(terminals.close)
+    """The routes above, on the engine's `TerminalManager` (which `Engine.stop` closes)."""
+    terminals = engine.terminals
 
     async def list_sessions(request: Request) -> Response:
         return JSONResponse({"sessions": [session.summary() for session in terminals.sessions.values()]})

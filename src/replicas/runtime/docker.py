@@ -336,7 +336,7 @@ class DockerRuntime(Runtime):
 
     async def poll(self, handle: WorkspaceHandle) -> RuntimeStatus:
         h = self._docker(handle)
-        if not (await self._call(self._volume_exists, h) if h.remote else os.path.isdir(h.workspace_dir)):
+        if not await self._exists(h):
             return RuntimeStatus.MISSING
         container = await self._call(self._container, h)
         running = container is not None and container.status in _RUNNING_STATES
@@ -383,7 +383,7 @@ class DockerRuntime(Runtime):
         """In the running container (`docker exec`), else in a throwaway container with the same mounts
         and limits. `timeout` (coreutils) kills the command's process group when time is up."""
         h = self._docker(handle)
-        if await self.poll(h) is RuntimeStatus.MISSING:
+        if not await self._exists(h):
             raise NotFound("Workspace not found", h.workspace_id)
         if not argv:
             raise ValueError("empty command")
@@ -403,6 +403,10 @@ class DockerRuntime(Runtime):
             code, timed_out = -9, True
         return ExecResult(exit_code=code, output=output[-EXEC_OUTPUT_LIMIT:].decode(errors="replace"),
                           timed_out=timed_out)
+
+    async def _exists(self, h: DockerHandle) -> bool:
+        """Provisioned and not destroyed: its volume (remote) or its directory here."""
+        return await self._call(self._volume_exists, h) if h.remote else os.path.isdir(h.workspace_dir)
 
     # -- internals (blocking) ------------------------------------------------------------------
 

@@ -114,6 +114,7 @@ class ReplicaService:
                                             retry_delays=settings.webhook_retry_delays,
                                             lease_seconds=max(30.0, timeout * 3))
         self._transitions: dict[str, asyncio.Task] = {}
+        self._lock_row_ready = False
         self._delivery_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
@@ -284,12 +285,15 @@ class ReplicaService:
         return admitted
 
     async def _ensure_lock_row(self) -> None:
+        """Make the capacity lock's row, once per process (every create and wake takes the lock)."""
+        if self._lock_row_ready:
+            return
         async with self.sessions() as session:
-            if await session.get(Lease, CAPACITY_LOCK) is not None:
-                return
-            session.add(Lease(name=CAPACITY_LOCK, owner=self.owner_id, expires_at=utcnow()))
-            with contextlib.suppress(IntegrityError):  # another process made it first
-                await session.commit()
+            if await session.get(Lease, CAPACITY_LOCK) is None:
+                session.add(Lease(name=CAPACITY_LOCK, owner=self.owner_id, expires_at=utcnow()))
+                with contextlib.suppress(IntegrityError):  # another process made it first
+                    await session.commit()
+        self._lock_row_ready = True
 
     def _start_transition(self, row: Workspace, coro: Coroutine) -> asyncio.Task:
         key = str(row.id)

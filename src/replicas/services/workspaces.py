@@ -28,7 +28,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from replicas.crypto import SecretBox
-from replicas.errors import BadGateway, BadRequest, Conflict, NotFound, ServiceUnavailable
+from replicas.errors import BadGateway, BadRequest, Conflict, NotFound, ServiceUnavailable, TooManyRequests
 from replicas.runtime import Runtime, RuntimeStatus, WorkspaceSpec, create_runtime
 from replicas.runtime.local import python_environment_paths
 from replicas.services import credentials, provisioning
@@ -42,7 +42,21 @@ log = logging.getLogger("replicas.workspaces")
 _ENGINE_TLS = ssl.create_default_context()
 ENGINE_SECRET_HEADER = "X-Replicas-Engine-Secret"
 PROVIDERS = ("claude", "codex", "opencode", "cursor")
-_ENGINE_REFUSALS = {400: BadRequest, 404: NotFound, 409: Conflict}
+_ENGINE_REFUSALS = {400: BadRequest, 404: NotFound, 409: Conflict, 429: TooManyRequests}
+
+
+def engine_refusal(response: httpx.Response, method: str, path: str) -> Exception:
+    """The error for an engine's refusal (a read response with status >= 400): its 400/404/409/429 with the
+    engine's message, anything else 502."""
+    refusal = _ENGINE_REFUSALS.get(response.status_code)
+    if refusal is None:
+        return BadGateway("Workspace engine refused the request",
+                          f"{method} {path}: {response.status_code} {response.text[:500]}")
+    try:
+        message = response.json().get("error") or response.text
+    except ValueError:
+        message = response.text
+    return refusal(message[:1].upper() + message[1:500])
 
 
 async def lock_workspace(session: AsyncSession, workspace_id: uuid.UUID) -> Workspace | None:
@@ -189,22 +203,16 @@ class WorkspaceManager:
             yield client
 
     async def call_engine(self, workspace: Workspace, method: str, path: str, **kwargs) -> dict:
-        """One request to the engine. Unreachable is 503; the engine's 400/404/409 pass through (bad input,
-        an unknown chat or message, a conflict); any other refusal is 502 (as the contract has it)."""
+        """One request to the engine. Unreachable is 503; the engine's 400/404/409/429 pass through (bad
+        input, an unknown chat or message, a conflict, a limit); any other refusal is 502 (as the contract has
+        it)."""
         try:
             async with self.engine(workspace) as client:
                 response = await client.request(method, path, **kwargs)
         except (httpx.TransportError, FileNotFoundError, ConnectionError) as exc:
             raise ServiceUnavailable("Workspace engine is unreachable", str(exc) or type(exc).__name__) from None
-        if response.status_code in _ENGINE_REFUSALS:
-            try:
-                message = response.json().get("error") or response.text
-            except ValueError:
-                message = response.text
-            raise _ENGINE_REFUSALS[response.status_code](message[:1].upper() + message[1:500])
         if response.status_code >= 400:
-            raise BadGateway("Workspace engine refused the request",
-                             f"{method} {path}: {response.status_code} {response.text[:500]}")
+            raise engine_refusal(response, method, path)
         return response.json() if response.content else {}
 
     async def send_message(self, workspace: Workspace, message: str, *, chat_id: str | None = None,

@@ -29,15 +29,15 @@ from replicas.api.deps import PrincipalDep
 from replicas.api.routers.replicas import ReplicasDep
 from replicas.api.schemas.common import ERROR_RESPONSES
 from replicas.api.schemas.common import Request as RequestBody
-from replicas.errors import BadGateway, BadRequest, Conflict, NotFound, ServiceUnavailable, TooManyRequests
+from replicas.errors import NotFound, ServiceUnavailable
 from replicas.services.replicas import ReplicaService
+from replicas.services.workspaces import engine_refusal
 from replicas.store.models import Workspace
 
 router = APIRouter(prefix="/v1/workspaces", tags=["Terminal"], responses=ERROR_RESPONSES)
 
 SESSIONS = "/{workspace_id}/terminal/sessions"
 ENGINE_SESSIONS = "/terminal/sessions"
-_REFUSALS = {400: BadRequest, 404: NotFound, 409: Conflict, 429: TooManyRequests}
 _TOUCH_SECONDS = 30.0  # input records workspace activity at most this often (not on every keystroke)
 _touched: dict[str, float] = {}
 
@@ -64,30 +64,6 @@ async def _active(replicas: ReplicaService, principal, workspace_id: str) -> Wor
     return row
 
 
-def _refusal(response: httpx.Response, method: str, path: str) -> Exception:
-    try:
-        message = response.json().get("error") or response.text
-    except ValueError:
-        message = response.text
-    refusal = _REFUSALS.get(response.status_code)
-    if refusal is None:
-        return BadGateway("Workspace engine refused the request",
-                          f"{method} {path}: {response.status_code} {response.text[:500]}")
-    return refusal(message[:1].upper() + message[1:500])
-
-
-async def _call(replicas: ReplicaService, row: Workspace, method: str, path: str, **kwargs) -> dict:
-    """One request to the engine, its refusals (429 included) mapped to the error shape."""
-    try:
-        async with replicas.manager.engine(row) as client:
-            response = await client.request(method, path, **kwargs)
-    except (httpx.TransportError, FileNotFoundError, ConnectionError) as exc:
-        raise ServiceUnavailable("Workspace engine is unreachable", str(exc) or type(exc).__name__) from None
-    if response.status_code >= 400:
-        raise _refusal(response, method, path)
-    return response.json()
-
-
 async def _touch(replicas: ReplicaService, row: Workspace) -> None:
     now = time.monotonic()
     if now - _touched.get(str(row.id), 0.0) >= _TOUCH_SECONDS:
@@ -100,7 +76,7 @@ async def list_sessions(workspace_id: str, principal: PrincipalDep, replicas: Re
     row = await replicas.get_workspace(principal, workspace_id)
     if row.status != "active":
         return {"sessions": []}
-    return await _call(replicas, row, "GET", ENGINE_SESSIONS)
+    return await replicas.manager.call_engine(row, "GET", ENGINE_SESSIONS)
 
 
 @router.post(SESSIONS, status_code=201, summary="Create Terminal Session",
@@ -111,7 +87,7 @@ async def create_session(workspace_id: str, body: TerminalSizeRequest, principal
     row = await replicas.awake_workspace(principal, workspace_id)
     _touched[str(row.id)] = time.monotonic()
     await replicas.touch(row)
-    return await _call(replicas, row, "POST", ENGINE_SESSIONS, json=body.model_dump())
+    return await replicas.manager.call_engine(row, "POST", ENGINE_SESSIONS, json=body.model_dump())
 
 
 @router.post(SESSIONS + "/{session_id}/input", summary="Write Terminal Input")
@@ -120,20 +96,22 @@ async def write_input(workspace_id: str, session_id: str, body: WriteTerminalReq
     """Idempotent per (generation, sequence); a generation older than the session's current one is 400."""
     row = await _active(replicas, principal, workspace_id)
     await _touch(replicas, row)
-    return await _call(replicas, row, "POST", f"{ENGINE_SESSIONS}/{session_id}/input", json=body.model_dump())
+    return await replicas.manager.call_engine(row, "POST", f"{ENGINE_SESSIONS}/{session_id}/input",
+                                              json=body.model_dump())
 
 
 @router.post(SESSIONS + "/{session_id}/resize", summary="Resize Terminal Session")
 async def resize(workspace_id: str, session_id: str, body: TerminalSizeRequest, principal: PrincipalDep,
                  replicas: ReplicasDep):
     row = await _active(replicas, principal, workspace_id)
-    return await _call(replicas, row, "POST", f"{ENGINE_SESSIONS}/{session_id}/resize", json=body.model_dump())
+    return await replicas.manager.call_engine(row, "POST", f"{ENGINE_SESSIONS}/{session_id}/resize",
+                                              json=body.model_dump())
 
 
 @router.delete(SESSIONS + "/{session_id}", summary="Delete Terminal Session")
 async def delete_session(workspace_id: str, session_id: str, principal: PrincipalDep, replicas: ReplicasDep):
     row = await _active(replicas, principal, workspace_id)
-    return await _call(replicas, row, "DELETE", f"{ENGINE_SESSIONS}/{session_id}")
+    return await replicas.manager.call_engine(row, "DELETE", f"{ENGINE_SESSIONS}/{session_id}")
 
 
 @router.get(SESSIONS + "/{session_id}/stream", summary="Stream Terminal Output",
@@ -150,7 +128,7 @@ async def stream(workspace_id: str, session_id: str, principal: PrincipalDep, re
         response = await upstream.enter_async_context(client.stream("GET", path))
         if response.status_code != 200:
             await response.aread()
-            raise _refusal(response, "GET", path)
+            raise engine_refusal(response, "GET", path)
     except (httpx.TransportError, FileNotFoundError, ConnectionError) as exc:
         await upstream.aclose()
         raise ServiceUnavailable("Workspace engine is unreachable", str(exc) or type(exc).__name__) from None
