@@ -29,6 +29,13 @@ class Settings(BaseSettings):
     git_timeout_seconds: float = Field(default=30.0, gt=0)
     # Upper bound for a warm/start hook test run (spec §10 #25: 15 minutes).
     hook_test_timeout_seconds: float = Field(default=900.0, gt=0)
+    # Tenant isolation (README, "Security model"). Registering a repository by local path or `file://` URL: fine
+    # for the embedded single-user default, off for every multi-tenant deployment (compose.yaml sets false).
+    allow_local_repositories: bool = True
+    # Outbound requests made for a tenant (webhooks, skill registries, repository fetches) may reach loopback and
+    # private ranges. Link-local addresses (169.254.0.0/16, cloud metadata) and this server itself never.
+    # The embedded default allows them (everything is on this machine); multi-tenant deployments set false.
+    allow_private_outbound: bool = True
     log_level: str = "info"
     # Where the pinned agent CLIs are installed (`replicas agents install`); default `<data_dir>/tools`.
     tools_dir: Path | None = None
