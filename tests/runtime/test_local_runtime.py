@@ -76,17 +76,26 @@ Server(path, Handler).serve_forever()
 STARTER = r"""
 import asyncio, json, sys
 from replicas.runtime.base import WorkspaceSpec
-from replicas.runtime.local import LocalRuntime
+from replicas.runtime.local import LocalRuntime, python_environment_paths
 from replicas.settings import Settings
 
 async def main():
     runtime = LocalRuntime(Settings(data_dir=sys.argv[1], database_url=None), sandbox="require")
-    handle = await runtime.provision(sys.argv[2], WorkspaceSpec())
+    handle = await runtime.provision(sys.argv[2], WorkspaceSpec(ro_binds=python_environment_paths()))
     await runtime.start(handle, json.loads(sys.argv[3]), {})
     print(json.dumps(runtime.get_state(handle)))
 
 asyncio.run(main())
 """
+
+
+def workspace_spec(**fields) -> WorkspaceSpec:
+    """A spec as the product makes one (`services/workspaces.py`): the Python environment bound read-only.
+
+    The engine here runs this test's interpreter; without the binds it vanishes from the sandbox when
+    the virtualenv lies under a path the sandbox replaces (its own /tmp, as when CI checks out there).
+    """
+    return WorkspaceSpec(ro_binds=python_environment_paths(), **fields)
 
 
 def engine_command(marker: str = "") -> list[str]:
@@ -197,7 +206,7 @@ def runtime(make_runtime) -> TrackedLocalRuntime:
 
 
 async def test_provision_lays_out_home_checkouts_and_run_dir(runtime, data_dir):
-    handle = await runtime.provision("ws1", WorkspaceSpec(size="large"))
+    handle = await runtime.provision("ws1", workspace_spec(size="large"))
     root = data_dir / "workspaces" / "ws1"
     assert (root / "home" / "workspaces").is_dir() and (root / "run").is_dir()
     assert await runtime.poll(handle) == RuntimeStatus.STOPPED
@@ -209,7 +218,7 @@ async def test_provision_lays_out_home_checkouts_and_run_dir(runtime, data_dir):
 
 
 async def test_engine_serves_on_its_socket_and_sleep_wake_keeps_files(runtime):
-    handle = await runtime.provision("ws1", WorkspaceSpec())
+    handle = await runtime.provision("ws1", workspace_spec())
     endpoint = runtime.engine_endpoint(handle)
     started = time.monotonic()
     await runtime.start(handle, engine_command(), {"GREETING": "hi"})
@@ -243,9 +252,9 @@ async def test_engine_serves_on_its_socket_and_sleep_wake_keeps_files(runtime):
 
 
 async def test_engine_cannot_see_data_dir_database_key_or_other_workspaces(runtime, data_dir):
-    other = await runtime.provision("other", WorkspaceSpec())
+    other = await runtime.provision("other", workspace_spec())
     Path(other.home, "private.txt").write_text("OTHER WORKSPACE")
-    handle = await runtime.provision("ws1", WorkspaceSpec())
+    handle = await runtime.provision("ws1", workspace_spec())
     await runtime.start(handle, engine_command(), {})
     endpoint = runtime.engine_endpoint(handle)
     await wait_for_engine(endpoint)
@@ -262,9 +271,9 @@ async def test_engine_cannot_see_data_dir_database_key_or_other_workspaces(runti
 
 
 async def test_exec_runs_with_the_same_isolation(runtime, data_dir):
-    other = await runtime.provision("other", WorkspaceSpec())
+    other = await runtime.provision("other", workspace_spec())
     Path(other.home, "private.txt").write_text("OTHER WORKSPACE")
-    handle = await runtime.provision("ws1", WorkspaceSpec(env={"FROM_SPEC": "spec"}))
+    handle = await runtime.provision("ws1", workspace_spec(env={"FROM_SPEC": "spec"}))
 
     result = await runtime.exec(handle, ["sh", "-c", 'echo "$HOME $FROM_SPEC $FROM_CALL"; pwd'], 10,
                                 env={"FROM_CALL": "call"})
@@ -290,7 +299,7 @@ async def test_exec_runs_with_the_same_isolation(runtime, data_dir):
 
 
 async def test_exec_timeout_kills_the_command(runtime):
-    handle = await runtime.provision("ws1", WorkspaceSpec())
+    handle = await runtime.provision("ws1", workspace_spec())
     started = time.monotonic()
     result = await runtime.exec(handle, ["sh", "-c", "echo before; sleep 30"], 0.5)
     assert result.timed_out and "before" in result.output
@@ -318,7 +327,7 @@ async def test_tree_survives_the_process_that_started_it(runtime, data_dir):
 
 
 async def test_stop_ends_processes_that_left_the_process_group(runtime):
-    handle = await runtime.provision("ws1", WorkspaceSpec())
+    handle = await runtime.provision("ws1", workspace_spec())
     await runtime.start(handle, engine_command(), {})
     endpoint = runtime.engine_endpoint(handle)
     await wait_for_engine(endpoint)
@@ -335,7 +344,7 @@ async def test_stop_ends_processes_that_left_the_process_group(runtime):
 
 
 async def test_destroy_removes_the_workspace(runtime, data_dir):
-    handle = await runtime.provision("ws1", WorkspaceSpec())
+    handle = await runtime.provision("ws1", workspace_spec())
     await runtime.start(handle, engine_command(), {})
     await wait_for_engine(runtime.engine_endpoint(handle))
     Path(handle.home, "workspaces", "repo").mkdir()
@@ -351,7 +360,7 @@ async def test_destroy_removes_the_workspace(runtime, data_dir):
 
 
 async def test_size_limits_are_written_to_cgroups_when_writable(runtime):
-    handle = await runtime.provision("ws1", WorkspaceSpec(size="large"))
+    handle = await runtime.provision("ws1", workspace_spec(size="large"))
     await runtime.start(handle, engine_command(), {})
     await wait_for_engine(runtime.engine_endpoint(handle))
     if not handle.cgroups:
@@ -392,7 +401,7 @@ async def test_size_limits_are_written_to_cgroups_when_writable(runtime):
 
 
 async def test_poll_does_not_mistake_a_recycled_pid_for_the_workspace(runtime, data_dir):
-    handle = await runtime.provision("ws1", WorkspaceSpec())
+    handle = await runtime.provision("ws1", workspace_spec())
     state = runtime.get_state(handle)
     own_start = int(Path("/proc/self/stat").read_text().rsplit(")", 1)[1].split()[19])
     # A handle naming this test process: poll only, on a runtime whose handles the fixture won't destroy.
@@ -404,7 +413,7 @@ async def test_poll_does_not_mistake_a_recycled_pid_for_the_workspace(runtime, d
 
 
 async def test_handles_pointing_outside_the_workspaces_root_are_refused(runtime):
-    handle = await runtime.provision("ws1", WorkspaceSpec())
+    handle = await runtime.provision("ws1", workspace_spec())
     state = runtime.get_state(handle) | {"workspace_dir": "/etc"}
     with pytest.raises(RuntimeFailure):
         runtime.load_state(state)
@@ -430,7 +439,7 @@ async def test_read_only_binds_bring_back_paths_from_hidden_areas(make_runtime, 
 
 async def test_unsandboxed_when_asked(make_runtime):
     runtime = make_runtime(sandbox="off")
-    handle = await runtime.provision("ws1", WorkspaceSpec())
+    handle = await runtime.provision("ws1", workspace_spec())
     await runtime.start(handle, engine_command(), {})
     await wait_for_engine(runtime.engine_endpoint(handle))
     assert not handle.sandboxed
@@ -443,7 +452,7 @@ async def test_without_bubblewrap_auto_runs_unsandboxed_and_says_so_once(make_ru
     monkeypatch.setattr(local_module, "find_bwrap", lambda: None)
     monkeypatch.setattr(cgroups_module, "_said", set())
     runtime = make_runtime(sandbox="auto")
-    handle = await runtime.provision("ws1", WorkspaceSpec())
+    handle = await runtime.provision("ws1", workspace_spec())
     with caplog.at_level("WARNING", logger="replicas.runtime"):
         for _ in range(2):
             result = await runtime.exec(handle, ["sh", "-c", "echo $$"], 10)
