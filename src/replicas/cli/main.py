@@ -176,8 +176,8 @@ def repos_add(
     async def work(session, principal, settings):
         box = SecretBox.from_settings(settings.secret_key, settings.data_dir)
         repo = await repositories.register_repository(
-            session, principal, box, name=name, url=url, default_branch=default_branch,
-            credential=credential, timeout=settings.git_timeout_seconds)
+            session, principal, box, settings=settings, name=name, url=url, default_branch=default_branch,
+            credential=credential)
         return repository_view(repo)
 
     typer.echo(json.dumps(_run_as_org(org, data_dir, work, create_org=True), indent=2))

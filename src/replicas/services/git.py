@@ -11,14 +11,17 @@ import asyncio
 import base64
 import contextlib
 import fcntl
+import functools
 import os
 import shutil
+import tempfile
 import weakref
 from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlparse
 
 from replicas.errors import BadRequest
+from replicas.services import repository_urls
 
 
 class GitError(Exception):
@@ -36,6 +39,9 @@ def normalize_url(url: str) -> str:
     url = (url or "").strip()
     if not url:
         raise BadRequest("Invalid repository URL", "url: must not be empty")
+    problem = repository_urls.syntax_problem(url)
+    if problem:  # before any parsing: a NUL byte or `ext::sh -c ...` must never reach Path or git
+        raise BadRequest("Invalid repository URL", f"url: {problem}")
     if url.startswith("/"):
         return Path(url).resolve().as_uri()
     parsed = urlparse(url)
@@ -58,20 +64,60 @@ def display_url(url: str) -> str:
     return url
 
 
-def git_env(credential: str | None = None, url: str | None = None) -> dict[str, str]:
-    env = {
-        **os.environ,
-        "GIT_TERMINAL_PROMPT": "0",
-        "GIT_ASKPASS": "true",
-        "GCM_INTERACTIVE": "never",
+REMOTE_PROTOCOLS = ("https", "http", "ssh", "git")
+# The only git variables of the server's own environment that reach git: an operator's private CA.
+# Everything else (GIT_DIR, GIT_CONFIG_*, GIT_SSH_COMMAND, GIT_PROXY_COMMAND, ...) would change what git
+# reads or runs for a tenant's URL.
+_INHERITED_GIT_VARIABLES = frozenset({"GIT_SSL_CAINFO", "GIT_SSL_CAPATH"})
+# Command-scope config wins over a repository's own: a checkout's `.git/config` is the agent's to write.
+_HARDENED_CONFIG = (("core.fsmonitor", "false"), ("core.hooksPath", os.devnull))
+
+
+@functools.cache
+def scratch_home() -> str:
+    """An empty HOME for git (0700, one per process): no user config, credential store or ssh keys of
+    the host's account reach a tenant's fetch."""
+    return tempfile.mkdtemp(prefix="replicas-git-home-")
+
+
+def allowed_protocols(allow_local: bool) -> str:
+    """GIT_ALLOW_PROTOCOL's value: the network transports, plus `file` when local repositories are on."""
+    return ":".join((*REMOTE_PROTOCOLS, "file") if allow_local else REMOTE_PROTOCOLS)
+
+
+def git_env(credential: str | None = None, url: str | None = None, *,
+            allow_local: bool = True) -> dict[str, str]:
+    """The environment of every git the control plane runs: no host config (system, user, XDG), no
+    prompt of any kind, only the allowed transports (`ext::`, `fd::` never), and a credential as an
+    HTTP header in command-scope config, never on a command line or in a URL.
+
+    `allow_local=False` leaves out the `file` transport: git then refuses local paths and file:// URLs
+    by itself, whatever reached it."""
+    home = scratch_home()
+    env = {key: value for key, value in os.environ.items()
+           if (not key.startswith("GIT_") or key in _INHERITED_GIT_VARIABLES)
+           and key not in ("SSH_ASKPASS", "XDG_CONFIG_HOME")}
+    env.update({
+        "HOME": home,
+        "XDG_CONFIG_HOME": os.path.join(home, ".config"),
         "GIT_CONFIG_NOSYSTEM": "1",
+        "GIT_CONFIG_GLOBAL": os.devnull,
+        "GIT_ALLOW_PROTOCOL": allowed_protocols(allow_local),
+        "GIT_TERMINAL_PROMPT": "0",
+        "GIT_ASKPASS": "",
+        "SSH_ASKPASS": "",
+        "GIT_SSH_COMMAND": "ssh -o BatchMode=yes",
+        "GCM_INTERACTIVE": "never",
         "LC_ALL": "C",
-    }
+    })
+    config = list(_HARDENED_CONFIG)
     if credential and url and urlparse(url).scheme in ("https", "http"):
         user, _, secret = credential.partition(":") if ":" in credential else ("x-access-token", "", credential)
         token = base64.b64encode(f"{user}:{secret}".encode()).decode()
-        env.update({"GIT_CONFIG_COUNT": "1", "GIT_CONFIG_KEY_0": "http.extraHeader",
-                    "GIT_CONFIG_VALUE_0": f"Authorization: Basic {token}"})
+        config.append(("http.extraHeader", f"Authorization: Basic {token}"))
+    env["GIT_CONFIG_COUNT"] = str(len(config))
+    for index, (key, value) in enumerate(config):
+        env[f"GIT_CONFIG_KEY_{index}"], env[f"GIT_CONFIG_VALUE_{index}"] = key, value
     return env
 
 
@@ -93,10 +139,11 @@ async def run_git(*args: str, cwd: Path | None = None, env: dict[str, str] | Non
     return stdout.decode(errors="replace")
 
 
-async def probe_remote(url: str, credential: str | None = None, timeout: float = 30.0) -> str:
+async def probe_remote(url: str, credential: str | None = None, timeout: float = 30.0,
+                       env: dict[str, str] | None = None) -> str:
     """Check that `url` is a reachable git repository and return its default branch."""
-    output = await run_git("ls-remote", "--symref", url, "HEAD", "refs/heads/*",
-                           env=git_env(credential, url), timeout=timeout)
+    output = await run_git("ls-remote", "--symref", "--", url, "HEAD", "refs/heads/*",
+                           env=env or git_env(credential, url), timeout=timeout)
     heads = []
     for line in output.splitlines():
         if line.startswith("ref: ") and line.endswith("\tHEAD"):
@@ -140,18 +187,25 @@ async def mirror_lock(data_dir: Path, key: str) -> AsyncIterator[None]:
 
 
 async def ensure_mirror(data_dir: Path, key: str, url: str, credential: str | None = None,
-                        timeout: float = 300.0) -> Path:
+                        timeout: float = 300.0, *, allow_local: bool = True) -> Path:
     """Create or refresh a bare mirror of `url` under the data dir; return its path.
 
-    Safe to call concurrently, from one process or several sharing the data dir."""
+    `url` is checked again first (`repository_urls`): a symlink may now point into the data dir, or
+    local repositories may have been turned off since it was registered; a refusal is a GitError
+    and leaves the mirror as it was. Safe to call concurrently, from one process or several sharing
+    the data dir."""
+    problem = repository_urls.url_problem(url, allow_local=allow_local,
+                                          roots=repository_urls.protected_roots(data_dir))
+    if problem:
+        raise GitError(("fetch", display_url(url)), 128, f"refused: {display_url(url)} {problem}")
     async with mirror_lock(data_dir, key):
-        return await _ensure_mirror_locked(data_dir, key, url, credential, timeout)
+        return await _ensure_mirror_locked(data_dir, key, url, credential, timeout, allow_local)
 
 
 async def _ensure_mirror_locked(data_dir: Path, key: str, url: str, credential: str | None,
-                                timeout: float) -> Path:
+                                timeout: float, allow_local: bool) -> Path:
     path = mirror_path(data_dir, key)
-    env = git_env(credential, url)
+    env = git_env(credential, url, allow_local=allow_local)
     if (path / "HEAD").exists():
         await run_git("remote", "set-url", "origin", url, cwd=path, env=env)
         await run_git("fetch", "--prune", "--quiet", "origin", cwd=path, env=env, timeout=timeout)
@@ -159,7 +213,7 @@ async def _ensure_mirror_locked(data_dir: Path, key: str, url: str, credential: 
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")
     shutil.rmtree(partial, ignore_errors=True)
-    await run_git("clone", "--mirror", "--quiet", url, str(partial), env=env, timeout=timeout)
+    await run_git("clone", "--mirror", "--quiet", "--", url, str(partial), env=env, timeout=timeout)
     partial.rename(path)
     return path
 

@@ -13,6 +13,9 @@ documented order, and runs no user code:
     6. prompt      ~/.replicas/system-prompt.md and each agent's instructions file
     7. start hook  written to ~/.replicas/start-hook.sh for the engine to run (never run here)
 
+The home is the tenant's and may hold symlinks (a checkout, an earlier hook): every read and write in
+it goes through `home_files`, which refuses a symlink on the way instead of following it out.
+
 Every step is reported through `on_step(name, detail)` and timed in the result. What cannot be done
 without faking it (a skill whose source cannot be fetched) becomes a warning, not an error.
 """
@@ -22,10 +25,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
-import os
 import re
 import shlex
-import shutil
 import tarfile
 import tempfile
 import time
@@ -40,7 +41,7 @@ from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from replicas.crypto import SecretBox
-from replicas.services import agent_config, checkouts, git, repo_config
+from replicas.services import agent_config, checkouts, git, home_files, repo_config
 from replicas.services import skill_discovery as discovery
 from replicas.services.env_hooks import START, active_hook
 from replicas.services.env_skills import bound_repositories, registry_mirror_key
@@ -188,46 +189,40 @@ async def resolve_workspace_config(session: AsyncSession, box: SecretBox, princi
 
 # --- Small file helpers (run in threads) -----------------------------------------------------------
 
-def _write(path: Path, text: str, mode: int = 0o644) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.chmod(path, mode)  # an existing file keeps its old mode through os.open
-
-
-def _read_json(path: Path) -> dict | None:
-    try:
-        data = json.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
+def _read_json(home: Path, relative: str) -> dict | None:
+    text = home_files.read_text(home, relative)
+    if text is None:
         return None
+    data = json.loads(text)
     return data if isinstance(data, dict) else None
 
 
-def _read_toml(path: Path) -> dict | None:
-    try:
-        return tomllib.loads(path.read_text("utf-8"))
-    except FileNotFoundError:
-        return None
+def _read_toml(home: Path, relative: str) -> dict | None:
+    text = home_files.read_text(home, relative)
+    return None if text is None else tomllib.loads(text)
 
 
 def home_target(home: Path, path: str) -> Path:
-    """Where `~/...` lands in `home`; ValueError if it resolves outside it (`..`, symlinks)."""
+    """Where `~/...` lands in `home`; ValueError for `..`, NUL or a path not under ~/. A symlink on the
+    way is refused when the file is written (`home_files`), not here: it can appear in between."""
     if not path.startswith("~/"):
         raise ValueError(f"{path!r} is not under ~/")
-    root = home.resolve()
-    target = root / path[2:]
-    if not target.resolve().is_relative_to(root) or target.resolve() == root:
-        raise ValueError(f"{path!r} resolves outside the home directory")
-    return target
+    return home.joinpath(*home_files.parts_of(path[2:]))
 
 
 # --- Steps -----------------------------------------------------------------------------------------
 
+_UNSAFE_FOLDER_CHARS = re.compile(r"[^A-Za-z0-9._-]")
+
+
 def _short_names(repos: list[ResolvedRepository]) -> list[str]:
+    """Checkout folder names under ~/workspaces: the last segment of each name, made a plain folder
+    name (a name like `acme/..` from an older row must not put a checkout in the home itself)."""
     names: list[str] = []
     for repo in repos:
-        base = repo.name.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git") or "repo"
+        base = _UNSAFE_FOLDER_CHARS.sub("-", repo.name.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git"))
+        if base.strip(".") == "":
+            base = "repo"
         name, n = base, 2
         while name in names:
             name, n = f"{base}-{n}", n + 1
@@ -236,13 +231,17 @@ def _short_names(repos: list[ResolvedRepository]) -> list[str]:
 
 
 async def fetch_mirror(data_dir: Path, key: str, url: str, credential: str | None, refresh: bool,
-                       warnings: list[str], label: str) -> Path:
-    """The mirror of `url`; fetched when `refresh` (or absent), else (or if the origin fails) as is."""
+                       warnings: list[str], label: str, *, allow_local: bool = True) -> Path:
+    """The mirror of `url`; fetched when `refresh` (or absent), else (or if the origin fails) as is.
+
+    `git.ensure_mirror` checks `url` again (it may now resolve into the data dir); a refusal is a
+    failed fetch like any other."""
     existing = git.mirror_path(data_dir, key)
     if not refresh and (existing / "HEAD").exists():
         return existing
     try:
-        return await git.ensure_mirror(data_dir, key, url, credential)  # locks the mirror itself
+        return await git.ensure_mirror(data_dir, key, url, credential,  # locks the mirror itself
+                                       allow_local=allow_local)
     except git.GitError as exc:
         if not (existing / "HEAD").exists():
             raise
@@ -262,15 +261,16 @@ async def _existing_checkout(dest: Path) -> checkouts.CheckoutResult:
     return checkouts.CheckoutResult(dest, branch, commit, checkouts.DEFAULT_METHOD, 0.0)
 
 
-async def _clone(resolved, home, data_dir, refresh, result) -> None:
+async def _clone(resolved, home, data_dir, refresh, result, allow_local) -> None:
     credentials: list[str] = []
     for repo, short in zip(resolved.repositories, _short_names(resolved.repositories), strict=True):
-        dest = home / "workspaces" / short
-        if (dest / ".git").exists():  # provisioned before (a re-run after a failure): keep the agent's work
+        # ~/workspaces must be a real folder of the home: a symlink there would put the checkout elsewhere.
+        dest = await asyncio.to_thread(home_files.ensure_dir, home, "workspaces") / short
+        if (dest / ".git").is_dir() and not dest.is_symlink():  # provisioned before: keep the agent's work
             done = await _existing_checkout(dest)
         else:
             mirror = await fetch_mirror(data_dir, repo.id, repo.url, repo.credential, refresh,
-                                        result.warnings, repo.name)
+                                        result.warnings, repo.name, allow_local=allow_local)
             done = await checkouts.checkout(mirror, dest, repo.default_branch, origin_url=repo.url)
         await git.run_git("config", "user.name", AGENT_NAME, cwd=done.path)
         await git.run_git("config", "user.email", AGENT_EMAIL, cwd=done.path)
@@ -291,8 +291,15 @@ async def _clone(resolved, home, data_dir, refresh, result) -> None:
 async def store_git_credentials(home: Path, lines: list[str]) -> None:
     """`~/.git-credentials` (0600) read by git's `store` helper, enabled in `~/.gitconfig`, so that the
     agent can fetch and push over HTTPS without the token in any remote URL."""
-    await asyncio.to_thread(_write, home / ".git-credentials", "".join(lines), 0o600)
-    await git.run_git("config", "--file", str(home / ".gitconfig"), "credential.helper", "store")
+    await asyncio.to_thread(home_files.write_text, home, ".git-credentials", "".join(lines), 0o600)
+    # `git config --file` would write through a symlinked ~/.gitconfig: edit a copy, then write it back.
+    existing = await asyncio.to_thread(home_files.read_text, home, ".gitconfig")
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / "gitconfig"
+        copy.write_text(existing or "", "utf-8")
+        await git.run_git("config", "--file", str(copy), "credential.helper", "store")
+        text = copy.read_text("utf-8")
+    await asyncio.to_thread(home_files.write_text, home, ".gitconfig", text)
 
 
 def env_file_text(variables: dict[str, str]) -> str:
@@ -302,41 +309,47 @@ def env_file_text(variables: dict[str, str]) -> str:
 
 async def _variables(resolved, home, result) -> None:
     result.env = dict(resolved.variables)
-    result.env_file = home / ".replicas" / "env"
-    await asyncio.to_thread(_write, result.env_file, env_file_text(result.env), 0o600)
+    result.env_file = await asyncio.to_thread(home_files.write_text, home, ".replicas/env",
+                                              env_file_text(result.env), 0o600)
 
 
 async def _files(resolved, home, result) -> None:
     for path, content in resolved.files.items():
         try:
-            target = home_target(home, path)
-        except ValueError as exc:
+            home_target(home, path)
+            target = await asyncio.to_thread(home_files.write_text, home, path[2:], content, 0o600)
+        except ValueError as exc:  # PathRefused included: a symlink on the way is refused, not followed
             result.warnings.append(f"File refused: {exc}")
             continue
-        await asyncio.to_thread(_write, target, content, 0o600)
         result.files.append(target)
 
 
 def _write_mcp_configs(home: Path, mcps) -> list[Path]:
-    claude = home / agent_config.CLAUDE_CONFIG
-    _write(claude, json.dumps(agent_config.merge_claude_config(_read_json(claude), mcps), indent=2), 0o600)
-    codex = home / agent_config.CODEX_CONFIG
-    _write(codex, agent_config.dumps_toml(agent_config.merge_codex_config(_read_toml(codex), mcps)), 0o600)
-    opencode = home / agent_config.OPENCODE_CONFIG
-    _write(opencode, json.dumps(agent_config.merge_opencode_config(_read_json(opencode), mcps), indent=2),
-           0o600)
-    return [claude, codex, opencode]
+    write = home_files.write_text
+    claude, codex, opencode = agent_config.CLAUDE_CONFIG, agent_config.CODEX_CONFIG, agent_config.OPENCODE_CONFIG
+    return [
+        write(home, claude, json.dumps(agent_config.merge_claude_config(_read_json(home, claude), mcps),
+                                       indent=2), 0o600),
+        write(home, codex, agent_config.dumps_toml(agent_config.merge_codex_config(_read_toml(home, codex),
+                                                                                   mcps)), 0o600),
+        write(home, opencode, json.dumps(agent_config.merge_opencode_config(_read_json(home, opencode), mcps),
+                                         indent=2), 0o600),
+    ]
 
 
 async def _mcp(resolved, home, result) -> None:
-    if resolved.mcps:
+    if not resolved.mcps:
+        return
+    try:
         result.mcp_configs = await asyncio.to_thread(_write_mcp_configs, home, resolved.mcps)
+    except home_files.PathRefused as exc:
+        result.warnings.append(f"MCP configuration not written: {exc}")
 
 
-async def _skills(resolved, home, data_dir, refresh, result) -> None:
+async def _skills(resolved, home, data_dir, refresh, result, allow_local) -> None:
     for skill in resolved.skills.values():
         if await install_skill(skill, resolved.registries, home, data_dir, refresh=refresh,
-                               warnings=result.warnings):
+                               warnings=result.warnings, allow_local=allow_local):
             result.skills.append(skill.slug)
 
 
@@ -409,16 +422,18 @@ async def _skill_folder(mirror: Path, ref: str, skill: ResolvedSkill, hint: str 
 
 
 def _extract(archive: Path, home: Path, slug: str) -> None:
+    """Unpack a skill into each agent's skills folder. `fresh_dir` walks to the folder without following
+    a symlink; the `data` filter refuses members that are absolute, climb out with `..`, or are links
+    pointing outside the folder (a skill's tree is anyone's)."""
     for rel in agent_config.SKILL_DIRS:
-        dest = home / rel / slug
-        shutil.rmtree(dest, ignore_errors=True)
-        dest.mkdir(parents=True)
+        dest = home_files.fresh_dir(home, f"{rel}/{slug}")
         with tarfile.open(archive) as tar:
             tar.extractall(dest, filter="data")
 
 
 async def install_skill(skill: ResolvedSkill, registries: list[ResolvedRegistry], home: Path, data_dir: Path,
-                        *, refresh: bool, warnings: list[str], probe_timeout: float = PROBE_TIMEOUT) -> bool:
+                        *, refresh: bool, warnings: list[str], probe_timeout: float = PROBE_TIMEOUT,
+                        allow_local: bool = True) -> bool:
     """Copy a skill's folder into each agent's skills directory; False (with a warning) if it cannot be
     fetched or found. Registered registries are searched first, then the skill's own source."""
     if not SLUG.match(skill.slug):
@@ -432,7 +447,8 @@ async def install_skill(skill: ResolvedSkill, registries: list[ResolvedRegistry]
     for tree in trees:
         try:
             branch = tree.branch or await _source_branch(tree, data_dir, refresh, probe_timeout, warnings)
-            mirror = await fetch_mirror(data_dir, tree.key, tree.url, None, refresh, warnings, tree.label)
+            mirror = await fetch_mirror(data_dir, tree.key, tree.url, None, refresh, warnings, tree.label,
+                                        allow_local=allow_local)
             ref = f"refs/heads/{branch}"
             folder = await _skill_folder(mirror, ref, skill, tree.folder_hint, tree is source)
         except (git.GitError, OSError) as exc:
@@ -444,7 +460,11 @@ async def install_skill(skill: ResolvedSkill, registries: list[ResolvedRegistry]
             archive = Path(tmp) / "skill.tar"
             await git.run_git("archive", "--format=tar", "-o", str(archive),
                               f"{ref}:{folder}" if folder else ref, cwd=mirror)
-            await asyncio.to_thread(_extract, archive, home, skill.slug)
+            try:
+                await asyncio.to_thread(_extract, archive, home, skill.slug)
+            except (tarfile.TarError, home_files.PathRefused) as exc:
+                warnings.append(f"Skill {skill.slug!r} not installed: {exc}")
+                return False
         return True
     why = "; ".join(reasons) or "no registered registry or source holds it"
     warnings.append(f"Skill {skill.slug!r} ({skill.source}) not installed: could not be fetched ({why})")
@@ -463,12 +483,10 @@ def kept_paths(home: Path) -> dict[str, str]:
 
 
 def _write_prompt(home: Path, prompt: str) -> Path:
-    path = home / SYSTEM_PROMPT_FILE
-    _write(path, prompt + "\n")
+    path = home_files.write_text(home, SYSTEM_PROMPT_FILE.as_posix(), prompt + "\n")
     for rel in agent_config.INSTRUCTION_FILES:
-        target = home / rel
-        existing = target.read_text("utf-8") if target.exists() else None
-        _write(target, agent_config.merge_instructions(existing, prompt))
+        existing = home_files.read_text(home, rel)
+        home_files.write_text(home, rel, agent_config.merge_instructions(existing, prompt))
     return path
 
 
@@ -493,12 +511,10 @@ def start_hook_script(parts: list[tuple[str, Path]]) -> str:
 def _write_start_hook(home: Path, hooks: list[tuple[str, str]]) -> Path:
     parts = []
     for index, (label, content) in enumerate(hooks):
-        part = home / ".replicas" / "hooks" / f"start-{index}.sh"
-        _write(part, content if content.endswith("\n") else content + "\n", 0o700)
+        part = home_files.write_text(home, f".replicas/hooks/start-{index}.sh",
+                                     content if content.endswith("\n") else content + "\n", 0o700)
         parts.append((label, part))
-    path = home / START_HOOK_FILE
-    _write(path, start_hook_script(parts), 0o700)
-    return path
+    return home_files.write_text(home, START_HOOK_FILE.as_posix(), start_hook_script(parts), 0o700)
 
 
 async def _start_hook(resolved, home, result) -> None:
@@ -524,20 +540,23 @@ def _step_summary(name: str, result: ProvisionResult) -> dict[str, Any]:
 
 
 async def provision_home(resolved: ResolvedEnvironment, home: Path, data_dir: Path, *,
-                         on_step: OnStep | None = None, refresh: bool = True) -> ProvisionResult:
+                         on_step: OnStep | None = None, refresh: bool = True,
+                         allow_local_repositories: bool = True) -> ProvisionResult:
     """Lay out `resolved` in `home` in the documented order; see the module docstring.
 
     `refresh` fetches each mirror from its origin first; when the origin cannot be reached and a
     mirror exists, provisioning goes on from the mirror with a warning. `False` never fetches a mirror
-    that exists. Raises on a repository that cannot be checked out at all (no mirror, no origin)."""
+    that exists. Raises on a repository that cannot be checked out at all (no mirror, no origin).
+    `allow_local_repositories` (REPLICAS_ALLOW_LOCAL_REPOSITORIES) off refuses local repositories and
+    skill sources at fetch time too, whatever was registered before it was turned off."""
     home.mkdir(parents=True, exist_ok=True)
     result = ProvisionResult()
     steps = {
-        "clone": lambda: _clone(resolved, home, data_dir, refresh, result),
+        "clone": lambda: _clone(resolved, home, data_dir, refresh, result, allow_local_repositories),
         "variables": lambda: _variables(resolved, home, result),
         "files": lambda: _files(resolved, home, result),
         "mcp": lambda: _mcp(resolved, home, result),
-        "skills": lambda: _skills(resolved, home, data_dir, refresh, result),
+        "skills": lambda: _skills(resolved, home, data_dir, refresh, result, allow_local_repositories),
         "system_prompt": lambda: _system_prompt(resolved, home, result),
         "start_hook": lambda: _start_hook(resolved, home, result),
     }

@@ -3,6 +3,11 @@
 A repository's `url` is stored without any user:password part; a credential (a token, or
 `user:token`) lives only in `credential_encrypted` and reaches git through its environment
 (`git.git_env`), never through a URL, a log line or an audit snapshot.
+
+A URL must pass `repository_urls` (nothing of the server's own data, however spelt; no local
+repositories when REPLICAS_ALLOW_LOCAL_REPOSITORIES is false; none of git's transport tricks) before
+git is ever pointed at it. A repository's name becomes a checkout folder, so it may not hold `.` or
+`..` segments or control characters.
 """
 
 from __future__ import annotations
@@ -16,9 +21,10 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from replicas.crypto import SecretBox
 from replicas.errors import BadRequest, Conflict, NotFound
-from replicas.services import audit, git
+from replicas.services import audit, git, repository_urls
 from replicas.services.environments import parse_uuid
 from replicas.services.principal import Principal
+from replicas.settings import Settings
 from replicas.store.models import Environment, Repository, RepositorySet, RepositorySetMember
 
 DUPLICATE_REPOSITORY = "A repository with this name already exists"
@@ -49,6 +55,25 @@ def _clean_name(name: str | None, what: str) -> str:
     if not name or len(name) > 255:
         raise BadRequest("Invalid request", f"name: the {what} name must be 1 to 255 characters")
     return name
+
+
+def _check_repository_name(name: str) -> str:
+    """`owner/repo` style names only: each `/` segment becomes part of a path in some checkout."""
+    if any(ord(ch) < 32 or ch in "\x7f\\" for ch in name) or any(
+            segment in ("", ".", "..") for segment in name.split("/")):
+        raise BadRequest("Invalid request",
+                         f"name: {name!r} must be `owner/repo` style: no empty, '.' or '..' segments, "
+                         "backslashes or control characters")
+    return name
+
+
+def check_url(url: str, settings: Settings) -> None:
+    """Refuse, with a 400 naming the rule, a URL git may not be pointed at for a tenant."""
+    roots = repository_urls.protected_roots(
+        settings.data_dir, repository_urls.sqlite_files(settings.resolved_database_url))
+    problem = repository_urls.url_problem(url, allow_local=settings.allow_local_repositories, roots=roots)
+    if problem:
+        raise BadRequest("Invalid repository URL", f"url: {problem}")
 
 
 def _split_userinfo(url: str, credential: str | None) -> tuple[str, str | None]:
@@ -82,14 +107,16 @@ def _check_branch_name(branch: str) -> str:
     return branch
 
 
-async def _probe(url: str, credential: str | None, default_branch: str | None, timeout: float) -> str:
+async def _probe(url: str, credential: str | None, default_branch: str | None, timeout: float,
+                 allow_local: bool) -> str:
     """Return the branch to record: the given one (which must exist) or the remote's default."""
+    env = git.git_env(credential, url, allow_local=allow_local)
     try:
         if default_branch is None:
-            return await git.probe_remote(url, credential, timeout=timeout)
+            return await git.probe_remote(url, credential, timeout=timeout, env=env)
         # One ls-remote both proves the remote reachable and lists the branch if it exists.
-        heads = await git.run_git("ls-remote", "--heads", url, f"refs/heads/{default_branch}",
-                                  env=git.git_env(credential, url), timeout=timeout)
+        heads = await git.run_git("ls-remote", "--heads", "--", url, f"refs/heads/{default_branch}",
+                                  env=env, timeout=timeout)
     except git.GitError as exc:
         raise BadRequest("Repository is not reachable", exc.stderr or str(exc)) from None
     if not any(line.split("\t")[-1] == f"refs/heads/{default_branch}" for line in heads.splitlines()):
@@ -121,27 +148,35 @@ async def register_repository(
     principal: Principal,
     box: SecretBox,
     *,
+    settings: Settings,
     name: str,
     url: str,
     default_branch: str | None = None,
     credential: str | None = None,
-    timeout: float = 30.0,
+    timeout: float | None = None,
 ) -> Repository:
     """Register a git repository after checking with `git ls-remote` that it is reachable.
 
-    `url` is an absolute local path, `file://` or `https://` URL. The recorded default branch is
-    `default_branch` when given (it must exist on the remote), else the remote's HEAD. A bad or
-    unreachable URL is a 400 carrying git's reason.
+    `url` is an absolute local path, `file://` or `https://` URL, allowed by `check_url` under
+    `settings`. The recorded default branch is `default_branch` when given (it must exist on the
+    remote), else the remote's HEAD. A bad, refused or unreachable URL is a 400 (git's reason for
+    the last); nothing is stored.
     """
-    name = _clean_name(name, "repository")
+    name = _check_repository_name(_clean_name(name, "repository"))
+    raw_url = (url or "").strip()
+    if raw_url:  # the path as given, before normalising resolves it: both spellings are checked
+        check_url(raw_url, settings)
     url, credential = _split_userinfo(git.normalize_url(url), credential)
+    check_url(url, settings)
     credential = _clean_credential(credential, url)
     if default_branch is not None:
         default_branch = _check_branch_name(default_branch)
     if await session.scalar(select(Repository.id).where(
             Repository.organization_id == principal.organization_id, Repository.name == name)):
         raise Conflict(DUPLICATE_REPOSITORY, f"name: {name!r} is taken in this organization")
-    branch = await _probe(url, credential, default_branch, timeout)
+    branch = await _probe(url, credential, default_branch,
+                          settings.git_timeout_seconds if timeout is None else timeout,
+                          settings.allow_local_repositories)
     repo = Repository(
         organization_id=principal.organization_id, name=name, url=url, default_branch=branch,
         credential_encrypted=box.encrypt(credential) if credential else None,

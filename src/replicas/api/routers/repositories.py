@@ -42,8 +42,8 @@ async def register_repository(body: CreateRepositoryRequest, session: SessionDep
     stored encrypted and used for HTTPS fetches; it is never returned. A duplicate name answers 409.
     """
     repo = await service.register_repository(
-        session, principal, box, name=body.name, url=body.url, default_branch=body.default_branch,
-        credential=body.credential, timeout=settings.git_timeout_seconds,
+        session, principal, box, settings=settings, name=body.name, url=body.url,
+        default_branch=body.default_branch, credential=body.credential,
     )
     return {"repository": repository_view(repo)}
 
