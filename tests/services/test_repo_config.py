@@ -6,16 +6,16 @@ import json
 
 import pytest
 
-from replicas.services import git
-from replicas.services.repo_config import (
+from replicas.repo_config import (
     DEFAULT_HOOK_TIMEOUT_MS,
     HookSpec,
     RepoConfig,
     RepoConfigError,
     find_config_file,
     parse_repo_config,
-    read_repo_config,
 )
+from replicas.services import git
+from replicas.services.repo_config_reader import read_repo_config
 
 
 def test_json_example_from_the_docs_parses_with_defaults():

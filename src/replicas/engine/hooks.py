@@ -22,7 +22,7 @@ from pathlib import Path
 
 from replicas.engine import repos as repo_status
 from replicas.engine.journal import Journal, utc_timestamp
-from replicas.services.repo_config import (
+from replicas.repo_config import (
     CONFIG_FILES,
     DEFAULT_HOOK_TIMEOUT_MS,
     HookSpec,

@@ -23,11 +23,12 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from replicas.crypto import SecretBox
 from replicas.errors import BadRequest, Conflict, ReplicasError
+from replicas.repo_config import HookSpec, RepoConfigError
 from replicas.services import audit, git, warm_pools
 from replicas.services.environments import resolve_environment
 from replicas.services.hook_runner import HookResult, HookRun
 from replicas.services.principal import Principal
-from replicas.services.repo_config import HookSpec, RepoConfigError, read_repo_config
+from replicas.services.repo_config_reader import read_repo_config
 from replicas.services.repositories import bound_repositories
 from replicas.settings import Settings
 from replicas.store.models import Environment, EnvironmentHook, Repository

@@ -40,13 +40,15 @@ from urllib.parse import quote, urlparse
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from replicas import repo_config
 from replicas.crypto import SecretBox
-from replicas.services import agent_config, checkouts, git, home_files, repo_config
+from replicas.services import agent_config, checkouts, git, home_files
 from replicas.services import skill_discovery as discovery
 from replicas.services.env_hooks import START, active_hook
 from replicas.services.env_skills import bound_repositories, registry_mirror_key
 from replicas.services.environments import ensure_global, resolve_environment
 from replicas.services.principal import Principal
+from replicas.services.repo_config_reader import read_repo_config
 from replicas.store.models import (
     Environment,
     EnvironmentFile,
@@ -275,7 +277,7 @@ async def _clone(resolved, home, data_dir, refresh, result, allow_local) -> None
         await git.run_git("config", "user.name", AGENT_NAME, cwd=done.path)
         await git.run_git("config", "user.email", AGENT_EMAIL, cwd=done.path)
         try:
-            _, config = await repo_config.read_repo_config(done.path, "HEAD")
+            _, config = await read_repo_config(done.path, "HEAD")
         except (repo_config.RepoConfigError, git.GitError) as exc:
             result.warnings.append(f"{repo.name}: {exc}")
             config = None

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, Field
 
 from replicas.api.schemas.common import Request, iso
+from replicas.repo_config import HookSpec
 from replicas.services.hook_runner import HookResult
-from replicas.services.repo_config import HookSpec
 from replicas.store.models import EnvironmentHook, WarmPoolConfig, WarmPoolWorkspace
 
 if TYPE_CHECKING:

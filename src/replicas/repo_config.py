@@ -4,6 +4,9 @@ Only the first file found at the repository root is used, in that order. Known k
 normalised (`warmHook` / `startHook` get their defaults); unknown keys are ignored and never an error
 (spec §10 #29). A file that cannot be parsed, or whose known keys have the wrong shape, raises
 `RepoConfigError` with a message that names the file, the key and, for syntax errors, the line.
+
+Neutral ground: the engine reads the file from a checkout inside the workspace, the control plane
+from a mirror (`services/repo_config_reader.py`); both parse it here, so neither layer imports the other.
 """
 
 from __future__ import annotations
@@ -11,12 +14,9 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable
 from dataclasses import asdict, dataclass
-from pathlib import Path
 from typing import Any
 
 import yaml
-
-from replicas.services import git
 
 CONFIG_FILES = ("replicas.json", "replicas.yaml", "replicas.yml")
 DEFAULT_HOOK_TIMEOUT_MS = 300_000
@@ -116,16 +116,3 @@ def parse_repo_config(text: str, filename: str) -> RepoConfig:
         start_hook=_hook(data.get("startHook"), filename, "startHook"),
     )
 
-
-async def read_repo_config(repo: Path, ref: str) -> tuple[str | None, RepoConfig | None]:
-    """Read the configuration at `ref` in the (bare) repository `repo`.
-
-    Returns `(file name, config)`, or `(None, None)` when the tree has no configuration file. Raises
-    `git.GitError` when the tree cannot be read and `RepoConfigError` when the file is malformed."""
-    # Only the root matters, so list it alone rather than the whole tree (`git.list_files` recurses).
-    root = await git.run_git("ls-tree", "--name-only", "-z", ref, cwd=repo)
-    filename = find_config_file(name for name in root.split("\0") if name)
-    if filename is None:
-        return None, None
-    text = await git.read_file(repo, ref, filename)
-    return filename, parse_repo_config(text, filename)
