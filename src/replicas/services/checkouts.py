@@ -69,7 +69,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from replicas.errors import Conflict, NotFound
+from replicas.errors import BadRequest, Conflict, NotFound
+from replicas.services import repository_urls
 from replicas.services.git import GitError, display_url, run_git
 
 log = logging.getLogger("replicas.checkouts")
@@ -150,6 +151,11 @@ async def checkout(mirror: Path, dest: Path, branch: str, *, origin_url: str,
     left as it was found. `origin_url` is stored in the checkout's config as given: pass the URL
     without credentials (pushes authenticate through the environment, as `git.git_env` does)."""
     method = CheckoutMethod(method)
+    problem = repository_urls.syntax_problem(origin_url)
+    if problem:  # it lands in the checkout's config, where the agent's git would run it
+        raise BadRequest("Invalid repository URL", f"origin_url: {problem}")
+    if mirror.is_symlink():  # mirrors are made by git.ensure_mirror, never as links to somewhere else
+        raise BadRequest("Invalid mirror", f"{mirror} is a symlink")
     started = time.perf_counter()
     existed = await asyncio.to_thread(_destination_state, dest)
     try:

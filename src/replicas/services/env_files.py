@@ -1,7 +1,9 @@
 """Environment files: dropped into a workspace's home at provisioning; encrypted at rest, ≤ 64 KB.
 
 Paths are stored normalised (`~/a//b/./c` → `~/a/b/c`) so that one path cannot be registered twice
-under two spellings, and may never leave the home directory.
+under two spellings, and may never leave the home directory: not absolute, no `..` above `~`, no NUL
+or control characters. A symlink in the home is the workspace's business and cannot be seen from
+here; provisioning refuses to write through one (`home_files`).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from replicas.store.models import Environment, EnvironmentFile, utcnow
 MAX_CONTENT_BYTES = 65_536
 MAX_NAME_LENGTH = 255
 MAX_PATH_LENGTH = 1024
+MAX_SEGMENT_BYTES = 255  # NAME_MAX: a longer component could not be written at provisioning
 DUPLICATE_PATH = "A file with this path already exists"
 HOME = "~/"
 
@@ -31,6 +34,8 @@ def normalize_path(raw: str) -> str:
     """Return the canonical `~/...` form of `raw`, or raise BadRequest naming what is wrong."""
     if not raw.startswith(HOME):
         raise BadRequest("Invalid request", f"path: must start with ~/ (got {raw!r})")
+    if "\x00" in raw:
+        raise BadRequest("Invalid request", "path: must not contain a NUL byte")
     if any(ord(ch) < 32 or ch == "\x7f" for ch in raw):
         raise BadRequest("Invalid request", "path: must not contain control characters")
     if raw.endswith("/"):
@@ -43,6 +48,8 @@ def normalize_path(raw: str) -> str:
             if not parts:
                 raise BadRequest("Invalid request", "path: must not escape the home directory with ..")
             parts.pop()
+        elif len(part.encode()) > MAX_SEGMENT_BYTES:
+            raise BadRequest("Invalid request", f"path: each segment at most {MAX_SEGMENT_BYTES} bytes")
         else:
             parts.append(part)
     if not parts:

@@ -8,6 +8,7 @@ never become 5xx: they come back as an `error` string beside whatever could be l
 from __future__ import annotations
 
 import asyncio
+import re
 import shutil
 import uuid
 from pathlib import Path
@@ -33,6 +34,8 @@ from replicas.store.models import (
 SKILL_CONFLICT = "Skill is already enabled on this environment"
 REGISTRY_CONFLICT = "Skill registry is already added to this environment"
 URL_MAX_LENGTH = 1024  # the column's size; a resolved local path can outgrow the request's limit
+# A slug becomes a folder in each agent's skills directory (provisioning): a plain folder name only.
+SLUG_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 Discovered = tuple[list[discovery.RepoSkill], str | None]
 
@@ -72,6 +75,9 @@ async def enable_skill(session: AsyncSession, principal: Principal, env_ref: str
     """Enable a catalog skill; 409 when its slug or its source is already enabled on the environment."""
     env = await resolve_environment(session, principal, env_ref)
     name, slug, source = (_required(data, field) for field in ("name", "slug", "source"))
+    if not SLUG_PATTERN.match(slug):
+        raise BadRequest("Invalid request", f"slug: {slug[:64]!r} must match {SLUG_PATTERN.pattern} "
+                                            "(it becomes a folder name)")
     existing = await session.scalar(
         select(EnvironmentSkill).where(EnvironmentSkill.environment_id == env.id,
                                        or_(EnvironmentSkill.slug == slug, EnvironmentSkill.source == source))

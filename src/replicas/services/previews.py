@@ -31,8 +31,27 @@ PROXY_PREFIX = "/previews"
 
 
 def validate_port(port: int) -> int:
-    if not MIN_PORT <= port <= MAX_PORT:
+    if isinstance(port, bool) or not isinstance(port, int) or not MIN_PORT <= port <= MAX_PORT:
         raise BadRequest("Invalid port", f"port must be between {MIN_PORT} and {MAX_PORT}, got {port}")
+    return port
+
+
+def reserved_ports(settings: Settings, workspace: Workspace) -> set[int]:
+    """Ports a preview may never expose: this server's own, and the workspace engine's. With the local
+    runtime a preview reaches 127.0.0.1:<port> on the host, so a public preview of the server's port
+    would put its API, and of the engine's port the engine, behind an unauthenticated URL."""
+    ports = {settings.port, settings.docker_engine_port}
+    engine_port = (workspace.runtime_state or {}).get("engine_port")
+    if isinstance(engine_port, int):
+        ports.add(engine_port)
+    return ports
+
+
+def check_port(port: int, settings: Settings, workspace: Workspace) -> int:
+    """A port the workspace may publish: valid, and not one of `reserved_ports`."""
+    validate_port(port)
+    if port in reserved_ports(settings, workspace):
+        raise BadRequest("Invalid port", f"port {port} is reserved for the control plane or the workspace engine")
     return port
 
 
@@ -59,8 +78,12 @@ async def get_preview(session: AsyncSession, workspace_id: uuid.UUID, port: int)
 
 
 async def create_preview(session: AsyncSession, workspace: Workspace, port: int,
-                         authenticated: bool = False) -> tuple[Preview, bool]:
-    """Register `port` of `workspace`; returns (preview, created). Idempotent per port."""
+                         authenticated: bool = False, *, settings: Settings | None = None) -> tuple[Preview, bool]:
+    """Register `port` of `workspace`; returns (preview, created). Idempotent per port.
+
+    With `settings`, the server's and the engine's ports are refused (`check_port`)."""
+    if settings is not None:
+        check_port(port, settings, workspace)
     validate_port(port)
     existing = await get_preview(session, workspace.id, port)
     if existing is None:

@@ -129,8 +129,9 @@ class WorkspaceManager:
                                                           *python_environment_paths()])
             handle = await self.runtime.provision(str(row.id), spec)
             row = await self._save(row, runtime_state=self.runtime.get_state(handle))
-            result = await provisioning.provision_home(resolved, Path(handle.home), self.settings.data_dir,
-                                                       on_step=on_step)
+            result = await provisioning.provision_home(
+                resolved, Path(handle.home), self.settings.data_dir, on_step=on_step,
+                allow_local_repositories=self.settings.allow_local_repositories)
             env = {**await self._base_env(row), **result.env, "REPLICAS_DEFAULT_PROVIDER": row.coding_agent}
             if result.system_prompt_path:
                 env["REPLICAS_SYSTEM_PROMPT_FILE"] = str(result.system_prompt_path)

@@ -91,7 +91,8 @@ async def _announce(request: Request, session, settings: Settings, workspace: Wo
 
 async def _create(request: Request, session, settings: Settings, workspace: Workspace, body: CreatePreviewRequest,
                   response: Response) -> dict:
-    preview, created = await service.create_preview(session, workspace, body.port, body.authenticated)
+    preview, created = await service.create_preview(session, workspace, body.port, body.authenticated,
+                                                    settings=settings)
     response.status_code = 201 if created else 200
     if created:
         await _announce(request, session, settings, workspace)
