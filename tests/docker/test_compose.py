@@ -140,6 +140,9 @@ def test_compose_up_serves_the_api_with_postgresql_and_the_docker_runtime(projec
     assert f'"REPLICAS_DATABASE_URL=postgresql://replicas:{env["POSTGRES_PASSWORD"]}@postgres:5432/replicas"' \
         in environment
     assert f'"REPLICAS_DOCKER_NETWORK={project.name}"' in environment
+    # A multi-tenant deployment: no local repositories, no tenant URL to private addresses.
+    assert '"REPLICAS_ALLOW_LOCAL_REPOSITORIES=false"' in environment
+    assert '"REPLICAS_ALLOW_PRIVATE_OUTBOUND=false"' in environment
     assert f'"{env["DOCKER_GID"]}"' in groups
     logs = _docker("logs", replicas)
     assert "database=postgresql runtime=docker" in logs.stdout + logs.stderr, project.logs()
