@@ -1,4 +1,7 @@
-"""Warm and start hooks: versions, test runs in the scratch harness, streaming, repository hooks, scoping."""
+"""Warm and start hooks: versions, test runs in a throwaway workspace, streaming, repository hooks, scoping.
+
+What a test run may reach (the data dir, the server, the environment's variables and files on both backends) is
+proven in `tests/security/test_hook_sandbox.py`; here, the endpoints' behaviour on the default (local) runtime."""
 
 from __future__ import annotations
 
@@ -180,7 +183,45 @@ async def test_unknown_unauthorized_and_other_org_environments(client, make_org,
 
 # --- test runs --------------------------------------------------------------------------------------
 
-async def test_test_run_reports_output_in_a_scratch_home_and_persists_nothing(client, app, settings):
+def _sandboxes(settings) -> list[str]:
+    """The throwaway workspaces of hook test runs still on disk."""
+    root = settings.data_dir / "workspaces"
+    return sorted(p.name for p in root.glob("hooktest-*")) if root.exists() else []
+
+
+def _processes_with(marker: str) -> list[int]:
+    """Live processes whose command line holds `marker` (test scripts run `sleep <unique number>`)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                cmdline = handle.read().replace(b"\0", b" ").decode(errors="replace")
+            with open(f"/proc/{entry}/stat") as handle:
+                zombie = handle.read().split(") ", 1)[1][0] == "Z"
+        except OSError:
+            continue
+        if marker in cmdline and not zombie and int(entry) != os.getpid():
+            found.append(int(entry))
+    return found
+
+
+async def _until_gone(marker: str, settings, seconds: float = 10.0) -> None:
+    """Wait until no process runs `marker` and no hook sandbox is left; fail otherwise."""
+    for _ in range(int(seconds / 0.05)):
+        if not _processes_with(marker) and not _sandboxes(settings):
+            return
+        await asyncio.sleep(0.05)
+    assert _processes_with(marker) == [] and _sandboxes(settings) == []
+
+
+def _unique_sleep() -> str:
+    """A `sleep` argument no other process has, to find the script's children by command line."""
+    return f"{60 + uuid.uuid4().int % 10_000 / 10_000:.4f}"
+
+
+async def test_test_run_reports_output_in_a_throwaway_workspace_and_persists_nothing(client, app, settings):
     script = 'echo "home=$HOME"; echo "cwd=$(pwd)"; touch made-here; ls; echo "secret=${REPLICAS_SECRET_KEY:-}"\n'
     os.environ["REPLICAS_SECRET_KEY"] = "must-not-leak"
     try:
@@ -192,10 +233,11 @@ async def test_test_run_reports_output_in_a_scratch_home_and_persists_nothing(cl
     assert test["exit_code"] == 0 and test["timed_out"] is False
     lines = test["output"].splitlines()
     home = lines[0].removeprefix("home=")
-    assert home.startswith(str((settings.data_dir / "hook-tests").resolve()))
-    assert lines[1] == f"cwd={home}" and lines[2] == "made-here" and lines[3] == "secret="
+    workspaces = str((settings.data_dir / "workspaces").resolve())
+    assert home.startswith(workspaces + "/hooktest-") and home.endswith("/home")
+    assert lines[1] == f"cwd={home}" and "made-here" in lines[2:-1] and lines[-1] == "secret="
     assert not os.path.exists(home)
-    assert list((settings.data_dir / "hook-tests").iterdir()) == []
+    assert _sandboxes(settings) == []
     assert (await client.get(_url(WARM, "global"))).json()["warm_hook"] is None
 
 
@@ -232,19 +274,9 @@ async def short_timeout_client(settings):
             yield client
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    # A zombie awaiting its parent counts as gone.
-    with open(f"/proc/{pid}/stat") as handle:
-        return handle.read().split(") ", 1)[1][0] != "Z"
-
-
-async def test_hook_that_runs_too_long_times_out_and_its_children_are_killed(short_timeout_client, tmp_path):
-    pid_file = tmp_path / "child.pid"
-    script = f"echo started\nsleep 60 &\necho $! > {pid_file}\nwait\necho never\n"
+async def test_hook_that_runs_too_long_times_out_and_its_children_are_killed(short_timeout_client, settings):
+    seconds = _unique_sleep()
+    script = f"echo started\nsleep {seconds} &\nwait\necho never\n"
     loop = asyncio.get_running_loop()
     started = loop.time()
     response = await short_timeout_client.post(_url(START_TEST, "global"), json={"content": script})
@@ -253,30 +285,21 @@ async def test_hook_that_runs_too_long_times_out_and_its_children_are_killed(sho
     assert test["timed_out"] is True and test["exit_code"] == -1
     assert test["output"].startswith("started\n") and "never" not in test["output"]
     assert "timed out after 1s" in test["output"]
-    child = int(pid_file.read_text())
-    for _ in range(50):
-        if not _alive(child):
-            break
-        await asyncio.sleep(0.02)
-    assert not _alive(child)
+    await _until_gone(seconds, settings)
 
     events = await _stream(short_timeout_client, _url(WARM, "global") + "/save-test/stream",
-                           {"content": "echo started; sleep 60"})
+                           {"content": f"echo started; sleep {seconds}"})
     assert events[-1] == ("complete", {"exit_code": -1, "timed_out": True, "warm_hook": None})
     assert (await short_timeout_client.get(_url(WARM, "global"))).json()["warm_hook"] is None
+    await _until_gone(seconds, settings)
 
 
-async def test_background_children_do_not_outlive_a_finished_hook(client, tmp_path):
-    pid_file = tmp_path / "daemon.pid"
-    script = f"sleep 60 >/dev/null 2>&1 &\necho $! > {pid_file}\necho done\n"
+async def test_background_children_do_not_outlive_a_finished_hook(client, settings):
+    seconds = _unique_sleep()
+    script = f"sleep {seconds} >/dev/null 2>&1 &\necho done\n"
     test = (await client.post(_url(WARM_TEST, "global"), json={"content": script})).json()["test"]
     assert test == {"exit_code": 0, "output": "done\n", "timed_out": False}
-    child = int(pid_file.read_text())
-    for _ in range(50):
-        if not _alive(child):
-            break
-        await asyncio.sleep(0.02)
-    assert not _alive(child)
+    await _until_gone(seconds, settings)
 
 
 # --- streaming ----------------------------------------------------------------------------------------
@@ -286,7 +309,9 @@ async def test_save_test_stream_persists_only_when_the_test_succeeds(client, app
     url = _url(WARM, env_id) + "/save-test/stream"
 
     failed = await _stream(client, url, {"content": "echo nope >&2; exit 2\n"})
-    assert [kind for kind, _ in failed] == ["progress", "output", "progress", "progress", "complete"]
+    # Provisioning, running, the output, the outcome, not saved, complete.
+    assert [kind for kind, _ in failed] == ["progress", "progress", "output", "progress", "progress", "complete"]
+    assert "isolated sandbox" in failed[0][1]["message"] and failed[1][1]["message"] == "Running the warm hook"
     assert _output(failed) == "nope\n"
     assert failed[-1] == ("complete", {"exit_code": 2, "timed_out": False, "warm_hook": None})
     assert await _hooks_in_store(app, env_id, "warm") == []
@@ -342,18 +367,18 @@ async def live_url(app):
     await task
 
 
-async def test_stream_delivers_output_while_the_script_is_still_running(live_url, org, tmp_path):
-    flag = tmp_path / "go"
-    # The script only finishes once the test has seen its first line, so buffered output cannot pass.
-    script = (f"echo first\nfor i in $(seq 500); do [ -e {flag} ] && break; sleep 0.02; done\n"
-              f"[ -e {flag} ] && echo saw-flag || echo no-flag\n")
+async def test_stream_delivers_output_while_the_script_is_still_running(live_url, org, settings):
+    # The script only finishes once the test has seen its first line (and put a flag into the sandbox's
+    # home from outside), so buffered output cannot pass.
+    script = ("echo first\nfor i in $(seq 500); do [ -e ~/go ] && break; sleep 0.02; done\n"
+              "[ -e ~/go ] && echo saw-flag || echo no-flag\n")
     events: list[tuple[str, dict]] = []
     async with httpx.AsyncClient(base_url=live_url, headers={"Authorization": f"Bearer {org.key}"},
                                  timeout=30) as http:
         for url, body in [(_url(START_STREAM, "global"), {"content": script}),
                           (_url(WARM, "global") + "/save-test/stream", {"content": script, "mode": "test_only"})]:
-            flag.unlink(missing_ok=True)
             events.clear()
+            flagged = False
             async with http.stream("POST", url, json=body) as response:
                 assert response.status_code == 200
                 buffer = ""
@@ -362,11 +387,14 @@ async def test_stream_delivers_output_while_the_script_is_still_running(live_url
                     *frames, buffer = buffer.split("\n\n")
                     for frame in frames:
                         events.extend(parse_sse(frame + "\n\n"))
-                    if "first" in _output(events) and not flag.exists():
+                    if "first" in _output(events) and not flagged:
                         assert events[-1][0] == "output" and "saw-flag" not in _output(events)
-                        flag.touch()
+                        (sandbox,) = _sandboxes(settings)
+                        (settings.data_dir / "workspaces" / sandbox / "home" / "go").touch()
+                        flagged = True
             assert _output(events) == "first\nsaw-flag\n"
             assert events[-1][0] == "complete" and events[-1][1]["exit_code"] == 0
+    assert _sandboxes(settings) == []
 
 
 # --- start hooks ------------------------------------------------------------------------------------
@@ -470,22 +498,17 @@ async def test_repository_set_reports_parse_errors_missing_files_and_unreachable
     assert gone_entry["error"].startswith("Could not fetch file://")
 
 
-async def test_a_client_that_disconnects_stops_the_script(live_url, org, settings, tmp_path):
-    pid_file = tmp_path / "script.pid"
-    script = f"echo $$ > {pid_file}\necho started\nsleep 60\n"
+async def test_a_client_that_disconnects_stops_the_script(live_url, org, settings):
+    seconds = _unique_sleep()
+    script = f"echo started\nsleep {seconds}\n"
     async with httpx.AsyncClient(base_url=live_url, headers={"Authorization": f"Bearer {org.key}"},
                                  timeout=30) as http:
         async with http.stream("POST", _url(START_STREAM, "global"), json={"content": script}) as response:
             async for text in response.aiter_text():
                 if "started" in text:
+                    assert len(_sandboxes(settings)) == 1
                     break
-    script_pid = int(pid_file.read_text())
-    for _ in range(250):
-        if not _alive(script_pid) and not any((settings.data_dir / "hook-tests").iterdir()):
-            break
-        await asyncio.sleep(0.02)
-    assert not _alive(script_pid)
-    assert list((settings.data_dir / "hook-tests").iterdir()) == []
+    await _until_gone(seconds, settings)
 
 
 async def test_quiet_streams_send_ping_comments(client, monkeypatch):

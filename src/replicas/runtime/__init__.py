@@ -19,6 +19,7 @@ from replicas.runtime.base import (
     Runtime,
     RuntimeFailure,
     RuntimeStatus,
+    SandboxUnavailable,
     WorkspaceHandle,
     WorkspaceSpec,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "Runtime",
     "RuntimeFailure",
     "RuntimeStatus",
+    "SandboxUnavailable",
     "WorkspaceHandle",
     "WorkspaceSpec",
     "create_runtime",

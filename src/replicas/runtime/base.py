@@ -13,6 +13,7 @@ Lifecycle of one workspace, and which calls are valid in each state::
 
     poll            any time, any state, on any handle (also one built by `load_state` after a restart)
     exec            stopped or running (provisioning runs commands before the first start)
+    check_isolation any time; raises when tenant code could not run isolated from this host
     engine_endpoint any time; it answers only while running and the engine has bound it
     port_endpoint   any time; it answers only while something in the workspace listens on the port
 
@@ -32,7 +33,7 @@ from __future__ import annotations
 
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, Literal
@@ -57,6 +58,17 @@ class RuntimeFailure(ReplicasError):
 
     status = 500
     default_message = "Workspace runtime failure"
+
+
+class SandboxUnavailable(RuntimeFailure):
+    """Tenant code cannot be run isolated here (no working bubblewrap, no Docker engine). Callers that run
+    tenant-supplied code refuse with this rather than run it on the control plane's host."""
+
+    default_message = "Sandbox unavailable"
+
+
+# Called with each chunk of a command's output as it arrives (`Runtime.exec(on_output=...)`).
+OutputCallback = Callable[[bytes], None]
 
 
 class RuntimeStatus(StrEnum):
@@ -214,13 +226,22 @@ class Runtime(ABC):
         *,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        on_output: OutputCallback | None = None,
     ) -> ExecResult:
         """Run `argv` inside the workspace with the engine's isolation and limits; wait for it.
 
         Valid when stopped or running. `cwd` defaults to the workspace home. On timeout the
         command's whole tree is killed and the result says `timed_out`. Output is stdout and stderr
         interleaved, decoded as UTF-8 with replacement, and bounded (the tail is kept).
+        `on_output`, when given, is called on the event loop with each raw chunk as it arrives (for
+        streaming); the result still holds the bounded tail. Cancelling the call kills the command.
         """
+
+    @abstractmethod
+    async def check_isolation(self) -> None:
+        """Raise `SandboxUnavailable`, saying why, when a workspace of this runtime would not be isolated
+        from the control plane's host (bubblewrap missing or broken, the Docker engine unreachable).
+        Code a tenant supplies (hook scripts) runs only after this passed; never on the host instead."""
 
     @abstractmethod
     def port_endpoint(self, handle: WorkspaceHandle, port: int) -> PortEndpoint:

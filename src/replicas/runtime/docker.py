@@ -74,10 +74,12 @@ from replicas.runtime.base import (
     ENV_WORKSPACE_ID,
     EngineEndpoint,
     ExecResult,
+    OutputCallback,
     PortEndpoint,
     Runtime,
     RuntimeFailure,
     RuntimeStatus,
+    SandboxUnavailable,
     WorkspaceHandle,
     WorkspaceSpec,
     validate_workspace_id,
@@ -379,6 +381,7 @@ class DockerRuntime(Runtime):
         *,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        on_output: OutputCallback | None = None,
     ) -> ExecResult:
         """In the running container (`docker exec`), else in a throwaway container with the same mounts
         and limits. `timeout` (coreutils) kills the command's process group when time is up."""
@@ -392,17 +395,30 @@ class DockerRuntime(Runtime):
         environment = self._environment(h, env or {})
         cwd = cwd or h.home
         started = time.monotonic()
+        # The blocking reads run in a worker thread; each chunk is handed back to the event loop.
+        loop = asyncio.get_running_loop()
+        on_chunk = None if on_output is None else (lambda chunk: loop.call_soon_threadsafe(on_output, chunk))
         container = await self._call(self._container, h)
         if container is not None and container.status == "running":
-            code, output = await self._call(self._exec_in, container, command, environment, cwd)
+            code, output = await self._call(self._exec_in, container, command, environment, cwd, on_chunk)
         else:
             await asyncio.to_thread(self._hand_over, h)
-            code, output = await self._call(self._exec_aside, h, command, environment, cwd, seconds + 30)
+            code, output = await self._call(self._exec_aside, h, command, environment, cwd, seconds + 30, on_chunk)
         timed_out = code in (124, 137) and time.monotonic() - started >= timeout
         if code is None:
             code, timed_out = -9, True
         return ExecResult(exit_code=code, output=output[-EXEC_OUTPUT_LIMIT:].decode(errors="replace"),
                           timed_out=timed_out)
+
+    async def check_isolation(self) -> None:
+        def ping() -> None:
+            self.client().ping()
+            self.image_config()
+
+        try:
+            await self._call(ping)
+        except RuntimeFailure as exc:
+            raise SandboxUnavailable("Sandbox unavailable", f"{exc.error}: {exc.details}") from None
 
     async def _exists(self, h: DockerHandle) -> bool:
         """Provisioned and not destroyed: its volume (remote) or its directory here."""
@@ -572,15 +588,15 @@ class DockerRuntime(Runtime):
         return container
 
     def _exec_in(self, container, command: list[str], environment: Mapping[str, str],
-                 cwd: str) -> tuple[int | None, bytes]:
+                 cwd: str, on_chunk: OutputCallback | None = None) -> tuple[int | None, bytes]:
         api = self.client().api
         exec_id = api.exec_create(container.id, command, stdout=True, stderr=True, environment=dict(environment),
                                   workdir=cwd, user=f"{self.uid}:{self.gid}")["Id"]
-        output = _exec_output(api, exec_id)
+        output = _exec_output(api, exec_id, on_chunk)
         return api.exec_inspect(exec_id).get("ExitCode"), output
 
     def _exec_aside(self, h: DockerHandle, command: list[str], environment: Mapping[str, str], cwd: str,
-                    wait_seconds: float) -> tuple[int | None, bytes]:
+                    wait_seconds: float, on_chunk: OutputCallback | None = None) -> tuple[int | None, bytes]:
         import requests
 
         name = f"{h.container_name}-exec-{uuid.uuid4().hex[:8]}"
@@ -590,6 +606,9 @@ class DockerRuntime(Runtime):
         try:
             self._upload_staging(h, container)
             container.start()
+            if on_chunk is not None:  # follow the output as it comes; it ends when the container does
+                for chunk in container.logs(stdout=True, stderr=True, stream=True, follow=True):
+                    on_chunk(chunk)
             try:
                 code = container.wait(timeout=wait_seconds).get("StatusCode")
             except (requests.exceptions.ConnectionError, requests.exceptions.ReadTimeout):
@@ -635,7 +654,7 @@ def _url_host(host: str) -> str:
     return f"[{host}]" if ":" in host and not host.startswith("[") else host
 
 
-def _exec_output(api, exec_id: str) -> bytes:
+def _exec_output(api, exec_id: str, on_chunk: OutputCallback | None = None) -> bytes:
     """Start exec `exec_id` attached and read its multiplexed output to the end.
 
     Not `api.exec_start`: that reads the frames from the raw socket under the HTTP response, which loses
@@ -649,7 +668,10 @@ def _exec_output(api, exec_id: str) -> bytes:
         reader = response.raw._fp.fp
         output = bytearray()
         while len(header := _read_exactly(reader, 8)) == 8:
-            output += _read_exactly(reader, struct.unpack(">BxxxL", header)[1])
+            frame = _read_exactly(reader, struct.unpack(">BxxxL", header)[1])
+            if on_chunk is not None:
+                on_chunk(frame)
+            output += frame
         return bytes(output)
     finally:
         response.close()

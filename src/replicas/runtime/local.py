@@ -36,6 +36,7 @@ import signal
 import sys
 import tempfile
 import time
+import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -49,10 +50,12 @@ from replicas.runtime.base import (
     ENV_WORKSPACE_ID,
     EngineEndpoint,
     ExecResult,
+    OutputCallback,
     PortEndpoint,
     Runtime,
     RuntimeFailure,
     RuntimeStatus,
+    SandboxUnavailable,
     WorkspaceHandle,
     WorkspaceSpec,
     validate_workspace_id,
@@ -232,6 +235,7 @@ class LocalRuntime(Runtime):
         self.hidden_paths = hidden
         self._bwrap: str | None = None
         self._bwrap_checked = False
+        self._bwrap_reason: str | None = None
         self._bwrap_lock = asyncio.Lock()
 
     # -- handles -------------------------------------------------------------------------------
@@ -340,6 +344,7 @@ class LocalRuntime(Runtime):
         *,
         env: Mapping[str, str] | None = None,
         cwd: str | None = None,
+        on_output: OutputCallback | None = None,
     ) -> ExecResult:
         h = self._local(handle)
         if not os.path.isdir(h.workspace_dir):
@@ -350,14 +355,21 @@ class LocalRuntime(Runtime):
         cwd = cwd or h.home
         command = (build_bwrap_argv(bwrap, self._policy(h), argv, cwd=cwd, die_with_parent=True)
                    if bwrap else list(argv))
-        if h.cgroups and self._leader_alive(h):
-            command = ["/bin/sh", "-c", _JOIN_CGROUPS, "sh", *Cgroups.procs_files(h.cgroups), "--", *command]
+        # In a running workspace the command shares its groups; otherwise it gets groups of its own with the
+        # workspace's limits, so that a command run before the first start is bounded the same way.
+        own_groups: list[str] = []
+        groups = h.cgroups if h.cgroups and self._leader_alive(h) else []
+        if not groups:
+            own_groups = groups = await asyncio.to_thread(
+                self.cgroups.create, f"{h.workspace_id}-exec-{uuid.uuid4().hex[:8]}", SIZE_LIMITS[h.spec.size])
+        if groups:
+            command = ["/bin/sh", "-c", _JOIN_CGROUPS, "sh", *Cgroups.procs_files(groups), "--", *command]
         proc = await asyncio.create_subprocess_exec(
             *command, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT, env=self._environment(h, env or {}), cwd=cwd,
             start_new_session=True)
         output = bytearray()
-        reader = asyncio.create_task(_collect(proc.stdout, output, EXEC_OUTPUT_LIMIT))
+        reader = asyncio.create_task(_collect(proc.stdout, output, EXEC_OUTPUT_LIMIT, on_output))
         timed_out = False
         try:
             try:
@@ -368,15 +380,26 @@ class LocalRuntime(Runtime):
                 await proc.wait()
             # Unsandboxed, a background child may hold the pipe open after the command exits.
             try:
-                await asyncio.wait_for(reader, 1.0)
+                await asyncio.wait_for(asyncio.shield(reader), 1.0)
             except TimeoutError:
                 pass
         finally:  # cancelled: the command must not outlive its caller
             if proc.returncode is None:
                 _kill_group(proc.pid, signal.SIGKILL)
             reader.cancel()
+            if own_groups:
+                await _empty_groups(own_groups)
         code = proc.returncode if proc.returncode is not None else -signal.SIGKILL
         return ExecResult(exit_code=code, output=output.decode(errors="replace"), timed_out=timed_out)
+
+    async def check_isolation(self) -> None:
+        if self.sandbox == "off":
+            raise SandboxUnavailable("Sandbox unavailable", "the local runtime runs with its sandbox turned off")
+        await self._probe_bwrap_once()
+        if self._bwrap is None:
+            raise SandboxUnavailable("Sandbox unavailable",
+                                     f"bubblewrap cannot run here ({self._bwrap_reason}); install bubblewrap or use "
+                                     "REPLICAS_RUNTIME=docker")
 
     # -- internals -----------------------------------------------------------------------------
 
@@ -396,18 +419,22 @@ class LocalRuntime(Runtime):
                     ENV_RUN_DIR: h.run_dir, ENV_ENGINE_SOCKET: os.path.join(h.run_dir, ENGINE_SOCKET_NAME)})
         return env
 
+    async def _probe_bwrap_once(self) -> None:
+        async with self._bwrap_lock:
+            if not self._bwrap_checked:
+                self._bwrap, self._bwrap_reason = await _probe_bwrap()
+                self._bwrap_checked = True
+
     async def _sandbox_binary(self) -> str | None:
         """bwrap's path when workspaces run sandboxed; checked once (it must actually work here)."""
         if self.sandbox == "off":
             return None
-        async with self._bwrap_lock:
-            if not self._bwrap_checked:
-                self._bwrap, reason = await _probe_bwrap()
-                self._bwrap_checked = True
-                if reason:
-                    say_once("bwrap", "bubblewrap unusable (%s): workspaces run WITHOUT a sandbox", reason)
+        await self._probe_bwrap_once()
         if self._bwrap is None and self.sandbox == "require":
-            raise RuntimeFailure("Sandbox unavailable", "bubblewrap is required but missing or not working")
+            raise SandboxUnavailable("Sandbox unavailable", f"bubblewrap is required but cannot run here "
+                                                            f"({self._bwrap_reason})")
+        if self._bwrap_reason:
+            say_once("bwrap", "bubblewrap unusable (%s): workspaces run WITHOUT a sandbox", self._bwrap_reason)
         return self._bwrap
 
     def _leader_alive(self, h: LocalHandle) -> bool:
@@ -522,14 +549,30 @@ async def _probe_bwrap() -> tuple[str | None, str | None]:
     return bwrap, None
 
 
-async def _collect(stream: asyncio.StreamReader | None, buffer: bytearray, limit: int) -> None:
-    """Read `stream` to EOF into `buffer`, keeping only the last `limit` bytes."""
+async def _collect(stream: asyncio.StreamReader | None, buffer: bytearray, limit: int,
+                   on_output: OutputCallback | None = None) -> None:
+    """Read `stream` to EOF into `buffer`, keeping only the last `limit` bytes; pass each chunk to `on_output`."""
     if stream is None:
         return
     while chunk := await stream.read(65536):
+        if on_output is not None:
+            on_output(chunk)
         buffer += chunk
         if len(buffer) > limit:
             del buffer[: len(buffer) - limit]
+
+
+async def _empty_groups(groups: list[str]) -> None:
+    """Kill whatever is left in an exec's own groups (a background child of an unsandboxed command), then
+    remove them."""
+    for _ in range(int(KILL_TIMEOUT_SECONDS / _POLL_INTERVAL)):
+        members = await asyncio.to_thread(Cgroups.members, groups)
+        if not members:
+            break
+        for pid in members:
+            _signal(pid, signal.SIGKILL)
+        await asyncio.sleep(_POLL_INTERVAL)
+    await asyncio.to_thread(Cgroups.remove, groups)
 
 
 def _kill_group(pgid: int, sig: int) -> None:

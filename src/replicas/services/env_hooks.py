@@ -3,8 +3,9 @@
 Each save adds a version (monotonic per environment and kind) and makes it the only active one.
 Saving a warm hook invalidates the environment's warm pool (its `generation` is bumped, so older
 ready workspaces become stale); a start hook runs at boot, after the claim, so saving one does not.
-Empty content clears the active start hook. Test runs go through `hook_runner` and persist nothing,
-except the save-and-test flows (spec §10 #7): the synchronous one always persists (contract), the
+Empty content clears the active start hook. Test runs go through `hook_runner`, which runs the script in a
+throwaway workspace of the environment on the configured runtime, and persist nothing, except the
+save-and-test flows (spec §10 #7): the synchronous one always persists (contract), the
 streaming one in `save_test` mode persists only when the test succeeds (seed).
 """
 
@@ -24,9 +25,11 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from replicas.crypto import SecretBox
 from replicas.errors import BadRequest, Conflict, ReplicasError
 from replicas.repo_config import HookSpec, RepoConfigError
-from replicas.services import audit, git, warm_pools
+from replicas.runtime import Runtime
+from replicas.services import audit, git, provisioning, warm_pools
 from replicas.services.environments import resolve_environment
-from replicas.services.hook_runner import HookResult, HookRun
+from replicas.services.hook_runner import HookResult, SandboxHookRun
+from replicas.services.hook_versions import START, WARM, active_hook
 from replicas.services.principal import Principal
 from replicas.services.repo_config_reader import read_repo_config
 from replicas.services.repositories import bound_repositories
@@ -35,7 +38,6 @@ from replicas.store.models import Environment, EnvironmentHook, Repository
 
 log = logging.getLogger("replicas.hooks")
 
-WARM, START = "warm", "start"
 MAX_CONTENT_BYTES = 256 * 1024
 _SAVE_ATTEMPTS = 3
 
@@ -60,18 +62,6 @@ def snapshot(hook: EnvironmentHook) -> dict:
 async def _release(session: AsyncSession) -> None:
     """End the read transaction so that no database connection is held while a script or git runs."""
     await session.close()
-
-
-async def active_hook(session: AsyncSession, principal: Principal, env: Environment,
-                      kind: str) -> EnvironmentHook | None:
-    return await session.scalar(
-        select(EnvironmentHook).where(
-            EnvironmentHook.organization_id == principal.organization_id,
-            EnvironmentHook.environment_id == env.id,
-            EnvironmentHook.kind == kind,
-            EnvironmentHook.is_active.is_(True),
-        ).order_by(EnvironmentHook.version.desc()).limit(1)
-    )
 
 
 async def get_active_hook(session: AsyncSession, principal: Principal, env_ref: str,
@@ -143,35 +133,38 @@ async def save_hook(session: AsyncSession, principal: Principal, env_ref: str, k
     raise Conflict("The hook was saved concurrently", "retry the request")
 
 
-async def test_hook(session: AsyncSession, principal: Principal, settings: Settings, env_ref: str,
-                    content: str) -> HookResult:
-    """Run `content` in the test harness; persist nothing."""
-    check_content(content, allow_blank=True)
-    await resolve_environment(session, principal, env_ref)
+@dataclass(frozen=True)
+class HookSandbox:
+    """What a test run needs to provision its throwaway workspace: the runtime, the settings, the key box."""
+
+    runtime: Runtime
+    settings: Settings
+    box: SecretBox
+
+
+async def _prepare_run(session: AsyncSession, principal: Principal, sandbox: HookSandbox, env_ref: str,
+                       content: str, kind: str) -> SandboxHookRun:
+    """Resolve the environment as a workspace of it would see it (decrypted), then let go of the session."""
+    resolved = await provisioning.resolve_workspace_config(session, sandbox.box, principal, env_ref)
     await _release(session)
-    return await run_test(settings, content)
+    return SandboxHookRun(sandbox.runtime, resolved, content, settings=sandbox.settings, label=f"{kind} hook")
 
 
-async def save_and_test_hook(session: AsyncSession, principal: Principal, settings: Settings, env_ref: str,
+async def test_hook(session: AsyncSession, principal: Principal, sandbox: HookSandbox, env_ref: str, kind: str,
+                    content: str) -> HookResult:
+    """Run `content` in a throwaway workspace of the environment; persist nothing."""
+    check_content(content, allow_blank=True)
+    run = await _prepare_run(session, principal, sandbox, env_ref, content, kind)
+    return await run.wait()
+
+
+async def save_and_test_hook(session: AsyncSession, principal: Principal, sandbox: HookSandbox, env_ref: str,
                              kind: str, content: str) -> tuple[EnvironmentHook, HookResult]:
     """Save (always, per the contract) and then run `content`; the caller may roll back on failure."""
     hook = await save_hook(session, principal, env_ref, kind, content)
     assert hook is not None
-    await _release(session)
-    return hook, await run_test(settings, content)
-
-
-def _runner(settings: Settings, content: str) -> HookRun:
-    return HookRun(content, work_root=settings.data_dir / "hook-tests",
-                   timeout=settings.hook_test_timeout_seconds)
-
-
-async def run_test(settings: Settings, content: str) -> HookResult:
-    run = _runner(settings, content)
-    async for _ in run:
-        pass
-    assert run.result is not None
-    return run.result
+    run = await _prepare_run(session, principal, sandbox, env_ref, content, kind)
+    return hook, await run.wait()
 
 
 # --- streaming test runs --------------------------------------------------------------------------
@@ -188,29 +181,33 @@ class HookTestEvent:
     hook: EnvironmentHook | None = None
 
 
-async def prepare_stream(session: AsyncSession, principal: Principal, env_ref: str, content: str, *,
-                         persist: bool) -> uuid.UUID:
+async def prepare_stream(session: AsyncSession, principal: Principal, sandbox: HookSandbox, env_ref: str,
+                         kind: str, content: str, *, persist: bool) -> tuple[uuid.UUID, SandboxHookRun]:
     """Check everything that can fail before a stream starts, so that it fails as a plain HTTP error;
-    return the environment's id for `stream_test`."""
+    return the environment's id and the run for `stream_test`."""
     check_content(content, allow_blank=not persist)
     env = await resolve_environment(session, principal, env_ref)
     env_id = env.id
-    await _release(session)
-    return env_id
+    await sandbox.runtime.check_isolation()
+    return env_id, await _prepare_run(session, principal, sandbox, str(env_id), content, kind)
 
 
-async def stream_test(sessions: Callable[[], AsyncSession], principal: Principal, settings: Settings,
-                      env_id: uuid.UUID, kind: str, content: str, *,
+async def stream_test(sessions: Callable[[], AsyncSession], principal: Principal, env_id: uuid.UUID,
+                      run: SandboxHookRun, kind: str, content: str, *,
                       persist: bool) -> AsyncIterator[HookTestEvent]:
     """Run `content`, streaming its output; with `persist`, save it as the active hook if it succeeds."""
     label = f"{kind} hook"
-    yield HookTestEvent("progress", message=f"Running the {label} in a scratch sandbox")
-    run = _runner(settings, content)
     try:
-        async for chunk in run:
-            yield HookTestEvent("output", output=chunk)
+        async for event_type, text in run:
+            yield (HookTestEvent("output", output=text) if event_type == "output"
+                   else HookTestEvent("progress", message=text))
+    except ReplicasError as exc:
+        log.warning("hook test could not run kind=%s error=%s", kind, exc.error)
+        message = exc.error if exc.details is None else f"{exc.error}: {exc.details}"
+        yield HookTestEvent("error", message=f"The {label} could not be run: {message}")
+        return
     except OSError as exc:
-        log.warning("hook test could not start kind=%s error=%s", kind, exc)
+        log.warning("hook test could not run kind=%s error=%s", kind, exc)
         yield HookTestEvent("error", message=f"The {label} could not be run: {exc}")
         return
     result = run.result

@@ -1,23 +1,22 @@
-"""Runs a warm or start hook script for the test endpoints, with a timeout and a capped output.
+"""Runs a warm or start hook script for the test endpoints, in a throwaway workspace of its environment.
 
-Proper sandboxed runs (bubblewrap, a container, a pod) arrive with the workspace runtime; until
-then this runner is the test harness's sandbox. It isolates what it cheaply can:
-
-- a fresh scratch directory under `<data_dir>/hook-tests/<uuid>` is the script's HOME and cwd, and
-  is removed afterwards;
-- the environment is rebuilt from a short allow-list, so the control plane's own settings and
-  secrets (`REPLICAS_SECRET_KEY`, database URLs) never reach the script;
-- the script runs in its own session and process group, and the whole group is killed at the
-  timeout and again when the script ends, so background children do not outlive the run.
+The contract says "Provisions an isolated sandbox, runs the supplied script", and that is what happens:
+a test run is a real workspace of the configured runtime (bubblewrap on `local`, a container on
+`docker`), provisioned from the environment as any workspace is (Global plus environment variables
+and files, MCP configs, skills, the repositories checked out), and never started. The script runs in
+it through `Runtime.exec`, with the workspace's isolation and limits; the workspace is destroyed
+afterwards whatever happens: success, timeout, a provisioning error, or a client that goes away
+mid-stream. Where no sandbox can be had, the run is refused with `SandboxUnavailable` before anything
+is provisioned: tenant code never runs on the control plane's host.
 
 Usage::
 
-    run = HookRun(script, work_root=settings.data_dir / "hook-tests", timeout=900)
-    async for chunk in run:          # output as it is produced, stdout and stderr merged in order
+    run = SandboxHookRun(runtime, resolved, script, settings=settings)
+    async for kind, text in run:     # ("progress", message) and ("output", chunk), in order
         ...
     run.result                       # HookResult(exit_code, output, timed_out)
 
-or, when only the outcome matters, `await run_script(script, work_root=..., timeout=...)`.
+or, when only the outcome matters, `await run.wait()`.
 """
 
 from __future__ import annotations
@@ -25,22 +24,35 @@ from __future__ import annotations
 import asyncio
 import codecs
 import contextlib
-import os
-import shutil
-import signal
-import stat
-import time
+import logging
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
+from replicas.errors import ReplicasError
+from replicas.runtime import Runtime, WorkspaceHandle, WorkspaceSpec
+from replicas.runtime.local import python_environment_paths
+from replicas.services import provisioning
+from replicas.settings import Settings
+
+log = logging.getLogger("replicas.hooks")
+
 # The output kept for the result; streamed chunks are not capped (the client reads them as they come).
 MAX_OUTPUT_BYTES = 1024 * 1024
 TIMED_OUT_EXIT_CODE = -1
-READ_CHUNK_BYTES = 64 * 1024
-# Variables worth passing from the server's environment; everything else stays behind.
-INHERITED_ENV = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "USER", "LOGNAME")
+# Throwaway workspaces are named so; `replicas` never lists them as workspaces (they have no row).
+WORKSPACE_PREFIX = "hooktest-"
+SCRIPT_NAME = "hook-test.sh"
+# What a hook sees besides the environment's variables (the runtime sets HOME, PATH, USER and the like).
+HOOK_ENV = {"CI": "1", "TERM": "dumb", "SHELL": "/bin/bash"}
+
+
+class SandboxProvisioningFailed(ReplicasError):
+    """The throwaway workspace could not be laid out (a repository that cannot be fetched, say)."""
+
+    status = 500
+    default_message = "The hook's sandbox could not be provisioned"
 
 
 @dataclass(frozen=True)
@@ -85,134 +97,104 @@ class _TailBuffer:
                 f"the last {self.limit:,} bytes follow]\n{body}")
 
 
-class HookRun:
-    """One run of a bash script. Iterate it once to receive its output; then read `result`."""
+class SandboxHookRun:
+    """One test run of a hook script in a throwaway workspace. Iterate it once; then read `result`."""
 
-    def __init__(self, script: str, *, work_root: Path, timeout: float,
-                 max_output_bytes: int = MAX_OUTPUT_BYTES):
-        # Absolute, because the script runs with its scratch directory as cwd.
-        self.script, self.work_root, self.timeout = script, Path(work_root).resolve(), timeout
-        self.max_output_bytes = max_output_bytes
+    def __init__(self, runtime: Runtime, resolved: provisioning.ResolvedEnvironment, script: str, *, settings: Settings,
+                 label: str = "script", timeout: float | None = None, max_output_bytes: int = MAX_OUTPUT_BYTES):
+        self.runtime, self.resolved, self.script, self.settings = runtime, resolved, script, settings
+        self.timeout = timeout if timeout is not None else settings.hook_test_timeout_seconds
+        self.max_output_bytes, self.label = max_output_bytes, label
+        self.workspace_id = f"{WORKSPACE_PREFIX}{uuid.uuid4().hex[:20]}"
         self.result: HookResult | None = None
 
-    def __aiter__(self) -> AsyncIterator[str]:
+    def __aiter__(self) -> AsyncIterator[tuple[str, str]]:
         return self._run()
 
-    async def _run(self) -> AsyncIterator[str]:
-        run_id = uuid.uuid4().hex
-        home = self.work_root / run_id
-        # The script lives beside the scratch directory, not in it, so it does not show up in `ls ~`.
-        script_path = self.work_root / f"{run_id}.sh"
-        process: asyncio.subprocess.Process | None = None
+    async def wait(self) -> HookResult:
+        async for _ in self:
+            pass
+        assert self.result is not None
+        return self.result
+
+    async def _run(self) -> AsyncIterator[tuple[str, str]]:
+        await self.runtime.check_isolation()  # before anything exists: refuse rather than run on the host
+        handle: WorkspaceHandle | None = None
+        try:
+            yield "progress", f"Provisioning an isolated sandbox for the {self.label} ({self.runtime.name} runtime)"
+            spec = WorkspaceSpec(size="small", ro_binds=[str(self.settings.resolved_tools_dir),
+                                                         *python_environment_paths()])
+            handle = await self.runtime.provision(self.workspace_id, spec)
+            try:
+                provisioned = await provisioning.provision_home(self.resolved, Path(handle.home),
+                                                                self.settings.data_dir)
+            except ReplicasError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - git and file errors: say what failed, never a bare 500
+                raise SandboxProvisioningFailed(details=str(exc)[:2000] or type(exc).__name__) from None
+            for repo in provisioned.repos:
+                yield "progress", f"Checked out {repo.name} at {repo.commit[:12]} ({repo.branch})"
+            for warning in provisioned.warnings:
+                yield "progress", f"Warning: {warning}"
+            script_path = Path(handle.run_dir) / SCRIPT_NAME
+            await asyncio.to_thread(script_path.write_text, self.script)
+            yield "progress", f"Running the {self.label}"
+            async for item in self._exec(handle, script_path, {**provisioned.env, **HOOK_ENV}):
+                yield item
+        finally:
+            # Runs on success, timeout, errors and when the consumer stops early (client disconnect). The
+            # clean-up is a task of its own: a cancelled consumer (anyio cancels again at every await) may
+            # stop waiting for it, but it still destroys the workspace.
+            if handle is not None:
+                cleanup = asyncio.ensure_future(self._destroy(handle))
+                _cleanups.add(cleanup)
+                cleanup.add_done_callback(_cleanups.discard)
+                await asyncio.shield(cleanup)
+
+    async def _exec(self, handle: WorkspaceHandle, script_path: Path,
+                    env: dict[str, str]) -> AsyncIterator[tuple[str, str]]:
+        chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
         buffer = _TailBuffer(self.max_output_bytes)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
-        timed_out = False
+
+        def on_output(chunk: bytes) -> None:
+            buffer.append(chunk)
+            chunks.put_nowait(chunk)
+
+        execution = asyncio.create_task(self.runtime.exec(
+            handle, ["bash", str(script_path)], self.timeout, env=env, cwd=handle.home, on_output=on_output))
+        execution.add_done_callback(lambda _: chunks.put_nowait(None))
         try:
-            await asyncio.to_thread(_prepare, home, script_path, self.script)
-            process = await asyncio.create_subprocess_exec(
-                "bash", str(script_path), cwd=home, env=_script_env(home),
-                stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.STDOUT, start_new_session=True,
-            )
-            deadline = time.monotonic() + self.timeout
-            assert process.stdout is not None
-            while True:
-                remaining = deadline - time.monotonic()
-                try:
-                    if remaining <= 0:
-                        raise TimeoutError
-                    chunk = await asyncio.wait_for(process.stdout.read(READ_CHUNK_BYTES), remaining)
-                except TimeoutError:
-                    timed_out = True
-                    break
-                if not chunk:
-                    break
-                buffer.append(chunk)
-                text = decoder.decode(chunk)
-                if text:
-                    yield text
-            if not timed_out:
-                # Output closed; the script itself may still be running (it closed its stdout).
-                try:
-                    await asyncio.wait_for(process.wait(), max(deadline - time.monotonic(), 0.001))
-                except TimeoutError:
-                    timed_out = True
-            tail = decoder.decode(b"", final=True)
-            if tail:
-                yield tail
-            if timed_out:
-                _kill_group(process)
-                await process.wait()
-                notice = f"\n[timed out after {self.timeout:g}s; the script and its children were killed]\n"
-                buffer.append(notice.encode())
-                yield notice
-                exit_code = TIMED_OUT_EXIT_CODE
-            else:
-                code = process.returncode
-                exit_code = 128 - code if code is not None and code < 0 else int(code or 0)
-            self.result = HookResult(exit_code=exit_code, output=buffer.text(), timed_out=timed_out)
+            while (chunk := await chunks.get()) is not None:
+                if text := decoder.decode(chunk):
+                    yield "output", text
+            # Chunks handed over from a worker thread may land after the command's end: drain them too.
+            await asyncio.sleep(0)
+            while not chunks.empty():
+                if (chunk := chunks.get_nowait()) is not None and (text := decoder.decode(chunk)):
+                    yield "output", text
+            result = await execution
         finally:
-            # Runs on success, timeout, errors and when the consumer stops early (client disconnect).
-            if process is not None:
-                _kill_group(process)
-            # The clean-up is a task of its own: a cancelled consumer (anyio cancels again at every
-            # await) may stop waiting for it, but it still reaps the script and removes its files.
-            cleanup = asyncio.ensure_future(_clean_up(process, home, script_path))
-            _cleanups.add(cleanup)
-            cleanup.add_done_callback(_cleanups.discard)
-            await asyncio.shield(cleanup)
+            if not execution.done():
+                execution.cancel()
+                with contextlib.suppress(BaseException):
+                    await execution
+        if tail := decoder.decode(b"", final=True):
+            yield "output", tail
+        if result.timed_out:
+            notice = f"\n[timed out after {self.timeout:g}s; the script and its children were killed]\n"
+            buffer.append(notice.encode())
+            yield "output", notice
+            exit_code = TIMED_OUT_EXIT_CODE
+        else:
+            exit_code = 128 - result.exit_code if result.exit_code < 0 else result.exit_code
+        self.result = HookResult(exit_code=exit_code, output=buffer.text(), timed_out=result.timed_out)
 
-
-async def run_script(script: str, *, work_root: Path, timeout: float,
-                     max_output_bytes: int = MAX_OUTPUT_BYTES) -> HookResult:
-    """Run `script` to completion (or timeout) and return its result."""
-    run = HookRun(script, work_root=work_root, timeout=timeout, max_output_bytes=max_output_bytes)
-    async for _ in run:
-        pass
-    assert run.result is not None
-    return run.result
+    async def _destroy(self, handle: WorkspaceHandle) -> None:
+        try:
+            await self.runtime.destroy(handle)
+        except Exception:  # noqa: BLE001 - a clean-up failure must not hide the run's own outcome
+            log.exception("hook test sandbox not destroyed workspace_id=%s", self.workspace_id)
 
 
 _cleanups: set[asyncio.Future] = set()
-
-
-async def _clean_up(process: asyncio.subprocess.Process | None, home: Path, script_path: Path) -> None:
-    if process is not None and process.returncode is None:
-        with contextlib.suppress(ProcessLookupError):
-            process.kill()
-        await process.wait()
-    await asyncio.to_thread(_remove, home, script_path)
-
-
-def _script_env(home: Path) -> dict[str, str]:
-    env = {name: os.environ[name] for name in INHERITED_ENV if name in os.environ}
-    env.setdefault("PATH", "/usr/local/bin:/usr/bin:/bin")
-    env.update({"HOME": str(home), "PWD": str(home), "TMPDIR": str(home), "SHELL": "/bin/bash",
-                "TERM": "dumb", "CI": "1"})
-    return env
-
-
-def _prepare(home: Path, script_path: Path, script: str) -> None:
-    home.mkdir(parents=True, mode=0o700)
-    script_path.write_text(script)
-
-
-def _kill_group(process: asyncio.subprocess.Process) -> None:
-    """SIGKILL the script's process group; it may already be gone, which is fine."""
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(process.pid, signal.SIGKILL)
-
-
-def _remove(home: Path, script_path: Path) -> None:
-    """Remove the scratch directory even where the script took away its own permissions."""
-
-    def make_writable_and_retry(function, path, _exc_info):
-        with contextlib.suppress(OSError):
-            os.chmod(os.path.dirname(path), stat.S_IRWXU)
-            if os.path.isdir(path) and not os.path.islink(path):
-                os.chmod(path, stat.S_IRWXU)
-            function(path)
-
-    if home.exists():
-        shutil.rmtree(home, onerror=make_writable_and_retry)
-    script_path.unlink(missing_ok=True)

@@ -44,9 +44,9 @@ from replicas import repo_config
 from replicas.crypto import SecretBox
 from replicas.services import agent_config, checkouts, git, home_files
 from replicas.services import skill_discovery as discovery
-from replicas.services.env_hooks import START, active_hook
 from replicas.services.env_skills import bound_repositories, registry_mirror_key
 from replicas.services.environments import ensure_global, resolve_environment
+from replicas.services.hook_versions import START, active_hook
 from replicas.services.principal import Principal
 from replicas.services.repo_config_reader import read_repo_config
 from replicas.store.models import (

@@ -39,7 +39,7 @@ from replicas.api.schemas.hooks import (
 from replicas.api.sse import event_stream
 from replicas.services import env_hooks as service
 from replicas.services import warm_pools
-from replicas.services.env_hooks import START, WARM, HookTestEvent
+from replicas.services.env_hooks import START, WARM, HookSandbox, HookTestEvent
 
 router = APIRouter(tags=["Environments"], responses=ERROR_RESPONSES)
 
@@ -58,6 +58,11 @@ def _test_frame(event: HookTestEvent, kind: str) -> tuple[str, dict]:
             data["warm_hook"] = hook_view(event.hook)
         return "complete", data
     return event.type, {"message": event.message}
+
+
+def _sandbox(request: Request, settings, box) -> HookSandbox:
+    """Test runs provision a throwaway workspace on the runtime the replicas' workspaces use."""
+    return HookSandbox(runtime=request.app.state.replicas.manager.runtime, settings=settings, box=box)
 
 
 async def _test_frames(events, kind: str):
@@ -81,25 +86,29 @@ async def save_warm_hook(env_ref: EnvRef, body: HookContentRequest, session: Ses
 
 
 @router.post(f"{ENV}/warm-hooks/test", response_model=HookTestResponse)
-async def test_warm_hook(env_ref: EnvRef, body: HookContentRequest, session: SessionDep,
-                         principal: PrincipalDep, settings: SettingsDep):
-    result = await service.test_hook(session, principal, settings, env_ref, body.content)
+async def test_warm_hook(env_ref: EnvRef, body: HookContentRequest, request: Request, session: SessionDep,
+                         principal: PrincipalDep, settings: SettingsDep, box: BoxDep):
+    result = await service.test_hook(session, principal, _sandbox(request, settings, box), env_ref, WARM,
+                                     body.content)
     return {"test": hook_test_view(result)}
 
 
 @router.post(f"{ENV}/warm-hooks/save-test", status_code=201, response_model=SaveAndTestWarmHookResponse)
-async def save_and_test_warm_hook(env_ref: EnvRef, body: HookContentRequest, session: SessionDep,
-                                  principal: PrincipalDep, settings: SettingsDep):
-    hook, result = await service.save_and_test_hook(session, principal, settings, env_ref, WARM, body.content)
+async def save_and_test_warm_hook(env_ref: EnvRef, body: HookContentRequest, request: Request,
+                                  session: SessionDep, principal: PrincipalDep, settings: SettingsDep, box: BoxDep):
+    hook, result = await service.save_and_test_hook(session, principal, _sandbox(request, settings, box), env_ref,
+                                                    WARM, body.content)
     return {"warm_hook": hook_view(hook), "test": hook_test_view(result)}
 
 
 @router.post(f"{ENV}/warm-hooks/save-test/stream", responses=SSE_RESPONSE)
 async def stream_save_and_test_warm_hook(env_ref: EnvRef, body: StreamWarmHookTestRequest, request: Request,
-                                         session: SessionDep, principal: PrincipalDep, settings: SettingsDep):
+                                         session: SessionDep, principal: PrincipalDep, settings: SettingsDep,
+                                         box: BoxDep):
     persist = body.mode == "save_test"
-    env_id = await service.prepare_stream(session, principal, env_ref, body.content, persist=persist)
-    events = service.stream_test(request.app.state.sessions, principal, settings, env_id, WARM, body.content,
+    env_id, run = await service.prepare_stream(session, principal, _sandbox(request, settings, box), env_ref,
+                                               WARM, body.content, persist=persist)
+    events = service.stream_test(request.app.state.sessions, principal, env_id, run, WARM, body.content,
                                  persist=persist)
     return event_stream(_test_frames(events, WARM))
 
@@ -127,17 +136,19 @@ async def save_start_hook(env_ref: EnvRef, body: HookContentRequest, session: Se
 
 
 @router.post(f"{ENV}/start-hooks/test", response_model=HookTestResponse)
-async def test_start_hook(env_ref: EnvRef, body: HookContentRequest, session: SessionDep,
-                          principal: PrincipalDep, settings: SettingsDep):
-    result = await service.test_hook(session, principal, settings, env_ref, body.content)
+async def test_start_hook(env_ref: EnvRef, body: HookContentRequest, request: Request, session: SessionDep,
+                          principal: PrincipalDep, settings: SettingsDep, box: BoxDep):
+    result = await service.test_hook(session, principal, _sandbox(request, settings, box), env_ref, START,
+                                     body.content)
     return {"test": hook_test_view(result)}
 
 
 @router.post(f"{ENV}/start-hooks/test/stream", responses=SSE_RESPONSE)
 async def stream_test_start_hook(env_ref: EnvRef, body: HookContentRequest, request: Request,
-                                 session: SessionDep, principal: PrincipalDep, settings: SettingsDep):
-    env_id = await service.prepare_stream(session, principal, env_ref, body.content, persist=False)
-    events = service.stream_test(request.app.state.sessions, principal, settings, env_id, START, body.content,
+                                 session: SessionDep, principal: PrincipalDep, settings: SettingsDep, box: BoxDep):
+    env_id, run = await service.prepare_stream(session, principal, _sandbox(request, settings, box), env_ref,
+                                               START, body.content, persist=False)
+    events = service.stream_test(request.app.state.sessions, principal, env_id, run, START, body.content,
                                  persist=False)
     return event_stream(_test_frames(events, START))
 
