@@ -10,6 +10,7 @@ workspaces (variables, files, the repositories checked out) must be there.
 from __future__ import annotations
 
 import os
+import pwd
 import secrets
 import uuid
 
@@ -104,6 +105,28 @@ async def test_the_data_dir_and_its_secrets_are_out_of_reach(app, settings, back
     assert not {"planted.txt", "secret.key", "replicas.db"} & set(listing[3:].split(",")), listing
     workspaces = next(line for line in output.splitlines() if line.startswith("WS:"))
     assert "other-workspace" not in workspaces, workspaces
+    _no_sandbox_left(settings, backend)
+
+
+@pytest.fixture
+def planted_in_server_home():
+    """A secret in the control plane user's home, where its ~/.ssh and ~/.docker/config.json would be."""
+    home = os.path.realpath(pwd.getpwuid(os.getuid()).pw_dir)
+    path = os.path.join(home, f".replicas-test-planted-{secrets.token_hex(6)}")
+    value = secrets.token_hex(16)
+    with open(path, "w") as handle:
+        handle.write(value)
+    yield path, value
+    os.unlink(path)
+
+
+async def test_the_server_users_home_is_out_of_reach(app, settings, backend, attacker, planted_in_server_home):
+    path, value = planted_in_server_home
+    home = os.path.dirname(path)
+    output = (await _run(attacker.client, f'cat {path}; echo "LS:$(ls -a {home} | tr "\\n" ,)"'))["output"]
+    assert value not in output
+    listing = next(line for line in output.splitlines() if line.startswith("LS:"))
+    assert os.path.basename(path) not in listing
     _no_sandbox_left(settings, backend)
 
 

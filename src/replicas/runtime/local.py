@@ -205,8 +205,8 @@ class LocalRuntime(Runtime):
 
     `sandbox`: "auto" uses bubblewrap when it is installed and works here, else runs unsandboxed and
     says so once in the log; "require" refuses to start without it; "off" never uses it.
-    `hidden_paths`: directories, besides the data dir and the SQLite database's directory, that the
-    sandbox must not see.
+    `hidden_paths`: directories, besides the data dir, the SQLite database's directory and the control plane
+    user's home (its ~/.ssh, ~/.docker, git credentials), that the sandbox must not see.
     """
 
     name = "local"
@@ -226,6 +226,9 @@ class LocalRuntime(Runtime):
         self.stop_grace_seconds = stop_grace_seconds
         self.cgroups = cgroups or Cgroups()
         hidden = [self.data_dir, *(Path(os.path.realpath(p)) for p in hidden_paths)]
+        own_home = Path(os.path.realpath(pwd.getpwuid(os.getuid()).pw_dir))
+        if own_home != Path("/") and own_home.is_dir():
+            hidden.append(own_home)
         url = settings.resolved_database_url
         if url.startswith("sqlite") and ":///" in url:
             hidden.append(Path(os.path.realpath(url.split(":///", 1)[1])).parent)
