@@ -565,7 +565,10 @@ async def provision_home(resolved: ResolvedEnvironment, home: Path, data_dir: Pa
     for name in STEPS:
         started = time.perf_counter()
         warnings_before = len(result.warnings)
-        await steps[name]()
+        try:
+            await steps[name]()
+        except home_files.PathRefused as exc:  # a symlink planted in the home: reported, never followed
+            result.warnings.append(f"{name}: {exc}")
         result.timings[name] = time.perf_counter() - started
         if on_step is not None:
             detail = {**_step_summary(name, result), "seconds": round(result.timings[name], 3),
