@@ -38,13 +38,13 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
-from replicas.api.schemas.replicas import SUPPORTED_AGENTS, CreateReplicaRequest
 from replicas.crypto import SecretBox
 from replicas.errors import BadRequest, Forbidden, NotFound, ReplicasError
 from replicas.services import audit, cron_schedule, loops
 from replicas.services.automation_triggers import cron_trigger, event_triggers, has_custom, normalise_triggers
 from replicas.services.environments import parse_uuid, resolve_environment
 from replicas.services.principal import Principal
+from replicas.services.replica_requests import SUPPORTED_AGENTS, NewReplica
 from replicas.store.models import Automation, AutomationExecution, Repository, User, Workspace, utcnow
 
 log = logging.getLogger("replicas.automations")
@@ -448,7 +448,7 @@ async def start_execution(services: Any, execution_id: uuid.UUID) -> AutomationE
             if row is None:
                 raise NotFound("Automation not found")
             principal = await owner_principal(session, row)
-            request = CreateReplicaRequest(
+            request = NewReplica(
                 name=_workspace_name(row.name), message=execution.prompt, environment_id=str(row.environment_id),
                 coding_agent=row.agent_provider or "claude", model=row.model,
                 lifecycle_policy=LEGACY_POLICIES.get(row.workspace_lifecycle_policy, row.workspace_lifecycle_policy),

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, Field, field_validator
 
 from replicas.api.schemas.common import Request
+from replicas.services.replica_requests import SUPPORTED_AGENTS
 
 AnyAgent = Literal["claude", "codex", "cursor", "opencode", "pi"]
 ThinkingLevel = Literal["low", "medium", "high", "xhigh", "max", "ultra", "ultracode"]
@@ -16,7 +17,6 @@ LifecyclePolicy = Literal["default", "archive_when_done", "sleep_when_done", "de
 Size = Literal["small", "large"]
 Source = Literal["api", "dashboard", "slack", "linear", "github", "gitlab", "automation"]
 Status = Literal["active", "sleeping", "archived", "preparing", "error"]
-SUPPORTED_AGENTS = ("claude", "codex", "cursor", "opencode")
 
 
 class ImageSource(Request):
