@@ -7,7 +7,7 @@ from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request
 
-from replicas import __version__
+from replicas import __version__, outbound
 from replicas.api.errors import error_response, install_error_handlers
 from replicas.api.proxy import mount_preview_proxy
 from replicas.api.routers import ROUTERS
@@ -31,6 +31,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI):
+        policy = outbound.install(settings)  # the outbound policy of code with no Settings at hand (git, webhooks)
         settings.ensure_data_dir()
         engine = make_engine(settings.resolved_database_url)
         await migrate(engine)
@@ -54,6 +55,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.preview_proxy.aclose()
             await app.state.replicas.stop()
             await engine.dispose()
+            outbound.uninstall(policy)
 
     app = FastAPI(
         title="Replicas (self-hosted Replica API)",

@@ -5,6 +5,9 @@ with the state change that caused it. The body is serialised once, stored, and t
 signed and sent on every attempt. `WebhookDispatcher` claims due deliveries with a lease in the
 database (principle 2), so any number of `replicas serve` processes can run one without sending a
 delivery twice at once. Delivery is at-least-once: receivers de-duplicate on `X-Replicas-Delivery`.
+Deliveries go through the outbound policy (replicas/outbound.py): a URL that resolves to a refused
+address (link-local, this server, private ranges when they are off) fails at once, with the reason,
+and is not retried: the next attempt would be refused the same way.
 """
 
 from __future__ import annotations
@@ -23,6 +26,7 @@ import httpx
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from replicas import outbound
 from replicas.crypto import SecretBox
 from replicas.store.models import WebhookDelivery, iso
 
@@ -89,11 +93,13 @@ class WebhookDispatcher:
 
     Attempt 1 is immediate; each failure (non-2xx, timeout, connection error) schedules the next
     attempt after the next of `retry_delays`; a failure after the last retry marks the delivery
-    `failed` and logs it. A crashed dispatcher's claims are retaken once their lease expires."""
+    `failed` and logs it, as does a refusal by the outbound `policy` (None: the running app's, read
+    at each round). A crashed dispatcher's claims are retaken once their lease expires."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession], box: SecretBox, *, owner_id: str,
                  timeout: float = 10.0, retry_delays: Sequence[float] = (10, 60, 300),
-                 lease_seconds: float = 30, batch_size: int = 50):
+                 lease_seconds: float = 30, batch_size: int = 50,
+                 policy: outbound.OutboundPolicy | None = None):
         if lease_seconds <= timeout:
             raise ValueError("lease_seconds must exceed the request timeout")
         self.sessions = sessions
@@ -103,13 +109,14 @@ class WebhookDispatcher:
         self.retry_delays = tuple(retry_delays)
         self.lease_seconds = lease_seconds
         self.batch_size = batch_size
+        self.policy = policy
 
     async def run_once(self) -> int:
         """Claim the due deliveries, attempt each once (concurrently); return how many were attempted."""
         claimed = await self._claim()
         if not claimed:
             return 0
-        async with httpx.AsyncClient(timeout=self.timeout, follow_redirects=False) as client:
+        async with outbound.guarded_client(self.policy, timeout=self.timeout, follow_redirects=False) as client:
             await asyncio.gather(*(self._attempt(client, delivery) for delivery in claimed))
         return len(claimed)
 
@@ -168,6 +175,7 @@ class WebhookDispatcher:
         }
         status_code: int | None = None
         error: str | None = None
+        refused = False
         try:
             if delivery.secret_encrypted:
                 headers[SIGNATURE_HEADER] = sign(self.box.decrypt(delivery.secret_encrypted), body)
@@ -178,18 +186,22 @@ class WebhookDispatcher:
                 error = f"HTTP {status_code}"
         except (TimeoutError, httpx.TimeoutException):
             error = f"timed out after {self.timeout:g} s"
+        except outbound.OutboundRefused as exc:
+            error, refused = f"refused: {exc.reason}", True
         except Exception as exc:  # noqa: BLE001 - any failure to deliver is a failed attempt
             error = f"{type(exc).__name__}: {exc}"
-        await self._record(delivery, status_code, error)
+        await self._record(delivery, status_code, error, final=refused)
 
-    async def _record(self, delivery: WebhookDelivery, status_code: int | None, error: str | None) -> None:
+    async def _record(self, delivery: WebhookDelivery, status_code: int | None, error: str | None,
+                      final: bool = False) -> None:
+        """Store an attempt's outcome; a failure is retried unless it was the last try or `final`."""
         now = _now()
         attempts = delivery.attempts + 1
         values: dict[str, Any] = {"attempts": attempts, "last_status_code": status_code,
                                   "lease_owner": None, "lease_expires_at": None}
         if error is None:
             values |= {"status": "delivered", "delivered_at": now, "last_error": None}
-        elif attempts > len(self.retry_delays):
+        elif final or attempts > len(self.retry_delays):
             values |= {"status": "failed", "last_error": error[:_MAX_ERROR]}
             log.warning("webhook delivery %s (%s) to %s dropped after %d attempts: %s",
                         delivery.id, delivery.event_type, delivery.url, attempts, error)

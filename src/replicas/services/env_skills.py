@@ -18,6 +18,7 @@ from sqlalchemy import or_, select
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from replicas import outbound
 from replicas.crypto import SecretBox
 from replicas.errors import BadRequest, Conflict, NotFound
 from replicas.services import audit, git
@@ -181,6 +182,8 @@ async def add_registry(session: AsyncSession, principal: Principal, env_ref: str
     if git.display_url(url) != url:
         raise BadRequest("Invalid registry URL",
                          "url: must not contain credentials; skill registries are read anonymously")
+    if url.startswith(("http://", "https://")):  # early 400; git's fetches are checked again (outbound.py)
+        outbound.check_url(url)
     duplicate = await session.scalar(
         select(EnvironmentSkillsRegistry.id).where(EnvironmentSkillsRegistry.environment_id == env.id,
                                                    EnvironmentSkillsRegistry.url.in_(_url_variants(url)))

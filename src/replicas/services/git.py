@@ -20,6 +20,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from urllib.parse import urlparse
 
+from replicas import outbound
 from replicas.errors import BadRequest
 from replicas.services import repository_urls
 
@@ -122,10 +123,17 @@ def git_env(credential: str | None = None, url: str | None = None, *,
 
 
 async def run_git(*args: str, cwd: Path | None = None, env: dict[str, str] | None = None,
-                  timeout: float = 60.0) -> str:
-    """Run git; return stdout or raise GitError (a timeout is reported as one, with exit code -1)."""
+                  timeout: float = 60.0, remote: str | None = None) -> str:
+    """Run git; return stdout or raise GitError (a timeout is reported as one, with exit code -1).
+
+    The remote a command contacts (a URL among `args`, or `remote` for `fetch origin`) must pass the
+    outbound policy; over http(s) git then connects only to the addresses that were checked."""
+    try:
+        pinned = await outbound.git_pin_args(args, remote)
+    except (outbound.OutboundRefused, OSError) as exc:  # OSError: the host does not resolve
+        raise GitError(args, -1, str(exc)) from exc
     process = await asyncio.create_subprocess_exec(
-        "git", *args, cwd=cwd, env=env or git_env(), stdin=asyncio.subprocess.DEVNULL,
+        "git", *pinned, *args, cwd=cwd, env=env or git_env(), stdin=asyncio.subprocess.DEVNULL,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )
     try:
@@ -208,7 +216,7 @@ async def _ensure_mirror_locked(data_dir: Path, key: str, url: str, credential: 
     env = git_env(credential, url, allow_local=allow_local)
     if (path / "HEAD").exists():
         await run_git("remote", "set-url", "origin", url, cwd=path, env=env)
-        await run_git("fetch", "--prune", "--quiet", "origin", cwd=path, env=env, timeout=timeout)
+        await run_git("fetch", "--prune", "--quiet", "origin", cwd=path, env=env, timeout=timeout, remote=url)
         return path
     path.parent.mkdir(parents=True, exist_ok=True)
     partial = path.with_name(path.name + ".partial")

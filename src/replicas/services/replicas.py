@@ -35,6 +35,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from replicas import outbound
 from replicas.crypto import SecretBox
 from replicas.engine.agents.install import find_binary
 from replicas.errors import BadRequest, Conflict, NotFound, ReplicasError, ServiceUnavailable, TooManyRequests
@@ -220,6 +221,8 @@ class ReplicaService:
             env_ref = await self._environment_for(session, principal, request.environment_id,
                                                   request.repository_set_id, request.repository_ids)
         webhook_url, webhook_secret = request.webhook()
+        if webhook_url:  # 400 now for what every delivery would be refused (outbound.py checks each again)
+            outbound.check_url(webhook_url, self.settings)
         pending = [{"id": str(uuid.uuid4()), "message": message, "options": options, "chat_id": None,
                     "coding_agent": None, "queued_at": iso(utcnow())}]
         row = await self.manager.create_record(

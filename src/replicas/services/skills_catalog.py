@@ -4,7 +4,8 @@ Offline by default: a bundled index (`replicas/data/skills_index.json`) modelled
 catalog. When `REPLICAS_SKILLS_REGISTRY_URL` is set, that registry's `GET /api/search?q=&limit=`
 answers instead. If it cannot (unreachable, slow, an error status, a body without a `skills` list),
 the bundled index answers and a warning is logged: a third party being down never turns a search
-into a 5xx.
+into a 5xx. The registry is reached through the outbound policy (replicas/outbound.py), redirects
+included: a registry that is, or redirects to, a refused address is treated as one that cannot answer.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from importlib import resources
 
 import httpx
 
+from replicas import outbound
 from replicas.services.git import display_url
 
 log = logging.getLogger("replicas.skills")
@@ -115,10 +117,10 @@ def _remote_skill(item) -> CatalogSkill | None:
 
 
 async def search_remote(registry_url: str, query: str, timeout: float = REMOTE_TIMEOUT_SECONDS,
-                        limit: int = LIMIT) -> list[CatalogSkill]:
-    """Ask a remote registry; raises httpx.HTTPError or ValueError when it cannot answer."""
+                        limit: int = LIMIT, policy: outbound.OutboundPolicy | None = None) -> list[CatalogSkill]:
+    """Ask a remote registry; raises httpx.HTTPError, OutboundRefused or ValueError when it cannot answer."""
     url = registry_url.rstrip("/") + "/api/search"
-    async with httpx.AsyncClient(timeout=timeout, follow_redirects=True) as client:
+    async with outbound.guarded_client(policy, timeout=timeout, follow_redirects=True) as client:
         response = await client.get(url, params={"q": query, "limit": limit},
                                     headers={"Accept": "application/json"})
         response.raise_for_status()
@@ -129,14 +131,16 @@ async def search_remote(registry_url: str, query: str, timeout: float = REMOTE_T
     return [skill for item in items if (skill := _remote_skill(item))][:limit]
 
 
-async def search(query: str | None, registry_url: str | None,
-                 timeout: float = REMOTE_TIMEOUT_SECONDS) -> list[CatalogSkill]:
-    """Search the configured registry, or the bundled index when none is set or it fails."""
+async def search(query: str | None, registry_url: str | None, timeout: float = REMOTE_TIMEOUT_SECONDS,
+                 policy: outbound.OutboundPolicy | None = None) -> list[CatalogSkill]:
+    """Search the configured registry, or the bundled index when none is set or it fails.
+
+    `policy`: where the registry may be reached (None: the running app's)."""
     query = (query or "").strip()
     if registry_url:
         try:
-            skills = await search_remote(registry_url, query, timeout)
-        except (httpx.HTTPError, ValueError) as exc:
+            skills = await search_remote(registry_url, query, timeout, policy=policy)
+        except (httpx.HTTPError, outbound.OutboundRefused, ValueError) as exc:
             # The status alone: an HTTPStatusError's text repeats the URL, which may carry a token.
             reason = (f"HTTP {exc.response.status_code}" if isinstance(exc, httpx.HTTPStatusError)
                       else str(exc) or type(exc).__name__)
