@@ -129,6 +129,9 @@ class OutboundPolicy:
     server_port: int
     # This server by name: `public_url`'s host and port (a tenant URL naming it is this server).
     server_names: frozenset[tuple[str, int]] = frozenset()
+    # Whether git may fetch local paths and file:// URLs for a tenant (REPLICAS_ALLOW_LOCAL_REPOSITORIES): the
+    # default of git plumbing that is not told otherwise.
+    allow_local_repositories: bool = True
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OutboundPolicy:
@@ -139,7 +142,7 @@ class OutboundPolicy:
                 names.add((public.hostname.rstrip(".").lower(),
                            public.port or _DEFAULT_PORTS.get(public.scheme, 443)))
         return cls(allow_private=settings.allow_private_outbound, server_port=settings.port,
-                   server_names=frozenset(names))
+                   server_names=frozenset(names), allow_local_repositories=settings.allow_local_repositories)
 
     def refusal(self, address: str | IPAddress, port: int) -> str | None:
         """Why connecting to `address`:`port` is refused, or None when it is allowed."""

@@ -214,3 +214,22 @@ async def test_a_stored_https_credential_still_reaches_the_git_host_as_a_header(
     mirror = await git_service.ensure_mirror(settings.data_dir, repo_id, git_host.url("app.git"), credential)
     assert git(mirror, "rev-parse", "--abbrev-ref", "HEAD").strip() == "trunk"
     assert git_host.password not in (mirror / "config").read_text()
+
+
+async def test_skill_registries_follow_the_repository_rules(make_org, settings, victim, local_off, make_git_repo):
+    """A skills registry is a git URL the server fetches too: never the data dir, no local path when local
+    repositories are off."""
+    intruder = await make_org()
+    for url in (str(victim), victim.as_uri()):
+        response = await intruder.client.post("/v1/environments/global/skills-registries", json={"url": url})
+        assert response.status_code == 400, response.text
+        assert "server's own data" in response.json()["details"] and SECRET not in response.text
+    async with local_off.state.sessions() as session:
+        org = await auth.get_or_create_organization(session, f"org-{uuid.uuid4().hex[:8]}")
+        key = await auth.create_org_key(session, org, name="test")
+        await session.commit()
+    path = make_git_repo("skills", files={"skills/x/SKILL.md": "---\nname: x\n---\n"})
+    async with _client(local_off, key) as client:
+        response = await client.post("/v1/environments/global/skills-registries", json={"url": str(path)})
+        assert response.status_code == 400, response.text
+        assert "REPLICAS_ALLOW_LOCAL_REPOSITORIES" in response.json()["details"]

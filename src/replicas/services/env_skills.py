@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from replicas import outbound
 from replicas.crypto import SecretBox
 from replicas.errors import BadRequest, Conflict, NotFound
-from replicas.services import audit, git
+from replicas.services import audit, git, repository_urls
 from replicas.services import skill_discovery as discovery
 from replicas.services.environments import parse_uuid, resolve_environment
 from replicas.services.principal import Principal
@@ -170,7 +170,8 @@ def _url_variants(url: str) -> set[str]:
 
 
 async def add_registry(session: AsyncSession, principal: Principal, env_ref: str, url: str | None,
-                       data_dir: Path, git_timeout: float) -> tuple[EnvironmentSkillsRegistry, Discovered]:
+                       data_dir: Path, git_timeout: float, *,
+                       allow_local: bool | None = None) -> tuple[EnvironmentSkillsRegistry, Discovered]:
     """Register a git repository of skills after checking that it is reachable, then list its skills.
 
     Registries are read anonymously (there is no credential column), so a URL carrying credentials
@@ -184,6 +185,13 @@ async def add_registry(session: AsyncSession, principal: Principal, env_ref: str
                          "url: must not contain credentials; skill registries are read anonymously")
     if url.startswith(("http://", "https://")):  # early 400; git's fetches are checked again (outbound.py)
         outbound.check_url(url)
+    # The same rules as a repository's URL: never the data dir (other tenants' mirrors), no local paths when
+    # local repositories are off, no transport tricks.
+    if allow_local is None:
+        allow_local = outbound.active_policy().allow_local_repositories
+    problem = repository_urls.url_problem(url, allow_local=allow_local, roots=repository_urls.protected_roots(data_dir))
+    if problem:
+        raise BadRequest("Invalid registry URL", f"url: {problem}")
     duplicate = await session.scalar(
         select(EnvironmentSkillsRegistry.id).where(EnvironmentSkillsRegistry.environment_id == env.id,
                                                    EnvironmentSkillsRegistry.url.in_(_url_variants(url)))
@@ -191,7 +199,7 @@ async def add_registry(session: AsyncSession, principal: Principal, env_ref: str
     if duplicate is not None:
         raise Conflict(REGISTRY_CONFLICT, f"{url} is registered as {duplicate}")
     try:
-        branch = await git.probe_remote(url, timeout=git_timeout)
+        branch = await git.probe_remote(url, timeout=git_timeout, env=git.git_env(allow_local=allow_local))
     except git.GitError as exc:
         raise BadRequest("Skill registry repository is not reachable", exc.stderr or str(exc)) from None
     row = EnvironmentSkillsRegistry(

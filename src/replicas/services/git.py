@@ -87,13 +87,15 @@ def allowed_protocols(allow_local: bool) -> str:
 
 
 def git_env(credential: str | None = None, url: str | None = None, *,
-            allow_local: bool = True) -> dict[str, str]:
+            allow_local: bool | None = None) -> dict[str, str]:
     """The environment of every git the control plane runs: no host config (system, user, XDG), no
     prompt of any kind, only the allowed transports (`ext::`, `fd::` never), and a credential as an
     HTTP header in command-scope config, never on a command line or in a URL.
 
     `allow_local=False` leaves out the `file` transport: git then refuses local paths and file:// URLs
-    by itself, whatever reached it."""
+    by itself, whatever reached it; None follows the running app's REPLICAS_ALLOW_LOCAL_REPOSITORIES."""
+    if allow_local is None:
+        allow_local = outbound.active_policy().allow_local_repositories
     home = scratch_home()
     env = {key: value for key, value in os.environ.items()
            if (not key.startswith("GIT_") or key in _INHERITED_GIT_VARIABLES)
@@ -195,13 +197,18 @@ async def mirror_lock(data_dir: Path, key: str) -> AsyncIterator[None]:
 
 
 async def ensure_mirror(data_dir: Path, key: str, url: str, credential: str | None = None,
-                        timeout: float = 300.0, *, allow_local: bool = True) -> Path:
+                        timeout: float = 300.0, *, allow_local: bool | None = None) -> Path:
     """Create or refresh a bare mirror of `url` under the data dir; return its path.
+
+    `allow_local` None follows the running app's REPLICAS_ALLOW_LOCAL_REPOSITORIES (`outbound.active_policy`),
+    so that no caller can forget it.
 
     `url` is checked again first (`repository_urls`): a symlink may now point into the data dir, or
     local repositories may have been turned off since it was registered; a refusal is a GitError
     and leaves the mirror as it was. Safe to call concurrently, from one process or several sharing
     the data dir."""
+    if allow_local is None:
+        allow_local = outbound.active_policy().allow_local_repositories
     problem = repository_urls.url_problem(url, allow_local=allow_local,
                                           roots=repository_urls.protected_roots(data_dir))
     if problem:

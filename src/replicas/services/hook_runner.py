@@ -126,8 +126,9 @@ class SandboxHookRun:
                                                          *python_environment_paths()])
             handle = await self.runtime.provision(self.workspace_id, spec)
             try:
-                provisioned = await provisioning.provision_home(self.resolved, Path(handle.home),
-                                                                self.settings.data_dir)
+                provisioned = await provisioning.provision_home(
+                    self.resolved, Path(handle.home), self.settings.data_dir,
+                    allow_local_repositories=self.settings.allow_local_repositories)
             except ReplicasError:
                 raise
             except Exception as exc:  # noqa: BLE001 - git and file errors: say what failed, never a bare 500

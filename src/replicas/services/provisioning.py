@@ -233,7 +233,7 @@ def _short_names(repos: list[ResolvedRepository]) -> list[str]:
 
 
 async def fetch_mirror(data_dir: Path, key: str, url: str, credential: str | None, refresh: bool,
-                       warnings: list[str], label: str, *, allow_local: bool = True) -> Path:
+                       warnings: list[str], label: str, *, allow_local: bool | None = None) -> Path:
     """The mirror of `url`; fetched when `refresh` (or absent), else (or if the origin fails) as is.
 
     `git.ensure_mirror` checks `url` again (it may now resolve into the data dir); a refusal is a
@@ -435,7 +435,7 @@ def _extract(archive: Path, home: Path, slug: str) -> None:
 
 async def install_skill(skill: ResolvedSkill, registries: list[ResolvedRegistry], home: Path, data_dir: Path,
                         *, refresh: bool, warnings: list[str], probe_timeout: float = PROBE_TIMEOUT,
-                        allow_local: bool = True) -> bool:
+                        allow_local: bool | None = None) -> bool:
     """Copy a skill's folder into each agent's skills directory; False (with a warning) if it cannot be
     fetched or found. Registered registries are searched first, then the skill's own source."""
     if not SLUG.match(skill.slug):
@@ -543,14 +543,15 @@ def _step_summary(name: str, result: ProvisionResult) -> dict[str, Any]:
 
 async def provision_home(resolved: ResolvedEnvironment, home: Path, data_dir: Path, *,
                          on_step: OnStep | None = None, refresh: bool = True,
-                         allow_local_repositories: bool = True) -> ProvisionResult:
+                         allow_local_repositories: bool | None = None) -> ProvisionResult:
     """Lay out `resolved` in `home` in the documented order; see the module docstring.
 
     `refresh` fetches each mirror from its origin first; when the origin cannot be reached and a
     mirror exists, provisioning goes on from the mirror with a warning. `False` never fetches a mirror
     that exists. Raises on a repository that cannot be checked out at all (no mirror, no origin).
     `allow_local_repositories` (REPLICAS_ALLOW_LOCAL_REPOSITORIES) off refuses local repositories and
-    skill sources at fetch time too, whatever was registered before it was turned off."""
+    skill sources at fetch time too, whatever was registered before it was turned off; None follows the
+    running app's setting (`git.ensure_mirror`)."""
     home.mkdir(parents=True, exist_ok=True)
     result = ProvisionResult()
     steps = {

@@ -70,7 +70,8 @@ async def list_registries(env_ref: EnvRef, session: SessionDep, principal: Princ
 async def add_registry(env_ref: EnvRef, body: CreateEnvironmentSkillsRegistryRequest, session: SessionDep,
                        principal: PrincipalDep, settings: SettingsDep):
     row, (skills, error) = await service.add_registry(session, principal, env_ref, body.url,
-                                                      settings.data_dir, settings.git_timeout_seconds)
+                                                      settings.data_dir, settings.git_timeout_seconds,
+                                                      allow_local=settings.allow_local_repositories)
     return {"registry": registry_view(row), "repo_skills": [repo_skill_view(s) for s in skills],
             "error": error}
 
