@@ -13,6 +13,7 @@ import asyncio
 import os
 import pwd
 import secrets
+import time
 import uuid
 
 import httpx
@@ -20,8 +21,10 @@ import pytest
 import uvicorn
 
 from replicas.api.app import create_app
+from replicas.runtime import WorkspaceSpec, create_runtime
 from replicas.runtime.local import LocalRuntime
 from replicas.services import auth
+from replicas.services.hook_runner import ABANDONED_MARGIN_SECONDS, WORKSPACE_PREFIX
 from replicas.settings import Settings
 from tests.api.test_env_hooks import _processes_with, _unique_sleep, _until_gone
 from tests.contract import assert_contract
@@ -260,3 +263,24 @@ async def _started(marker: str) -> bool:
             return True
         await asyncio.sleep(0.05)
     return False
+
+
+async def test_sandboxes_abandoned_by_a_killed_control_plane_are_removed_at_start(settings, backend):
+    """A control plane killed mid-run (kill -9) leaves its sandbox behind; the next start removes it, but not a
+    sandbox young enough to belong to a run of another process in flight."""
+    runtime = create_runtime(settings)
+    old = await runtime.provision(f"{WORKSPACE_PREFIX}abandoned0001", WorkspaceSpec())
+    young = await runtime.provision(f"{WORKSPACE_PREFIX}inflight00001", WorkspaceSpec())
+    long_ago = time.time() - settings.hook_test_timeout_seconds - ABANDONED_MARGIN_SECONDS - 60
+    os.utime(old.workspace_dir, (long_ago, long_ago))
+    application = create_app(settings)
+    async with application.router.lifespan_context(application):
+        for _ in range(200):
+            if not os.path.exists(old.workspace_dir):
+                break
+            await asyncio.sleep(0.05)
+        assert not os.path.exists(old.workspace_dir) and os.path.isdir(young.workspace_dir)
+        if backend == "docker":
+            assert not [item for item in docker_leftovers(settings.data_dir) if "abandoned" in item]
+        await runtime.destroy(young)
+    _no_sandbox_left(settings, backend)

@@ -25,6 +25,7 @@ import asyncio
 import codecs
 import contextlib
 import logging
+import time
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -46,6 +47,8 @@ WORKSPACE_PREFIX = "hooktest-"
 SCRIPT_NAME = "hook-test.sh"
 # What a hook sees besides the environment's variables (the runtime sets HOME, PATH, USER and the like).
 HOOK_ENV = {"CI": "1", "TERM": "dumb", "SHELL": "/bin/bash"}
+# Beyond the hook timeout, what provisioning a sandbox may take before a left-over one counts as abandoned.
+ABANDONED_MARGIN_SECONDS = 600.0
 
 
 class SandboxProvisioningFailed(ReplicasError):
@@ -199,3 +202,30 @@ class SandboxHookRun:
 
 
 _cleanups: set[asyncio.Future] = set()
+
+
+async def remove_abandoned_sandboxes(runtime: Runtime, settings: Settings) -> list[str]:
+    """Destroy the throwaway workspaces that a control plane killed mid-run left behind (a crash, kill -9),
+    and return their ids. A sandbox counts as abandoned once it is older than the longest a run may take
+    (the hook timeout) plus a margin for provisioning, so that another control-plane process's run in flight
+    on the same data dir is never touched. Backends whose disk is on this host only (local, docker on the
+    same host): a remote Docker engine keeps no directory here to find them by."""
+    root = settings.data_dir / "workspaces"
+    cutoff = time.time() - settings.hook_test_timeout_seconds - ABANDONED_MARGIN_SECONDS
+
+    def abandoned() -> list[str]:
+        if not root.is_dir():
+            return []
+        return [path.name for path in root.glob(f"{WORKSPACE_PREFIX}*")
+                if path.is_dir() and path.stat().st_mtime < cutoff]
+
+    removed = []
+    for workspace_id in await asyncio.to_thread(abandoned):
+        try:
+            await runtime.destroy(await runtime.provision(workspace_id, WorkspaceSpec()))
+            removed.append(workspace_id)
+        except Exception:  # noqa: BLE001 - one that will not go must not stop the others; tried again next start
+            log.exception("abandoned hook test sandbox not removed workspace_id=%s", workspace_id)
+    if removed:
+        log.info("removed abandoned hook test sandboxes count=%d", len(removed))
+    return removed

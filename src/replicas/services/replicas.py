@@ -42,7 +42,7 @@ from replicas.errors import BadRequest, Conflict, NotFound, ReplicasError, Servi
 from replicas.events import EventHub, EventPump, follow
 from replicas.events.pump import connect_via
 from replicas.events.webhooks import WebhookDispatcher, enqueue
-from replicas.services import loops, provisioning, usage
+from replicas.services import hook_runner, loops, provisioning, usage
 from replicas.services.environments import parse_uuid
 from replicas.services.principal import Principal
 from replicas.services.replica_views import (
@@ -133,6 +133,7 @@ class ReplicaService:
                     self._background(self._deliver_pending(row.id))
             else:
                 self._background(self._recover_preparing(row))
+        self._background(hook_runner.remove_abandoned_sandboxes(self.manager.runtime, self.settings))
         self._loops = [asyncio.create_task(self.dispatcher.run_forever(self.settings.webhook_poll_seconds),
                                            name="webhook-dispatcher"),
                        asyncio.create_task(self._lifecycle_loop(), name="lifecycle-reaper")]
