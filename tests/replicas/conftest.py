@@ -42,11 +42,6 @@ from tests.docker_support import BASE_IMAGE_TAG, ensure_base_image
 
 VERSIONED = {"X-Replicas-Api-Version": "2026-05-17"}
 
-
-def pytest_configure(config):
-    config.addinivalue_line("markers", "replica_settings(**values): Settings overrides for the Replica API tests")
-
-
 BACKENDS = ("local", "docker")
 ON_BOTH_BACKENDS = pytest.mark.parametrize("replica_backend", BACKENDS, indirect=True)
 

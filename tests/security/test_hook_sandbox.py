@@ -18,15 +18,19 @@ import uuid
 
 import httpx
 import pytest
-import uvicorn
 
 from replicas.api.app import create_app
 from replicas.runtime import WorkspaceSpec, create_runtime
 from replicas.runtime.local import LocalRuntime
-from replicas.services import auth
 from replicas.services.hook_runner import ABANDONED_MARGIN_SECONDS, WORKSPACE_PREFIX
 from replicas.settings import Settings
-from tests.api.test_env_hooks import _processes_with, _unique_sleep, _until_gone
+from tests.api.test_env_hooks import (  # noqa: F401 - live_url, short_timeout_client: fixtures
+    _processes_with,
+    _unique_sleep,
+    _until_gone,
+    live_url,
+    short_timeout_client,
+)
 from tests.contract import assert_contract
 from tests.docker_support import ensure_base_image
 from tests.replicas.conftest import backend_settings, docker_leftovers
@@ -208,53 +212,31 @@ async def test_without_a_sandbox_a_hook_is_refused_and_never_runs_on_the_host(ap
     _no_sandbox_left(settings, backend)
 
 
-@pytest.fixture
-async def short_timeout(settings):
-    """An app of its own whose hook tests time out after two seconds, with an organization's client."""
-    application = create_app(settings.model_copy(update={"hook_test_timeout_seconds": 2}))
-    async with application.router.lifespan_context(application):
-        async with application.state.sessions() as session:
-            org = await auth.get_or_create_organization(session, f"org-{uuid.uuid4().hex[:8]}")
-            key = await auth.create_org_key(session, org, name="test")
-            await session.commit()
-        async with httpx.AsyncClient(transport=httpx.ASGITransport(app=application), base_url="http://replicas.test",
-                                     headers={"Authorization": f"Bearer {key}"}) as client:
-            yield client
-
-
-async def test_a_run_past_its_timeout_is_killed_with_its_sandbox(settings, backend, short_timeout):
+async def test_a_run_past_its_timeout_is_killed_with_its_sandbox(settings, backend,
+                                                                 short_timeout_client):  # noqa: F811
     seconds = _unique_sleep()
-    test = await _run(short_timeout, f"echo started\nsleep {seconds} &\nwait\necho never\n")
+    test = await _run(short_timeout_client, f"echo started\nsleep {seconds} &\nwait\necho never\n")
     assert test["timed_out"] is True and test["exit_code"] == -1 and "never" not in test["output"]
     await _until_gone(seconds, settings)
-    stream = await short_timeout.post(START_STREAM.format(environmentId="global"),
+    stream = await short_timeout_client.post(START_STREAM.format(environmentId="global"),
                                       json={"content": f"echo started; sleep {seconds}"})
     assert '"exit_code":-1,"timed_out":true' in stream.text
     await _until_gone(seconds, settings)
     _no_sandbox_left(settings, backend)
 
 
-async def test_a_client_that_goes_away_mid_stream_leaves_nothing(app, settings, backend, attacker):
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning"))
-    task = asyncio.create_task(server.serve())
-    while not server.started:
-        await asyncio.sleep(0.01)
-    port = server.servers[0].sockets[0].getsockname()[1]
+async def test_a_client_that_goes_away_mid_stream_leaves_nothing(live_url, settings, backend, attacker):  # noqa: F811
     seconds = _unique_sleep()
-    try:
-        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=60,
-                                     headers={"Authorization": f"Bearer {attacker.key}"}) as http:
-            async with http.stream("POST", START_STREAM.format(environmentId="global"),
-                                   json={"content": f"echo started\nsleep {seconds}\n"}) as response:
-                async for text in response.aiter_text():
-                    if "started" in text:
-                        assert _processes_with(seconds) or await _started(seconds)
-                        break
-        await _until_gone(seconds, settings)
-        _no_sandbox_left(settings, backend)
-    finally:
-        server.should_exit = True
-        await task
+    async with httpx.AsyncClient(base_url=live_url, timeout=60,
+                                 headers={"Authorization": f"Bearer {attacker.key}"}) as http:
+        async with http.stream("POST", START_STREAM.format(environmentId="global"),
+                               json={"content": f"echo started\nsleep {seconds}\n"}) as response:
+            async for text in response.aiter_text():
+                if "started" in text:
+                    assert await _started(seconds)
+                    break
+    await _until_gone(seconds, settings)
+    _no_sandbox_left(settings, backend)
 
 
 async def _started(marker: str) -> bool:

@@ -6,15 +6,11 @@ workspace, not the server user's home, not the server process. On the `local` an
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import os
 import pwd
 import secrets
 
-import httpx
 import pytest
-import uvicorn
 
 from replicas.testing import Text
 from tests.agents.test_real_clis import agent_tools, model  # noqa: F401 - fixtures
@@ -28,24 +24,9 @@ from tests.replicas.conftest import (  # noqa: F401 - fixtures
     settled,
     wait_for,
 )
+from tests.replicas.test_terminal import live  # noqa: F401 - fixture: the app served on loopback
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True), ON_BOTH_BACKENDS]
-
-
-@pytest.fixture
-async def live(app, org):
-    """A client of the app served by uvicorn on 127.0.0.1 (the terminal stream needs a real server)."""
-    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, lifespan="off", log_level="warning",
-                                           timeout_graceful_shutdown=2))
-    task = asyncio.create_task(server.serve())
-    await wait_for(lambda: asyncio.sleep(0, server.started), timeout=10, what="uvicorn")
-    port = server.servers[0].sockets[0].getsockname()[1]
-    async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30,
-                                 headers={"Authorization": f"Bearer {org.key}"}) as client:
-        yield client
-    server.should_exit = True
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
 
 
 @pytest.fixture
