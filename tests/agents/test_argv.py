@@ -199,14 +199,15 @@ def test_codex_items_become_session_file_events():
     ]
     events = [event for line in lines for event in translator.translate(line, state)]
     assert [(event.type, event.payload["type"]) for event in events] == [
-        ("event_msg", "agent_reasoning"), ("response_item", "function_call"),
+        ("event_msg", "warning"), ("event_msg", "agent_reasoning"), ("response_item", "function_call"),
         ("response_item", "function_call_output"), ("response_item", "custom_tool_call"),
         ("response_item", "custom_tool_call_output"), ("response_item", "function_call"),
         ("response_item", "message")]
-    assert json.loads(events[1].payload["arguments"]) == {"cmd": "ls"}
-    assert "a.txt" in events[2].payload["output"]
+    assert events[0].payload["message"] == "no model metadata" and state.warnings == ["no model metadata"]
+    assert json.loads(events[2].payload["arguments"]) == {"cmd": "ls"}
+    assert "a.txt" in events[3].payload["output"]
     assert state.session_id == "thread-9" and state.finished and state.usage["input_tokens"] == 10
-    for event in events:
+    for event in events[1:]:  # the warning is Codex's own event_msg shape: the contract's has no warning type
         validate_schema(event.to_dict(), "AgentEvent")
 
 

@@ -20,6 +20,15 @@ How a turn ends:
   killed, then as above;
 - `await turn.interrupt()` (or cancelling the task that iterates): the process group is killed,
   `turn.interrupted` is True and no error event is added.
+
+The model: the request's, else `REPLICAS_DEFAULT_MODEL_<AGENT>` in the turn's environment (the workspace
+environment's variable, or the server's setting passed in under it), else the driver's shipped default
+(`shipped_model`), which each driver gives only for a custom endpoint (a gateway), where the CLI's own
+default may be one it cannot drive; None lets the CLI choose. `turn.model` says which ran.
+
+Warnings: what a CLI reports about itself that a user must see (no tools offered to the model, a model it
+does not know) becomes a warning event in the turn (`warning_event`, in each provider's shape), also
+kept in `turn.warnings`. A turn with warnings can still succeed; it must not pass silently.
 """
 
 from __future__ import annotations
@@ -27,6 +36,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import dataclasses
 import json
 import logging
 import os
@@ -44,6 +54,11 @@ logger = logging.getLogger(__name__)
 THINKING_LEVELS = ("low", "medium", "high", "xhigh", "max", "ultra", "ultracode")
 STDOUT_LINE_LIMIT = 64 * 1024 * 1024  # a tool result that prints a large file is one line
 POLL_INTERVAL = 1.0  # how often a silent CLI is checked for having exited or gone idle
+
+
+def default_model_variable(provider: str) -> str:
+    """The environment variable that names an agent's default model: REPLICAS_DEFAULT_MODEL_CODEX, ..."""
+    return f"REPLICAS_DEFAULT_MODEL_{provider.upper()}"
 
 
 def utc_timestamp() -> str:
@@ -111,6 +126,7 @@ class TurnState:
     error_emitted: bool = False  # the CLI's own line already said so (no synthetic error event)
     finished: bool = False  # the CLI reported the end of its turn
     usage: dict[str, Any] | None = None
+    warnings: list[str] = field(default_factory=list)  # what the CLI warned about (also as events)
     extra: dict[str, Any] = field(default_factory=dict)
 
 
@@ -129,6 +145,27 @@ class AgentDriver(ABC):
     def run_turn(self, request: TurnRequest) -> AgentTurn:
         """Start a turn (the CLI starts on first iteration). Iterate the result for AgentEvents."""
         return AgentTurn(self, request)
+
+    def shipped_model(self, env: Mapping[str, str]) -> str | None:
+        """The model this driver picks when neither the request nor the environment names one; None lets
+        the CLI choose (its own default, right for its own provider's endpoint)."""
+        return None
+
+    def resolve_model(self, request: TurnRequest) -> str | None:
+        """The request's model, else REPLICAS_DEFAULT_MODEL_<AGENT> from the turn's environment, else the
+        shipped default."""
+        if request.model:
+            return request.model
+        env = request.environment
+        return env.get(default_model_variable(self.provider)) or self.shipped_model(env)
+
+    def warning_event(self, message: str, state: TurnState) -> AgentEvent | None:
+        """The provider's AgentEvent for a warning (None: this provider has no place for one)."""
+        return None
+
+    def stderr_warning(self, line: str) -> str | None:
+        """A warning the CLI printed on stderr rather than in its events (None for ordinary lines)."""
+        return None
 
     def resolve_binary(self, request: TurnRequest) -> str | None:
         if self.binary:
@@ -173,7 +210,10 @@ class AgentTurn:
         self.error: str | None = None
         self.interrupted = False
         self.usage: dict[str, Any] | None = None
+        self.model: str | None = request.model
+        self.warnings: list[str] = []
         self.stderr_tail: collections.deque[str] = collections.deque(maxlen=40)
+        self._stderr_warnings: collections.deque[str] = collections.deque()
         self._process: asyncio.subprocess.Process | None = None
         self._events = self._run()
 
@@ -205,8 +245,10 @@ class AgentTurn:
             self.error = driver.not_installed_message()
             yield driver.error_event(self.error, state)
             return
+        self.model = driver.resolve_model(self.request)
+        request = dataclasses.replace(self.request, model=self.model)
         try:
-            invocation = await driver.prepare(self.request, binary)
+            invocation = await driver.prepare(request, binary)
             self._process = await asyncio.create_subprocess_exec(
                 *invocation.argv, cwd=invocation.cwd, env=invocation.env,
                 stdin=asyncio.subprocess.PIPE if invocation.stdin is not None else asyncio.subprocess.DEVNULL,
@@ -217,8 +259,8 @@ class AgentTurn:
             yield driver.error_event(self.error, state)
             return
         process = self._process
-        logger.info("agent turn started provider=%s pid=%s resume=%s", driver.provider, process.pid,
-                    bool(self.request.resume_session_id))
+        logger.info("agent turn started provider=%s pid=%s model=%s resume=%s", driver.provider, process.pid,
+                    self.model, bool(self.request.resume_session_id))
         stderr_task = asyncio.create_task(self._drain_stderr(process))
         try:
             if invocation.stdin is not None:
@@ -243,7 +285,7 @@ class AgentTurn:
                 line = _parse_json_line(raw)
                 if line is None:
                     continue
-                for event in driver.translate(line, state):
+                for event in [*self._take_stderr_warnings(state), *driver.translate(line, state)]:
                     self.session_id = state.session_id or self.session_id
                     yield event
                 self.session_id = state.session_id or self.session_id
@@ -253,6 +295,12 @@ class AgentTurn:
             with contextlib.suppress(asyncio.CancelledError, TimeoutError):
                 await asyncio.wait_for(stderr_task, timeout=1)
             self.usage = state.usage
+            for event in self._take_stderr_warnings(state):
+                yield event
+            self.warnings = list(state.warnings)
+            if self.warnings:
+                logger.warning("agent warned provider=%s model=%s: %s", driver.provider, self.model,
+                               "; ".join(self.warnings))
             if self.interrupted:
                 self.error = "interrupted"
                 return
@@ -299,7 +347,20 @@ class AgentTurn:
     async def _drain_stderr(self, process: asyncio.subprocess.Process) -> None:
         assert process.stderr is not None
         while line := await process.stderr.readline():
-            self.stderr_tail.append(line.decode(errors="replace").rstrip("\n"))
+            text = line.decode(errors="replace").rstrip("\n")
+            self.stderr_tail.append(text)
+            if (warning := self.driver.stderr_warning(text)) is not None:
+                self._stderr_warnings.append(warning)
+
+    def _take_stderr_warnings(self, state: TurnState) -> list[AgentEvent]:
+        """Events for the warnings read from stderr since the last call (recorded in `state`)."""
+        events = []
+        while self._stderr_warnings:
+            message = self._stderr_warnings.popleft()
+            state.warnings.append(message)
+            if (event := self.driver.warning_event(message, state)) is not None:
+                events.append(event)
+        return events
 
     async def _wait(self, process: asyncio.subprocess.Process) -> int | None:
         try:

@@ -7,17 +7,28 @@
   setting; images go in a stream-json user message on stdin (`--input-format stream-json`).
 - Each stdout line `{"type": T, ...}` becomes the AgentEvent `claude-T` with the line as payload
   (spec §4.2). Lines of other types (stream_event, rate_limit_event, ...) are left out.
+- The model, when no one names one, is `GATEWAY_MODEL` at a custom ANTHROPIC_BASE_URL (the pinned
+  CLI's own default, named so that a gateway knows what to serve); at Anthropic itself Claude Code chooses.
+- Warnings, as `claude-system` events with `subtype: "warning"`: a `system/init` line that lists no tools
+  (the model could only talk), and the model Claude Code does not know (it says so only on stderr,
+  `[claude-code:unrecognized_model]`, and sends the name as it is).
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
+from collections.abc import Mapping
 from typing import Any
 
 from replicas.engine.agents.base import AgentDriver, AgentEvent, Invocation, TurnRequest, TurnState
 
 CLAUDE_EVENT_TYPES = ("assistant", "user", "result", "system")
+# @anthropic-ai/claude-code 2.1.330's own default model (in its model list).
+GATEWAY_MODEL = "claude-opus-5-5"
+_UNRECOGNIZED_MODEL = re.compile(r"\[claude-code:unrecognized_model\]\s*(\{.*\})?")
+NO_TOOLS_WARNING = "Claude Code offers the model no tools: it can answer in text but cannot act"
 EFFORT = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "max",
           "ultra": "max", "ultracode": "max"}
 
@@ -137,7 +148,29 @@ class ClaudeDriver(AgentDriver):
             if event.payload.get("is_error") or event.payload.get("subtype") != "success":
                 state.error = "; ".join(event.payload.get("errors") or []) or "Claude Code reported an error"
                 state.error_emitted = True
+        if line.get("type") == "system" and line.get("subtype") == "init" and line.get("tools") == []:
+            state.warnings.append(NO_TOOLS_WARNING)
+            return [event, self.warning_event(NO_TOOLS_WARNING, state)]
         return [event]
+
+    def warning_event(self, message: str, state: TurnState) -> AgentEvent:
+        return AgentEvent(type="claude-system", payload={
+            "type": "system", "subtype": "warning", "message": {"content": [{"type": "text", "text": message}]},
+            "session_id": state.session_id})
+
+    def stderr_warning(self, line: str) -> str | None:
+        match = _UNRECOGNIZED_MODEL.search(line)
+        if match is None:
+            return None
+        try:
+            model = json.loads(match.group(1) or "{}").get("model")
+        except ValueError:
+            model = None
+        return (f"Claude Code does not know the model {model or '(unnamed)'}: it sends the name as given, "
+                "and its context size, tools and thinking settings may not fit that model")
+
+    def shipped_model(self, env: Mapping[str, str]) -> str | None:
+        return GATEWAY_MODEL if env.get("ANTHROPIC_BASE_URL") else None
 
     def error_event(self, message: str, state: TurnState) -> AgentEvent:
         return AgentEvent(type="claude-result", payload={

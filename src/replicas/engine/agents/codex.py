@@ -9,9 +9,13 @@
 - Plan mode runs in a read-only sandbox with no approvals and a planning instruction; otherwise
   approvals and Codex's own sandbox are bypassed (the workspace is the sandbox).
 - Goal mode asks the agent to record the request as its goal (Codex's goal tools) and work until done.
+- The model, when no one names one, is `GATEWAY_MODEL` at a custom OPENAI_BASE_URL. Codex's own default
+  (gpt-6.1-sol in 0.169.0) drives a code-mode `exec` tool there, and a default whose metadata the
+  provider lacks is offered no tools at all (`tools: []`); `GATEWAY_MODEL` is in the pinned Codex's model
+  catalog and offers `exec_command` and `apply_patch`. At OpenAI itself Codex chooses (precedence: base.py).
 
 Codex's `exec --json` items are mapped to the contract's Codex events (spec §4.2), the shapes of Codex's
-own session files: `event_msg` (user_message, agent_reasoning, error) and `response_item` (message,
+own session files: `event_msg` (user_message, agent_reasoning, error, warning) and `response_item` (message,
 function_call / function_call_output for commands and plan updates, custom_tool_call /
 custom_tool_call_output for patches, MCP tools and web searches).
 """
@@ -20,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +32,9 @@ from replicas.engine.agents.base import AgentDriver, AgentEvent, Invocation, Tur
 from replicas.engine.agents.images import prompt_with_image_urls, write_images
 
 PROVIDER_ID = "replicas"
+# In @openai/codex 0.169.0's bundled catalog (model metadata, so no "metadata not found" warning); drives
+# `exec_command` and `apply_patch` through a Responses endpoint. `gpt-5` also works but is not in the catalog.
+GATEWAY_MODEL = "gpt-5.5"
 REASONING_EFFORT = {"low": "low", "medium": "medium", "high": "high", "xhigh": "xhigh", "max": "xhigh",
                     "ultra": "xhigh", "ultracode": "xhigh"}
 PLAN_INSTRUCTION = (
@@ -155,7 +163,9 @@ def translate_codex_item(item: dict[str, Any], started: bool) -> list[AgentEvent
                 _custom_output(item_id, result, failed or bool(item.get("error")))]
     if kind == "web_search":
         return [_custom_call(item_id, "web_search", item.get("query", ""), status)]
-    return []  # "error" items are warnings (unknown model metadata, ...): the turn goes on
+    if kind == "error":  # Codex's warnings (unknown model metadata, ...): the turn goes on
+        return [codex_warning_event(item.get("message") or "Codex reported a problem")]
+    return []
 
 
 class CodexTranslator:
@@ -174,6 +184,8 @@ class CodexTranslator:
             if not started and item.get("id") in self.announced:
                 item["_announced"] = True
             events = translate_codex_item(item, started)
+            if not started and item.get("type") == "error":
+                state.warnings.append(item.get("message") or "Codex reported a problem")
             if started and events:
                 self.announced.add(item.get("id"))
             return events
@@ -191,6 +203,12 @@ class CodexTranslator:
 
 def codex_error_event(message: str) -> AgentEvent:
     return AgentEvent("event_msg", {"type": "error", "message": message})
+
+
+def codex_warning_event(message: str) -> AgentEvent:
+    """Codex's own shape for a warning in its session files (`EventMsg::Warning`); the contract's
+    `event_msg` types (user_message, agent_reasoning) have none, as for `error`."""
+    return AgentEvent("event_msg", {"type": "warning", "message": message})
 
 
 class CodexDriver(AgentDriver):
@@ -226,3 +244,9 @@ class CodexDriver(AgentDriver):
 
     def error_event(self, message: str, state: TurnState) -> AgentEvent:
         return codex_error_event(message)
+
+    def warning_event(self, message: str, state: TurnState) -> AgentEvent:
+        return codex_warning_event(message)
+
+    def shipped_model(self, env: Mapping[str, str]) -> str | None:
+        return GATEWAY_MODEL if env.get("OPENAI_BASE_URL") else None

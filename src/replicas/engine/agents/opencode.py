@@ -7,6 +7,11 @@
 - Plan mode is opencode's `plan` agent, with edits denied and the shell limited to read-only commands
   (with `--auto`, anything not denied would be approved).
 - The thinking level is `--variant` (xhigh, ultra and ultracode become max); images are `--file`s.
+- The model, when no one names one, follows the endpoint (`GATEWAY_MODELS`): `anthropic/...` at a custom
+  ANTHROPIC_BASE_URL, else `openai/...` at a custom OPENAI_BASE_URL (the providers configured above, in
+  the order opencode itself prefers them); with neither, opencode chooses. Both ids are in the pinned
+  opencode's bundled catalog. Its events say nothing of the tools it offers; an unknown model ends the
+  turn with an `opencode-error`.
 - Lines map to `opencode-part-text`, `opencode-part-reasoning`, `opencode-part-tool`, `opencode-error`
   and `opencode-<type>` for the rest, with the line as payload; a finished turn ends with
   `opencode-session.idle`.
@@ -16,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -31,6 +37,9 @@ READ_ONLY_COMMANDS = ["ls*", "cat *", "head *", "tail *", "wc *", "pwd", "rg *",
 PLAN_PERMISSIONS = {"edit": "deny", "webfetch": "allow",
                     "bash": {"*": "deny", **{pattern: "allow" for pattern in READ_ONLY_COMMANDS}}}
 OPENAI_MODEL_PREFIXES = ("gpt-", "o1", "o3", "o4", "codex")
+# Both in opencode-ai 1.18.33's bundled catalog: its own choice for Anthropic, and for OpenAI the model Codex
+# uses at a gateway, so that a gateway serves one OpenAI model for both agents.
+GATEWAY_MODELS = {"ANTHROPIC_BASE_URL": "anthropic/claude-sonnet-4-6", "OPENAI_BASE_URL": "openai/gpt-5.5"}
 
 
 def opencode_model(model: str | None) -> str | None:
@@ -113,6 +122,9 @@ class OpencodeDriver(AgentDriver):
 
     provider = "opencode"
     binary_name = "opencode"
+
+    def shipped_model(self, env: Mapping[str, str]) -> str | None:
+        return next((model for variable, model in GATEWAY_MODELS.items() if env.get(variable)), None)
 
     async def prepare(self, request: TurnRequest, binary: str) -> Invocation:
         image_dir = request.home_dir / ".replicas" / "images"
