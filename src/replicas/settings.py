@@ -39,6 +39,15 @@ class Settings(BaseSettings):
     log_level: str = "info"
     # Where the pinned agent CLIs are installed (`replicas agents install`); default `<data_dir>/tools`.
     tools_dir: Path | None = None
+    # Each agent's model when a request names none (README, "Models and gateways"). Passed to workspaces as
+    # REPLICAS_DEFAULT_MODEL_<AGENT>, under the environment's variables (an environment's own value wins).
+    # None: the driver's shipped default at a custom base URL, else the CLI's own choice.
+    default_model_claude: str | None = None
+    default_model_codex: str | None = None
+    default_model_opencode: str | None = None
+    default_model_cursor: str | None = None
+    # How long the control plane trusts what it found installed (agent CLIs) before it looks again.
+    agent_check_ttl_seconds: float = Field(default=10.0, ge=0)
     # Seconds to wait for a started workspace engine to answer its health check.
     engine_start_timeout_seconds: float = Field(default=30.0, gt=0)
 

@@ -37,12 +37,12 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from replicas import outbound
 from replicas.crypto import SecretBox
-from replicas.engine.agents.install import find_binary
 from replicas.errors import BadRequest, Conflict, NotFound, ReplicasError, ServiceUnavailable, TooManyRequests
 from replicas.events import EventHub, EventPump, follow
 from replicas.events.pump import connect_via
 from replicas.events.webhooks import WebhookDispatcher, enqueue
 from replicas.services import hook_runner, loops, provisioning, usage
+from replicas.services.agent_availability import AgentAvailabilityCache
 from replicas.services.environments import parse_uuid
 from replicas.services.principal import Principal
 from replicas.services.replica_views import (
@@ -107,6 +107,7 @@ class ReplicaService:
                  manager: WorkspaceManager | None = None):
         self.settings, self.sessions, self.box = settings, sessions, box
         self.manager = manager or WorkspaceManager(settings, sessions, box)
+        self.agents = AgentAvailabilityCache(settings)
         self.hub = EventHub()
         self.pump = EventPump(sessions, connect_via(self.manager), self.hub, on_stored=self._on_stored)
         self.owner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
@@ -123,7 +124,9 @@ class ReplicaService:
     # -- process lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Reattach to the workspaces this store knows, then run the webhook and lifecycle loops."""
+        """Say which agents this server can run, reattach to the workspaces this store knows, then run the
+        webhook and lifecycle loops."""
+        await self.agents.log_summary(log)
         async with self.sessions() as session:
             rows = list(await session.scalars(select(Workspace).where(Workspace.status.in_(AWAKE))))
         for row in rows:
@@ -224,6 +227,7 @@ class ReplicaService:
         webhook_url, webhook_secret = request.webhook()
         if webhook_url:  # 400 now for what every delivery would be refused (outbound.py checks each again)
             outbound.check_url(webhook_url, self.settings)
+        await self.agents.require(request.coding_agent)
         pending = [{"id": str(uuid.uuid4()), "message": message, "options": options, "chat_id": None,
                     "coding_agent": None, "queued_at": iso(utcnow())}]
         row = await self.manager.create_record(
@@ -504,6 +508,7 @@ class ReplicaService:
         if row.status == "error":
             raise Conflict("Workspace is in error state", row.error_message)
         message, options = message_options(message, **fields)
+        await self.agents.require(coding_agent or _chat_provider(row, chat_id))
         entry = {"id": str(uuid.uuid4()), "message": message, "options": options, "chat_id": chat_id,
                  "coding_agent": coding_agent, "queued_at": iso(utcnow())}
         if self._direct(row):
@@ -525,6 +530,7 @@ class ReplicaService:
         if row.status in ("archived", "error"):
             raise Conflict(f"Workspace is {row.status}")
         message, options = message_options(message, **fields)
+        await self.agents.require(_chat_provider(row, chat_id))
         entry = {"id": str(uuid.uuid4()), "message": message, "options": options, "chat_id": chat_id,
                  "coding_agent": None, "queued_at": iso(utcnow())}
         if self._direct(row):
@@ -549,6 +555,7 @@ class ReplicaService:
         if row.status in ("archived", "error"):
             raise Conflict(f"Workspace is {row.status}")
         message, options = message_options(message, **fields)
+        await self.agents.require(provider)
         chats = (row.snapshot or {}).get("chats", [])
         if chat_id is None:
             chat_id = next((c["id"] for c in sorted(chats, key=lambda c: c["id"] != row.default_chat_id)
@@ -749,16 +756,10 @@ class ReplicaService:
                 EnvironmentHook.is_active.is_(True), EnvironmentHook.environment_id == row.environment_id)
                 .limit(1)) if row.environment_id is not None else None
         variables = set(resolved.variables) if resolved else set()
-        agents = {}
-        for agent, names in _AUTH_VARIABLES.items():
-            available = agent != "pi"
-            if available:
-                try:
-                    find_binary(agent, self.settings.resolved_tools_dir)
-                except Exception:  # noqa: BLE001 - not installed
-                    available = False
-            agents[agent] = {"available": available,
-                             "auth_method": "api_key" if variables.intersection(names) else "none"}
+        found = await self.agents.all()
+        agents = {agent: {"available": agent in found and found[agent].available,
+                          "auth_method": "api_key" if variables.intersection(names) else "none"}
+                  for agent, names in _AUTH_VARIABLES.items()}
         reported = {repo.get("name"): repo for repo in (row.snapshot or {}).get("repos", [])}
         repositories = []
         for repo in row.repositories or []:
@@ -798,6 +799,7 @@ class ReplicaService:
         row = await self.get_workspace(principal, workspace_id)
         if row.status in refuse:
             raise Conflict(f"Workspace is {row.status}")
+        await self.agents.require(body.get("provider") or row.coding_agent)
         row = await self.awake_workspace(principal, workspace_id)
         await self.touch(row)
         return await self.manager.call_engine(row, "POST", "/chats", json=body)
@@ -1011,6 +1013,14 @@ def _frame(envelope: dict[str, Any], seq: int | None) -> str:
     data = json.dumps(envelope, separators=(",", ":"), default=str)
     head = f"id: {seq}\n" if seq is not None else ""
     return f"{head}event: {envelope['type']}\ndata: {data}\n\n"
+
+
+def _chat_provider(row: Workspace, chat_id: str | None) -> str:
+    """The agent of the chat a message goes to: the named chat's, as last reported (a chat not reported
+    yet is the workspace's agent's), else the default chat's, the workspace's agent."""
+    chats = (row.snapshot or {}).get("chats", [])
+    chat = next((c for c in chats if c.get("id") == chat_id), None) if chat_id else None
+    return (chat or {}).get("provider") or row.coding_agent
 
 
 def _deleted_chats(snapshot: dict[str, Any], gone: dict[str, Any]) -> list[dict[str, Any]]:

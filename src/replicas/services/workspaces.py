@@ -28,6 +28,7 @@ from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from replicas.crypto import SecretBox
+from replicas.engine.agents.base import default_model_variable
 from replicas.errors import BadGateway, BadRequest, Conflict, NotFound, ServiceUnavailable, TooManyRequests
 from replicas.runtime import Runtime, RuntimeStatus, WorkspaceSpec, create_runtime
 from replicas.runtime.local import python_environment_paths
@@ -152,15 +153,22 @@ class WorkspaceManager:
             raise
 
     async def _base_env(self, workspace: Workspace) -> dict[str, str]:
-        """Stored provider credentials (under the environment's variables, which win) and what the
-        engine and the agent need to know about their workspace and control plane."""
+        """Stored provider credentials and the server's default models (both under the environment's
+        variables, which win) and what the engine and the agent need to know about their workspace and
+        control plane."""
         env = await self._credentials(workspace.organization_id, workspace.user_id)
+        env.update(self.default_models())
         env.update({
             "REPLICAS_TOOLS_DIR": str(self.settings.resolved_tools_dir),
             "WORKSPACE_ID": str(workspace.id),
             "REPLICAS_API_URL": self.settings.public_url or f"http://{self.settings.host}:{self.settings.port}",
         })
         return env
+
+    def default_models(self) -> dict[str, str]:
+        """REPLICAS_DEFAULT_MODEL_<AGENT> for each agent this server's settings name a model for."""
+        return {default_model_variable(agent): model for agent in PROVIDERS
+                if (model := getattr(self.settings, f"default_model_{agent}", None))}
 
     async def _credentials(self, organization_id: uuid.UUID, user_id: uuid.UUID | None) -> dict[str, str]:
         async with self.sessions() as session:

@@ -8,6 +8,9 @@ Claude Code's `install.cjs` always (it puts the native binary in place of a stub
 `postinstall.mjs` when its binary does not answer `--version`. Installing is idempotent: an agent whose
 binary already reports the pinned version is left alone. cursor-agent is not on npm: `check()` only
 says whether it is on PATH.
+
+`check()` runs each binary (`--version`); `find_installed()` only looks (a few `stat` calls and npm's
+package.json), which is cheap enough for the control plane to ask before every create.
 """
 
 from __future__ import annotations
@@ -135,6 +138,25 @@ async def check_agent(tools: Path, agent: str) -> AgentStatus:
         status.missing.append(f"{binary} does not run (its set-up script has not run?)")
     elif status.version != package.version:
         status.missing.append(f"version {status.version} installed, {package.version} pinned")
+    return status
+
+
+def find_installed(tools: Path, agent: str, path: str | None = None) -> AgentStatus:
+    """What is there, without running it: the binary (the tools directory, else PATH) and the version npm
+    installed (None for a binary from PATH). `missing` says what is not there or not the pinned version;
+    `status.path` is set whenever a binary was found."""
+    package = PACKAGES.get(agent)
+    found = find_binary(agent, Path(tools), path=path)
+    status = AgentStatus(agent=agent, pinned=package.version if package else None, path=found)
+    if found is None:
+        where = f"in {package_dir(tools, agent)} or on PATH" if package else "on PATH"
+        binary = package.binary if package else CURSOR_BINARY if agent == "cursor" else agent
+        status.missing.append(f"{binary} is not installed {where}")
+        return status
+    if package is not None and Path(found) == binary_path(tools, agent):
+        status.version = installed_package_version(tools, agent)
+        if status.version != package.version:
+            status.missing.append(f"version {status.version} installed, {package.version} pinned")
     return status
 
 
