@@ -15,10 +15,17 @@ from replicas.engine.agents.codex import (
     CodexTranslator,
     build_codex_argv,
     build_codex_env,
+    build_codex_stdin,
     codex_provider_overrides,
     codex_reasoning_effort,
 )
-from replicas.engine.agents.cursor import CursorDriver, build_cursor_argv, wrap_cursor_line
+from replicas.engine.agents.cursor import (
+    MAX_ARGUMENT_BYTES,
+    CursorDriver,
+    build_cursor_argv,
+    check_cursor_prompt,
+    wrap_cursor_line,
+)
 from replicas.engine.agents.images import write_images
 from replicas.engine.agents.install import (
     PACKAGES,
@@ -32,6 +39,7 @@ from replicas.engine.agents.opencode import (
     build_opencode_argv,
     build_opencode_config,
     build_opencode_env,
+    build_opencode_stdin,
     opencode_model,
     wrap_opencode_line,
 )
@@ -42,6 +50,22 @@ IMAGE = {"type": "image", "source": {"type": "base64", "media_type": "image/png"
 URL_IMAGE = {"type": "image", "source": {"type": "url", "url": "https://example.com/cat.png"}}
 ENV = {"PATH": "/usr/bin", "HOME": "/home/ws", "ANTHROPIC_BASE_URL": "http://127.0.0.1:9000",
        "ANTHROPIC_API_KEY": "sk-ant", "OPENAI_BASE_URL": "http://127.0.0.1:9000/v1", "OPENAI_API_KEY": "sk-oai"}
+# Prompts that a shell, an argument parser or a careless join would change (the real CLIs get them in
+# tests/agents/test_prompt_fidelity.py).
+PROMPT_CASES = {
+    "quotes": """Say "hi" and 'bye', then "it's" """,
+    "backslashes": "C:\\temp\\new and \\n is no newline, nor \\\" or \\\\",
+    "dollars": "echo $HOME ${PATH} $((6*7)) $(whoami) $1",
+    "backticks": "run `ls -la` or ```sh\necho `date`\n```",
+    "newlines": "Work\nRUN: echo X-$((6*7))",
+    "crlf": "line one\r\nline two\r\n\r\nend",
+    "trailing newline": "ends with a newline\n",
+    "leading --help": "--help",
+    "leading -x": "-x foo",
+    "non-ascii": "héllo — 日本語 🚀",
+    "100 KB": "".join(f"line {n:05d}: the quick brown fox jumps over the lazy dog $x `y` \"z\"\n"
+                      for n in range(1600)),
+}
 
 
 def request(**fields) -> TurnRequest:
@@ -59,7 +83,9 @@ def test_claude_first_turn_streams_json_and_skips_permissions():
     argv = build_claude_argv(request(), "claude")
     assert argv[:5] == ["claude", "-p", "--output-format", "stream-json", "--verbose"]
     assert "--dangerously-skip-permissions" in argv and "--resume" not in argv
-    assert argv[-2:] == ["--", "fix the bug"]
+    assert after(argv, "--input-format") == "stream-json" and "fix the bug" not in argv
+    message = json.loads(build_claude_stdin(request()))
+    assert message["message"] == {"role": "user", "content": [{"type": "text", "text": "fix the bug"}]}
 
 
 def test_claude_follow_up_resumes_and_maps_model_effort_plan_and_fast_mode():
@@ -87,7 +113,6 @@ def test_claude_images_go_on_stdin_as_a_stream_json_user_message():
     content = message["message"]["content"]
     assert content[0] == {"type": "text", "text": "fix the bug"}
     assert [block["source"] for block in content[1:]] == [IMAGE["source"], URL_IMAGE["source"]]
-    assert build_claude_stdin(request()) is None
 
 
 def test_claude_env_quiets_the_cli_and_allows_skipping_permissions_as_root():
@@ -136,13 +161,13 @@ def test_codex_first_turn_uses_a_custom_provider_and_bypasses_its_sandbox():
     assert 'base_url="http://127.0.0.1:9000/v1"' in provider and 'wire_api="responses"' in provider
     assert 'env_key="OPENAI_API_KEY"' in provider and "sk-oai" not in " ".join(argv)
     assert "--dangerously-bypass-approvals-and-sandbox" in argv
-    assert argv[-2:] == ["--", "fix the bug"]
+    assert argv[-2:] == ["--", "-"] and build_codex_stdin(request()) == b"fix the bug"
 
 
 def test_codex_follow_up_resumes_the_thread():
     argv = build_codex_argv(request(resume_session_id="thread-1", model="gpt-5"), "codex")
     assert argv[:3] == ["codex", "exec", "resume"]
-    assert argv[-3:] == ["--", "thread-1", "fix the bug"]
+    assert argv[-3:] == ["--", "thread-1", "-"]
     assert after(argv, "--model") == "gpt-5"
 
 
@@ -153,10 +178,12 @@ def test_codex_without_a_base_url_keeps_its_own_provider():
 
 
 def test_codex_plan_mode_is_read_only_with_a_planning_instruction():
-    argv = build_codex_argv(request(plan_mode=True), "codex")
+    turn = request(plan_mode=True)
+    argv = build_codex_argv(turn, "codex")
     assert 'sandbox_mode="read-only"' in argv and 'approval_policy="never"' in argv
     assert "--dangerously-bypass-approvals-and-sandbox" not in argv
-    assert argv[-1].startswith("You are in plan mode") and argv[-1].endswith("fix the bug")
+    stdin = build_codex_stdin(turn).decode()
+    assert stdin.startswith("You are in plan mode") and stdin.endswith("\n\nfix the bug")
 
 
 @pytest.mark.parametrize(("level", "effort"), [("low", "low"), ("medium", "medium"), ("high", "high"),
@@ -167,11 +194,13 @@ def test_codex_thinking_levels_become_reasoning_effort(level, effort):
 
 
 def test_codex_fast_goal_and_images():
-    argv = build_codex_argv(request(fast_mode=True, goal_mode=True, images=[IMAGE, URL_IMAGE]), "codex",
-                            [Path("/home/ws/.replicas/images/a.png")])
+    turn = request(fast_mode=True, goal_mode=True, images=[IMAGE, URL_IMAGE])
+    argv = build_codex_argv(turn, "codex", [Path("/home/ws/.replicas/images/a.png")])
     assert 'service_tier="fast"' in argv and after(argv, "--enable") == "goals"
-    assert "--image=/home/ws/.replicas/images/a.png" in argv
-    assert argv[-1].startswith("Goal mode") and "https://example.com/cat.png" in argv[-1]
+    assert "--image=/home/ws/.replicas/images/a.png" in argv and argv[-2:] == ["--", "-"]
+    stdin = build_codex_stdin(turn).decode()
+    assert stdin.startswith("Goal mode") and "\n\nfix the bug\n\nAttached images:" in stdin
+    assert stdin.endswith("- https://example.com/cat.png")
 
 
 def test_codex_home_is_inside_the_workspace_home():
@@ -231,7 +260,10 @@ def test_opencode_argv_runs_json_and_resumes_the_session():
     assert after(argv, "--model") == "anthropic/claude-sonnet-4-5"
     assert after(argv, "--variant") == "max"
     assert after(argv, "--file") == "/tmp/a.png"
-    assert argv[-2:] == ["--", "fix the bug"]
+    assert "--" not in argv and "fix the bug" not in argv  # no message argument: stdin is the message
+    assert build_opencode_stdin(request()) == b"fix the bug"
+    with_url = build_opencode_stdin(request(images=[URL_IMAGE])).decode()
+    assert with_url.startswith("fix the bug\n\nAttached images:") and "https://example.com/cat.png" in with_url
     assert opencode_model("gpt-5") == "openai/gpt-5" and opencode_model("openrouter/x") == "openrouter/x"
 
 
@@ -290,6 +322,22 @@ def test_cursor_argv_and_lines():
     validate_schema(wrap_cursor_line({"type": "thinking", "text": "x"}).to_dict(), "AgentEvent")
 
 
+async def test_cursor_refuses_a_prompt_too_long_for_one_argument(tmp_path):
+    check_cursor_prompt("x" * MAX_ARGUMENT_BYTES)
+    with pytest.raises(OSError, match="cursor-agent takes it as one command-line argument"):
+        check_cursor_prompt("é" * (MAX_ARGUMENT_BYTES // 2 + 1))
+    with pytest.raises(OSError, match="NUL"):
+        check_cursor_prompt("a\0b")
+    fake = tmp_path / "cursor-agent"
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    turn = CursorDriver(fake).run_turn(request(prompt="x" * 200_000, cwd=tmp_path,
+                                               env={"PATH": "/usr/bin", "HOME": str(tmp_path)}))
+    events = [event async for event in turn]
+    assert [event.type for event in events] == ["cursor-error"]
+    assert turn.error.startswith("cannot start cursor-agent: [Errno 7] the prompt is 200000 bytes")
+
+
 async def test_cursor_without_the_cli_ends_the_turn_with_a_clear_error(tmp_path):
     turn = CursorDriver().run_turn(request(cwd=tmp_path, env={"PATH": str(tmp_path), "HOME": str(tmp_path)}))
     events = [event async for event in turn]
@@ -329,3 +377,30 @@ async def test_check_reports_what_is_missing(tmp_path):
     assert not statuses["claude"].ok and "not installed" in statuses["claude"].missing[0]
     assert statuses["codex"].pinned == "0.169.0" and statuses["codex"].path is None
     assert find_binary("codex", tmp_path, path=str(tmp_path)) is None
+
+
+# --- every driver passes the prompt unchanged ------------------------------------------------------
+
+
+@pytest.mark.parametrize("prompt", PROMPT_CASES.values(), ids=PROMPT_CASES.keys())
+def test_claude_codex_and_opencode_take_the_prompt_on_stdin_byte_for_byte(prompt):
+    for resume in (None, "session-1"):
+        turn = request(prompt=prompt, resume_session_id=resume)
+        claude = build_claude_argv(turn, "claude")
+        codex = build_codex_argv(turn, "codex")
+        opencode = build_opencode_argv(turn, "opencode")
+        for argv in (claude, codex, opencode):
+            assert not any(prompt in value for value in argv)
+        stdin = build_claude_stdin(turn)
+        assert stdin.endswith(b"\n") and stdin.count(b"\n") == 1  # one JSON line, whatever the prompt holds
+        assert json.loads(stdin)["message"]["content"] == [{"type": "text", "text": prompt}]
+        assert build_codex_stdin(turn) == prompt.encode()
+        assert codex[-1] == "-"
+        assert build_opencode_stdin(turn) == prompt.encode()
+
+
+@pytest.mark.parametrize("prompt", PROMPT_CASES.values(), ids=PROMPT_CASES.keys())
+def test_cursor_takes_the_prompt_as_its_one_argument_after_the_options(prompt):
+    argv = build_cursor_argv(request(prompt=prompt, resume_session_id="c1"), "cursor-agent")
+    assert argv[-2:] == ["--", prompt] and argv.count(prompt) == 1
+    check_cursor_prompt(prompt)  # 100 KB still fits in one argument

@@ -23,11 +23,14 @@ from tests.conftest import git
 SECRET = "test-engine-secret"
 
 FAKE_CLAUDE = r'''#!{python}
-"""A stand-in for Claude Code: prints stream-json lines. The prompt says what to do:
-`sleep:N` sleeps N seconds, `crash` exits 1 without a result, `write:NAME` creates NAME in the cwd."""
+"""A stand-in for Claude Code: reads the stream-json user message on stdin, prints stream-json lines.
+The prompt says what to do: `sleep:N` sleeps N seconds, `crash` exits 1 without a result, `write:NAME`
+creates NAME in the cwd."""
 import json, os, sys, time, uuid
 argv = sys.argv[1:]
-prompt = argv[argv.index("--") + 1] if "--" in argv else ""
+message = json.loads(sys.stdin.readline() or "{}") if "--input-format" in argv else {}
+prompt = "".join(block.get("text", "") for block in (message.get("message") or {}).get("content") or []
+                 if block.get("type") == "text")
 session = argv[argv.index("--resume") + 1] if "--resume" in argv else str(uuid.uuid4())
 with open(os.environ["FAKE_AGENT_LOG"], "a") as log:
     log.write(json.dumps({"argv": argv, "cwd": os.getcwd(), "prompt": prompt}) + "\n")

@@ -83,6 +83,31 @@ class RecordedRequest:
         body = self.body or {}
         return json.dumps(body.get("messages", body.get("input", [])))
 
+    def user_texts(self) -> list[str]:
+        """Each text part of the user's turns, exactly as received, in conversation order.
+
+        Anthropic: the `text` blocks (or a string `content`) of `role: user` messages; OpenAI Responses:
+        the `input_text` parts (or a string `content`) of `role: user` message items, or a string `input`.
+        Agents add their own parts (system reminders, environment context) beside the user's message,
+        so a test asserts that the message is one element of this list, not a substring of it."""
+        body = self.body if isinstance(self.body, dict) else {}
+        if isinstance(body.get("input"), str):
+            return [body["input"]]
+        entries = body.get("messages") if self.api == "anthropic" else body.get("input")
+        texts: list[str] = []
+        for entry in entries or []:
+            if not isinstance(entry, dict) or entry.get("role") != "user":
+                continue
+            if entry.get("type", "message") != "message":
+                continue
+            content = entry.get("content")
+            if isinstance(content, str):
+                texts.append(content)
+                continue
+            texts += [block["text"] for block in content or [] if isinstance(block, dict)
+                      and block.get("type") in ("text", "input_text") and isinstance(block.get("text"), str)]
+        return texts
+
     def images(self) -> list[dict]:
         """Image blocks (Anthropic `image`, OpenAI `input_image`) anywhere in the conversation."""
         found: list[dict] = []

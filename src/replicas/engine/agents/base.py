@@ -109,7 +109,11 @@ class TurnRequest:
 
 @dataclass
 class Invocation:
-    """A prepared command: argv, environment, working directory, and what to write to stdin."""
+    """A prepared command: argv, environment, working directory, and what to write to stdin.
+
+    `stdin` is written whole and then closed (None: stdin is /dev/null). It is how the drivers pass the
+    prompt: a CLI's argument parsing can rewrite an argument (opencode quotes any with a space), while
+    the bytes on stdin reach it as they are."""
 
     argv: list[str]
     env: dict[str, str]
@@ -262,9 +266,11 @@ class AgentTurn:
         logger.info("agent turn started provider=%s pid=%s model=%s resume=%s", driver.provider, process.pid,
                     self.model, bool(self.request.resume_session_id))
         stderr_task = asyncio.create_task(self._drain_stderr(process))
+        # Fed alongside the reading below, so a CLI that stalls before reading its stdin still meets the
+        # idle timeout (a large prompt does not fit in the pipe at once).
+        stdin_task = (asyncio.create_task(self._feed_stdin(process, invocation.stdin))
+                      if invocation.stdin is not None else None)
         try:
-            if invocation.stdin is not None:
-                await self._feed_stdin(process, invocation.stdin)
             timed_out = False
             loop = asyncio.get_running_loop()
             last_output = loop.time()
@@ -312,6 +318,8 @@ class AgentTurn:
                     yield event
         finally:
             stderr_task.cancel()
+            if stdin_task is not None:
+                stdin_task.cancel()
             if process.returncode is None:
                 await self._kill()
             # A process the CLI left behind may still hold our pipes; close our ends so the transport
@@ -336,13 +344,15 @@ class AgentTurn:
         return None
 
     async def _feed_stdin(self, process: asyncio.subprocess.Process, data: bytes) -> None:
+        """Write the whole input, then close the pipe: the CLIs read stdin to EOF before they start."""
         assert process.stdin is not None
         try:
             process.stdin.write(data)
             await process.stdin.drain()
-            process.stdin.close()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the CLI exited early; its exit code tells why
+        finally:
+            process.stdin.close()
 
     async def _drain_stderr(self, process: asyncio.subprocess.Process) -> None:
         assert process.stderr is not None

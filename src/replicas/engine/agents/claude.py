@@ -3,8 +3,12 @@
 - Follow-ups resume the session (`--resume <session_id>`; the id comes from the `system/init` line).
 - Plan mode is `--permission-mode plan`; otherwise `--dangerously-skip-permissions` (IS_SANDBOX=1
   when running as root, which Claude Code otherwise refuses).
+- The prompt never goes in argv: every turn writes one stream-json user message to stdin
+  (`--input-format stream-json`), whose first text block is the prompt, unchanged, and whose other
+  blocks are the images. A JSON string carries any text (quotes, `$`, newlines, a leading `-`, 100 KB)
+  and Claude Code sends that block to the model as it is.
 - The thinking level is `--effort` (low, medium, high, xhigh, max); fast mode is the `fastMode`
-  setting; images go in a stream-json user message on stdin (`--input-format stream-json`).
+  setting.
 - Each stdout line `{"type": T, ...}` becomes the AgentEvent `claude-T` with the line as payload
   (spec §4.2). Lines of other types (stream_event, rate_limit_event, ...) are left out.
 - The model, when no one names one, is `GATEWAY_MODEL` at a custom ANTHROPIC_BASE_URL (the pinned
@@ -38,10 +42,8 @@ def claude_effort(thinking_level: str | None) -> str | None:
 
 
 def build_claude_argv(request: TurnRequest, binary: str) -> list[str]:
-    """The command line for one turn. The prompt goes after `--`, or on stdin when there are images."""
-    argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
-    if request.images:
-        argv += ["--input-format", "stream-json"]
+    """The command line for one turn; the prompt is not on it (see `build_claude_stdin`)."""
+    argv = [binary, "-p", "--output-format", "stream-json", "--verbose", "--input-format", "stream-json"]
     if request.resume_session_id:
         argv += ["--resume", request.resume_session_id]
     argv += ["--permission-mode", "plan"] if request.plan_mode else ["--dangerously-skip-permissions"]
@@ -51,15 +53,12 @@ def build_claude_argv(request: TurnRequest, binary: str) -> list[str]:
         argv += ["--effort", effort]
     if request.fast_mode:
         argv += ["--settings", json.dumps({"fastMode": True})]
-    if not request.images:
-        argv += ["--", request.prompt]
     return argv
 
 
-def build_claude_stdin(request: TurnRequest) -> bytes | None:
-    """A stream-json user message with the prompt and images, or None when there are no images."""
-    if not request.images:
-        return None
+def build_claude_stdin(request: TurnRequest) -> bytes:
+    """The turn's one stream-json user message: the prompt as its first text block, then the images.
+    Claude Code reads stdin to its end, so one line and EOF make one turn."""
     content: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
     content += [{"type": "image", "source": dict(image["source"])} for image in request.images]
     message = {"type": "user", "message": {"role": "user", "content": content},

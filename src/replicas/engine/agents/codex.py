@@ -4,6 +4,8 @@
   `responses`, key from OPENAI_API_KEY) points Codex at that endpoint: the built-in provider would try
   a WebSocket first and never give up (AGENT-CLIS.md).
 - CODEX_HOME is `<home>/.codex`, so threads, state and logs stay in the workspace.
+- The prompt goes to stdin (`-` as the prompt argument), never on the command line, so Codex gets it
+  byte for byte whatever it holds (in plan and goal mode, after the mode's instruction).
 - The thinking level is `model_reasoning_effort` (max, ultra and ultracode become xhigh); fast mode is
   `service_tier="fast"`; images are `--image` files.
 - Plan mode runs in a read-only sandbox with no approvals and a planning instruction; otherwise
@@ -69,6 +71,10 @@ def codex_provider_overrides(env: dict[str, str], *, max_retries: int | None = N
 
 
 def build_codex_prompt(request: TurnRequest) -> str:
+    """The user's message as Codex gets it: the prompt, then the URLs of URL images (Codex takes image
+    files only). Plan and goal mode put their instruction before it: `developer_instructions` would
+    keep the text apart, but Codex sends them only when a thread starts (a resumed turn would lose
+    them, and a thread started in plan mode would keep them), and `exec` has no other per-turn channel."""
     prompt = prompt_with_image_urls(request.prompt, request.images)
     if request.goal_mode:
         prompt = GOAL_INSTRUCTION + prompt
@@ -79,7 +85,8 @@ def build_codex_prompt(request: TurnRequest) -> str:
 
 def build_codex_argv(request: TurnRequest, binary: str, image_paths: list[Path] | None = None, *,
                      max_retries: int | None = None, stream_idle_timeout: float | None = None) -> list[str]:
-    """The command line for one turn; the prompt (and thread id) go after `--`."""
+    """The command line for one turn: the thread id after `--`, then `-`, which makes Codex read the
+    prompt from stdin (`build_codex_stdin`); the prompt itself is never on the command line."""
     argv = [binary, "exec"]
     if request.resume_session_id:
         argv.append("resume")
@@ -102,8 +109,13 @@ def build_codex_argv(request: TurnRequest, binary: str, image_paths: list[Path] 
     argv.append("--")
     if request.resume_session_id:
         argv.append(request.resume_session_id)
-    argv.append(build_codex_prompt(request))
+    argv.append("-")
     return argv
+
+
+def build_codex_stdin(request: TurnRequest) -> bytes:
+    """The prompt as UTF-8: with `-`, `codex exec` takes stdin up to EOF as the user's message, as is."""
+    return build_codex_prompt(request).encode()
 
 
 def build_codex_env(request: TurnRequest) -> dict[str, str]:
@@ -233,7 +245,7 @@ class CodexDriver(AgentDriver):
         await asyncio.to_thread(Path(env["CODEX_HOME"]).mkdir, parents=True, exist_ok=True)
         argv = build_codex_argv(request, binary, image_paths, max_retries=self.max_retries,
                                 stream_idle_timeout=self.stream_idle_timeout)
-        return Invocation(argv=argv, env=env, cwd=request.cwd)
+        return Invocation(argv=argv, env=env, cwd=request.cwd, stdin=build_codex_stdin(request))
 
     def translate(self, line: dict[str, Any], state: TurnState) -> list[AgentEvent]:
         translator = state.extra.setdefault("translator", CodexTranslator())

@@ -4,6 +4,12 @@ cursor-agent is not on npm, so it is not pinned or installed here: the driver us
 PATH and otherwise ends the turn with the error event "cursor-agent is not installed". Its flags and
 line types follow Cursor's CLI documentation; no test here runs the real CLI.
 
+The prompt is the one positional argument, after `--`: Cursor documents no other channel for it in
+print mode (reading a piped stdin is undocumented), and the other drivers' stdin routes cannot be
+checked against this CLI here. The argument reaches the CLI through execve, with no shell and no
+joining, so it arrives byte for byte; Linux caps one argument at 128 KiB, so a longer prompt ends the
+turn with a clear error instead of an opaque E2BIG.
+
 Lines map to `cursor-assistant`, `cursor-thinking`, `cursor-tool_call`, `cursor-status` (system lines
 and a successful result) and `cursor-error` (a failed result), with the line as payload.
 """
@@ -11,6 +17,7 @@ and a successful result) and `cursor-error` (a failed result), with the line as 
 from __future__ import annotations
 
 import asyncio
+import errno
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +27,7 @@ from replicas.engine.agents.images import prompt_with_image_urls, write_images
 EVENT_TYPES = {"assistant": "cursor-assistant", "thinking": "cursor-thinking", "tool_call": "cursor-tool_call",
                "task": "cursor-task", "system": "cursor-status", "result": "cursor-status",
                "error": "cursor-error"}
+MAX_ARGUMENT_BYTES = 128 * 1024 - 1  # Linux's MAX_ARG_STRLEN, less the terminating NUL
 
 
 def build_cursor_prompt(request: TurnRequest, image_paths: list[Path] | None = None) -> str:
@@ -37,6 +45,15 @@ def build_cursor_argv(request: TurnRequest, binary: str, image_paths: list[Path]
     if request.model:
         argv += ["--model", request.model]
     return argv + ["--", build_cursor_prompt(request, image_paths)]
+
+
+def check_cursor_prompt(prompt: str) -> None:
+    """Raise OSError(E2BIG) for a prompt that cannot be one argument (see the module docstring)."""
+    size = len(prompt.encode())
+    if size > MAX_ARGUMENT_BYTES or "\0" in prompt:
+        reason = "holds a NUL character" if "\0" in prompt else f"is {size} bytes"
+        raise OSError(errno.E2BIG, f"the prompt {reason}; cursor-agent takes it as one command-line "
+                                   f"argument of at most {MAX_ARGUMENT_BYTES} bytes without NUL")
 
 
 def wrap_cursor_line(line: dict[str, Any]) -> AgentEvent | None:
@@ -57,8 +74,9 @@ class CursorDriver(AgentDriver):
     async def prepare(self, request: TurnRequest, binary: str) -> Invocation:
         image_dir = request.home_dir / ".replicas" / "images"
         image_paths = await asyncio.to_thread(write_images, request.images, image_dir)
-        return Invocation(argv=build_cursor_argv(request, binary, image_paths), env=request.environment,
-                          cwd=request.cwd)
+        argv = build_cursor_argv(request, binary, image_paths)
+        check_cursor_prompt(argv[-1])
+        return Invocation(argv=argv, env=request.environment, cwd=request.cwd)
 
     def translate(self, line: dict[str, Any], state: TurnState) -> list[AgentEvent]:
         state.session_id = line.get("session_id") or state.session_id

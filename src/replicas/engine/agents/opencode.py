@@ -1,5 +1,9 @@
-"""opencode on its JSON event stream: `opencode run --format json --auto [--session <id>] -- <prompt>`.
+"""opencode on its JSON event stream: `opencode run --format json --auto [--session <id>]`, prompt on stdin.
 
+- The prompt goes to stdin, never on the command line: `opencode run` joins its message arguments with
+  spaces and wraps each one that holds a space in double quotes (escaping the quotes inside), so a
+  prompt passed as an argument reaches the model changed (`"Work\nRUN: ..."`). With no message
+  argument, it takes stdin (when stdin is not a terminal) as the message text, unchanged.
 - Configuration comes inline (OPENCODE_CONFIG_CONTENT, the same JSON as an `opencode.json`): the
   Anthropic provider at ANTHROPIC_BASE_URL (OpenAI at OPENAI_BASE_URL), keys read from the environment
   with opencode's `{env:...}` substitution so they never land in a file. XDG directories live in the
@@ -103,7 +107,12 @@ def build_opencode_argv(request: TurnRequest, binary: str, image_paths: list[Pat
         argv += ["--variant", variant]
     for path in image_paths or []:
         argv += ["--file", str(path)]
-    return argv + ["--", prompt_with_image_urls(request.prompt, request.images)]
+    return argv  # no message argument: opencode reads it from stdin (`build_opencode_stdin`)
+
+
+def build_opencode_stdin(request: TurnRequest) -> bytes:
+    """The message text as UTF-8, plus the URLs of URL images (opencode attaches files only)."""
+    return prompt_with_image_urls(request.prompt, request.images).encode()
 
 
 def wrap_opencode_line(line: dict[str, Any]) -> AgentEvent:
@@ -130,7 +139,7 @@ class OpencodeDriver(AgentDriver):
         image_dir = request.home_dir / ".replicas" / "images"
         image_paths = await asyncio.to_thread(write_images, request.images, image_dir)
         return Invocation(argv=build_opencode_argv(request, binary, image_paths),
-                          env=build_opencode_env(request), cwd=request.cwd)
+                          env=build_opencode_env(request), cwd=request.cwd, stdin=build_opencode_stdin(request))
 
     def translate(self, line: dict[str, Any], state: TurnState) -> list[AgentEvent]:
         state.session_id = line.get("sessionID") or state.session_id
