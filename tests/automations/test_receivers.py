@@ -238,6 +238,41 @@ async def test_sentry_and_linear_refuse_bad_signatures(receivers, client, anonym
     await _refused(stale, receivers)
 
 
+# -- the custom webhook ---------------------------------------------------------------------------------
+
+CUSTOM_BODIES = [  # (what is sent, its content type, the trigger_payload recorded)
+    (b"build 42 failed", "text/plain", {"raw": "build 42 failed"}),
+    (b"{not json", "application/json", {"raw": "{not json"}),  # broken JSON sent as JSON is wrapped too
+    (b"\xff\xfebuild \xc3\x28 failed", "application/octet-stream", {"raw": "\ufffd\ufffdbuild \ufffd( failed"}),
+    (b"", "application/json", {"raw": ""}),
+    (b"nul \x00 byte", "text/plain", {"raw": "nul \x00 byte"}),
+    (b'{"lone": "\\ud800"}', "application/json", {"raw": '{"lone": "\\ud800"}'}),  # not storable parsed
+    (b'{"level": NaN}', "application/json", {"raw": '{"level": NaN}'}),
+    (b"[" * 150 + b"]" * 150, "application/json", {"raw": "[" * 150 + "]" * 150}),
+    (b'{"nul": "a\\u0000b", "n": 1}', "application/json", {"nul": "a\x00b", "n": 1}),  # JSON: kept as JSON
+    (b"[1, 2]", "text/plain", {"body": [1, 2]}),  # JSON whatever the content type says
+]
+
+
+@pytest.mark.parametrize(("sent", "content_type", "payload"), CUSTOM_BODIES)
+async def test_a_custom_webhook_accepts_any_body_and_the_prompt_shows_it(receivers, client, anonymous, sent,
+                                                                         content_type, payload):
+    env = await plain_environment(client)
+    hook = await automation(client, env, "custom", [{"type": "custom", "config": {}}], debounce_seconds=HOUR,
+                            prompt="Look at this.")
+    response = await anonymous.post(f"/v1/automations/webhook/{hook['webhook_token']}", content=sent,
+                                    headers={"Content-Type": content_type})
+    assert response.status_code == 202, response.text
+    assert response.json() == {"accepted": True}
+    [execution] = await executions(client, hook["id"])
+    assert execution["status"] == "pending" and execution["trigger_type"] == "custom"
+    assert execution["trigger_payload"] == payload
+    prompt = await stored_prompt(receivers, execution["id"])
+    assert prompt.startswith("Look at this.\n\n## Trigger Payload\n```json\n") and prompt.endswith("\n```")
+    embedded = json.loads(prompt.split("```json\n", 1)[1].rsplit("\n```", 1)[0])
+    assert embedded == (payload["body"] if "body" in payload else payload)
+
+
 # -- filters --------------------------------------------------------------------------------------------
 
 

@@ -45,6 +45,7 @@ from replicas.services.automation_triggers import cron_trigger, event_triggers, 
 from replicas.services.environments import parse_uuid, resolve_environment
 from replicas.services.principal import Principal
 from replicas.services.replica_requests import SUPPORTED_AGENTS, NewReplica
+from replicas.storable import unstorable
 from replicas.store.models import Automation, AutomationExecution, Repository, User, Workspace, utcnow
 
 log = logging.getLogger("replicas.automations")
@@ -300,6 +301,31 @@ async def find_by_webhook_token(session: AsyncSession, token: str) -> Automation
     if not row.enabled or not has_custom(row.triggers):
         return None
     return row
+
+
+def custom_webhook_payload(body: bytes) -> tuple[dict[str, Any], Any]:
+    """(the execution's `trigger_payload`, what the prompt embeds) for a custom-webhook body (spec §6).
+
+    JSON is embedded as sent; a JSON value that is not an object is stored as `{"body": value}` (a
+    `trigger_payload` is an object). Anything else (plain text, broken JSON whatever its content type, bytes
+    that are not UTF-8, an empty body) is wrapped as `{"raw": "<body>"}`, undecodable bytes as U+FFFD: a
+    sender's malformed body is still an event the automation should see, and the contract says so. So is
+    JSON that could not be stored or shown as parsed (an unpaired surrogate, NaN, absurd nesting: see
+    `replicas.storable`); its text keeps what was sent. NUL is fine: the payload is only ever kept as JSON."""
+    try:
+        value = json.loads(body)
+    except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError too
+        return _wrapped(body)
+    if unstorable(value, nul_allowed=True):
+        return _wrapped(body)
+    if isinstance(value, dict):
+        return value, value
+    return {"body": value}, value
+
+
+def _wrapped(body: bytes) -> tuple[dict[str, Any], dict[str, Any]]:
+    raw = {"raw": body.decode("utf-8", errors="replace")}
+    return raw, raw
 
 
 # -- firing ----------------------------------------------------------------------------------------

@@ -5,11 +5,12 @@ Personal keys need a user: an org key has none and gets 403.
 
 from __future__ import annotations
 
-import math
+from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter
 
 from replicas.api.deps import PrincipalDep, SessionDep
+from replicas.api.pagination import Page, paged
 from replicas.api.schemas.api_keys import (
     CreateApiKeyRequest,
     CreatedApiKeyResponse,
@@ -36,11 +37,11 @@ async def create_personal_api_key(body: CreateApiKeyRequest, session: SessionDep
 
 @router.get("", response_model=ListApiKeysResponse)
 async def list_personal_api_keys(session: SessionDep, principal: PrincipalDep,
-                                 page: int = Query(1), limit: int = Query(10)):
+                                 paging: Annotated[Page, paged(default_limit=10)]):
     """Returns the authenticated user's personal API keys, newest first, without their secrets."""
-    rows, total = await auth.list_personal_keys(session, principal, page, limit)
-    return {"api_keys": [api_key_view(r) for r in rows], "total": total, "page": page, "limit": limit,
-            "total_pages": math.ceil(total / limit)}
+    rows, total = await auth.list_personal_keys(session, principal, paging.page, paging.limit)
+    return {"api_keys": [api_key_view(r) for r in rows], "total": total, "page": paging.page,
+            "limit": paging.limit, "total_pages": paging.total_pages(total)}
 
 
 @router.delete("/{apiKeyId}", response_model=SuccessResponse)

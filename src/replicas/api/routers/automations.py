@@ -7,22 +7,21 @@
     POST              /v1/automations/{id}/rotate-webhook-token    ours: a new custom-webhook token
     POST              /v1/automations/webhook/{token}              no auth: fires a custom trigger
 
-The custom webhook body: JSON is embedded as is. A body sent as JSON (`application/json`, `*+json`) that
-does not parse is refused with 400 (issue 5); any other body that does not parse as JSON is wrapped as
-`{"raw": "<body>"}` (spec §6). A JSON value that is not an object is stored as `{"body": value}` (an
-execution's `trigger_payload` is an object) and embedded in the prompt as sent. `X-Delivery-Id` (or
+The custom webhook body: JSON is embedded as is; any body that is not JSON (whatever its content type, empty
+or not UTF-8) is wrapped as `{"raw": "<body>"}` and accepted like JSON (spec §6; the contract's wording
+overrides issue 5's 400). `services.automations.custom_webhook_payload` holds the rule. `X-Delivery-Id` (or
 `X-Request-Id`) deduplicates retries.
 """
 
 from __future__ import annotations
 
-import json
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Header, Query, Request
 from fastapi.responses import JSONResponse
 
 from replicas.api.deps import BoxDep, PrincipalDep, SessionDep
+from replicas.api.pagination import Page, paged
 from replicas.api.schemas.automations import (
     CreateAutomationRequest,
     TriggerAutomationRequest,
@@ -52,7 +51,7 @@ async def fire_custom_webhook(token: str, request: Request,
         automation = await service.find_by_webhook_token(session, token)
     if automation is None:
         raise NotFound(WEBHOOK_NOT_FOUND)
-    payload, embedded = _webhook_payload(body, request.headers.get("content-type", ""))
+    payload, embedded = service.custom_webhook_payload(body)
     delivery_id = (x_delivery_id or x_request_id or "").strip()[:255] or None
     try:
         await service.fire(request.app.state, automation.id, trigger_type="custom", payload=payload,
@@ -75,34 +74,16 @@ async def _read_limited(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def _webhook_payload(body: bytes, content_type: str) -> tuple[dict[str, Any], Any]:
-    """(trigger_payload, what the prompt embeds) for a webhook body; BadRequest for broken JSON sent as JSON."""
-    media = content_type.split(";", 1)[0].strip().lower()
-    is_json = media == "application/json" or media.endswith("+json")
-    if not body.strip():
-        return {}, {}
-    try:
-        value = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
-        if is_json:
-            raise BadRequest("Invalid JSON body", str(exc)) from None
-        raw = {"raw": body.decode("utf-8", errors="replace")}
-        return raw, raw
-    if isinstance(value, dict):
-        return value, value
-    return {"body": value}, value
-
-
 @router.get("")
 async def list_automations(session: SessionDep, principal: PrincipalDep, box: BoxDep,
-                           page: Annotated[int, Query(ge=1)] = 1, limit: Annotated[int, Query(ge=1, le=100)] = 20,
+                           paging: Annotated[Page, paged(default_limit=20)],
                            trigger_type: TriggerType | None = None, enabled: bool | None = None,
                            search: str | None = None, scope: Annotated[str, Query()] = "org"):
     """The organization's automations (and, with `scope=user|all`, the caller's personal ones)."""
-    rows, total = await service.list_automations(session, principal, page=page, limit=limit,
+    rows, total = await service.list_automations(session, principal, page=paging.page, limit=paging.limit,
                                                  trigger_type=trigger_type, enabled=enabled, search=search,
                                                  scope=scope)
-    return page_of("automations", [automation_view(row, box) for row in rows], total, page, limit)
+    return page_of("automations", [automation_view(row, box) for row in rows], total, paging)
 
 
 @router.post("", status_code=201)
@@ -147,9 +128,10 @@ async def trigger_automation(automation_id: str, principal: PrincipalDep, reques
 
 @router.get("/{automation_id}/executions")
 async def list_executions(automation_id: str, session: SessionDep, principal: PrincipalDep,
-                          page: Annotated[int, Query(ge=1)] = 1, limit: Annotated[int, Query(ge=1, le=100)] = 20):
-    rows, total = await service.list_executions(session, principal, automation_id, page=page, limit=limit)
-    return page_of("executions", [execution_view(row) for row in rows], total, page, limit)
+                          paging: Annotated[Page, paged(default_limit=20)]):
+    rows, total = await service.list_executions(session, principal, automation_id, page=paging.page,
+                                                limit=paging.limit)
+    return page_of("executions", [execution_view(row) for row in rows], total, paging)
 
 
 @router.post("/{automation_id}/rotate-webhook-token")

@@ -11,6 +11,7 @@ from fastapi import APIRouter, Depends, Header, Query, Request
 from fastapi.responses import StreamingResponse
 
 from replicas.api.deps import PrincipalDep
+from replicas.api.pagination import MAX_OFFSET, Page, Window, paged, windowed
 from replicas.api.schemas.common import ERROR_RESPONSES
 from replicas.api.schemas.replicas import (
     CreateChatRequest,
@@ -32,6 +33,7 @@ def get_replicas(request: Request) -> ReplicaService:
 
 
 ReplicasDep = Annotated[ReplicaService, Depends(get_replicas)]
+HistoryWindow = Annotated[Window, windowed(default_limit=50, max_limit=500)]
 
 
 @router.post("", status_code=201)
@@ -45,10 +47,11 @@ async def create_replica(body: CreateReplicaRequest, principal: PrincipalDep, re
 
 @router.get("")
 async def list_replicas(principal: PrincipalDep, replicas: ReplicasDep,
-                        page: Annotated[int, Query(ge=1)] = 1, limit: Annotated[int, Query(ge=1, le=100)] = 10,
-                        user_id: str | None = None, source: Source | None = None, status: Status | None = None):
+                        paging: Annotated[Page, paged(default_limit=10)], user_id: str | None = None,
+                        source: Source | None = None, status: Status | None = None):
     """Replicas of the organization, newest first (archived ones by last activity)."""
-    return await replicas.list(principal, page=page, limit=limit, user_id=user_id, source=source, status=status)
+    return await replicas.list(principal, page=paging.page, limit=paging.limit, user_id=user_id, source=source,
+                               status=status)
 
 
 @router.get("/{replica_id}")
@@ -125,17 +128,17 @@ async def reorder_queue(replica_id: str, chat_id: str, body: ReorderQueueRequest
 
 
 @router.get("/{replica_id}/history")
-async def history(replica_id: str, principal: PrincipalDep, replicas: ReplicasDep, chat_id: str | None = None,
-                  limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0):
+async def history(replica_id: str, principal: PrincipalDep, replicas: ReplicasDep, window: HistoryWindow,
+                  chat_id: str | None = None):
     """A chat's events, paged from the end (served from the store: a sleeping replica stays asleep)."""
-    return await replicas.history(principal, replica_id, chat_id=chat_id, limit=limit, offset=offset)
+    return await replicas.history(principal, replica_id, chat_id=chat_id, limit=window.limit, offset=window.offset)
 
 
 @router.get("/{replica_id}/read", include_in_schema=False)
-async def read(replica_id: str, principal: PrincipalDep, replicas: ReplicasDep, chat_id: str | None = None,
-               limit: Annotated[int, Query(ge=1, le=500)] = 50, offset: Annotated[int, Query(ge=0)] = 0):
+async def read(replica_id: str, principal: PrincipalDep, replicas: ReplicasDep, window: HistoryWindow,
+               chat_id: str | None = None):
     """Deprecated alias of /history (spec §10 #30)."""
-    return await replicas.history(principal, replica_id, chat_id=chat_id, limit=limit, offset=offset)
+    return await replicas.history(principal, replica_id, chat_id=chat_id, limit=window.limit, offset=window.offset)
 
 
 @router.get("/{replica_id}/hooks")
@@ -145,7 +148,7 @@ async def hooks(replica_id: str, principal: PrincipalDep, replicas: ReplicasDep)
 
 @router.get("/{replica_id}/events")
 async def events(replica_id: str, principal: PrincipalDep, replicas: ReplicasDep,
-                 after: Annotated[int | None, Query(ge=0)] = None,
+                 after: Annotated[int | None, Query(ge=0, le=MAX_OFFSET)] = None,
                  last_event_id: Annotated[str | None, Header()] = None):
     """Server-sent events: a snapshot, then every event (`id:` = its sequence number) from
     `Last-Event-ID` (or `?after=`), or from now; `: ping` every 15 s."""
@@ -155,6 +158,8 @@ async def events(replica_id: str, principal: PrincipalDep, replicas: ReplicasDep
         try:
             start = int(last_event_id)
         except ValueError:
-            raise BadRequest("Invalid Last-Event-ID", "it must be the integer id of an event") from None
+            start = -1
+        if not 0 <= start <= MAX_OFFSET:  # an id past any sequence must not reach SQL's 64-bit integers
+            raise BadRequest("Invalid Last-Event-ID", "it must be the integer id of an event")
     return StreamingResponse(replicas.stream(row, start), media_type="text/event-stream",
                              headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"})

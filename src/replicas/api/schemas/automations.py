@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import Field
 
+from replicas.api.pagination import Page
 from replicas.api.schemas.common import Request, iso, sid
 from replicas.api.schemas.replicas import AnyAgent, ThinkingLevel
 from replicas.crypto import SecretBox
@@ -89,6 +90,7 @@ def execution_view(row: AutomationExecution) -> dict[str, Any]:
     }
 
 
-def page_of(key: str, items: list[dict[str, Any]], total: int, page: int, limit: int) -> dict[str, Any]:
+def page_of(key: str, items: list[dict[str, Any]], total: int, paging: Page) -> dict[str, Any]:
     """The contract's paged list; `totalPages` is camelCase here (spec §2.5)."""
-    return {key: items, "total": total, "page": page, "limit": limit, "totalPages": (total + limit - 1) // limit}
+    return {key: items, "total": total, "page": paging.page, "limit": paging.limit,
+            "totalPages": paging.total_pages(total)}
