@@ -11,6 +11,7 @@ from replicas import __version__, outbound
 from replicas.api.errors import error_response, install_error_handlers
 from replicas.api.proxy import mount_preview_proxy
 from replicas.api.routers import ROUTERS
+from replicas.api.url_text import RefuseNulInUrl
 from replicas.crypto import SecretBox
 from replicas.services import auth
 from replicas.services import automations as automation_service
@@ -65,6 +66,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.state.settings = settings
     install_error_handlers(app)
+    app.add_middleware(RefuseNulInUrl)
 
     @app.middleware("http")
     async def api_version(request: Request, call_next):

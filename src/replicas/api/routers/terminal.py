@@ -51,6 +51,8 @@ class TerminalSizeRequest(RequestBody):
 
 
 class WriteTerminalRequest(RequestBody):
+    nul_allowed = True  # Ctrl-@ is a keystroke, and the input goes to the shell, never to the store
+
     data: str = Field(max_length=65536, description="Input, at most 65536 characters")
     generation: int = Field(strict=True, ge=0, description="Client generation used to reset input ordering")
     sequence: int = Field(strict=True, ge=0, description="Zero-based batch sequence within the generation")
