@@ -10,7 +10,7 @@ import pytest
 from replicas.api.routers import automations as automations_router
 from replicas.services import automations as service
 from tests.agents.test_real_clis import agent_tools, model  # noqa: F401 - fixtures
-from tests.replicas.conftest import pytest_configure, replica_backend, replica_env, settings  # noqa: F401 - fixtures
+from tests.replicas.conftest import replica_backend, replica_env, settings  # noqa: F401 - fixtures
 
 VERSIONED = {"X-Replicas-Api-Version": "2026-05-17"}
 
