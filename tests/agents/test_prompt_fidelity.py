@@ -89,3 +89,27 @@ def test_user_texts_are_the_text_parts_of_user_turns_as_received():
         {"role": "user", "content": "s"}]})
     assert openai.user_texts() == ["<env/>", "--help", "s"]
     assert RecordedRequest("POST", "/v1/responses", "", {}, api="openai", body={"input": "x"}).user_texts() == ["x"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+@pytest.mark.parametrize("agent", AGENTS)
+async def test_the_environments_system_prompt_reaches_the_agent_beside_the_message(
+        agent, app, client, replica_env, model):  # noqa: F811
+    """The environment's system prompt reaches each agent through its own instruction files (CLAUDE.md,
+    AGENTS.md), on every turn, and never changes the user's message."""
+    rules = "Always answer in haiku (rule ZX-4471)."
+    patched = await client.patch(f"/v1/environments/{replica_env.environment_id}", json={"system_prompt": rules})
+    assert patched.status_code == 200, patched.text
+    model.add_turn(Text("First."))
+    model.add_turn(Text("Second."))
+    rid = (await create(client, replica_env, SPECIAL, name=f"rules-{agent}", coding_agent=agent))["id"]
+    await wait_for(lambda: settled(app, rid), timeout=120, what=f"{agent}'s first turn")
+    response = await client.post(f"/v1/replica/{rid}/messages", json={"message": "and again"})
+    assert response.status_code == 200, response.text
+    await wait_for(lambda: settled(app, rid, turns=2), timeout=120, what=f"{agent}'s second turn")
+    for turn, sent in enumerate([SPECIAL, "and again"]):
+        request = prompt_request(model, turn)
+        texts = request.user_texts()
+        assert sent in texts, f"{agent} turn {turn + 1}: {first_difference(sent, texts)}"
+        assert "ZX-4471" in request.system_text + request.conversation_text(), f"{agent} turn {turn + 1}"

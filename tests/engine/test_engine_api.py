@@ -65,9 +65,7 @@ async def test_chats_are_created_listed_read_and_deleted(make_engine, fake_tools
 
 
 async def test_a_message_runs_a_turn_and_the_journal_tells_it_in_order(tmp_path, make_engine, fake_tools, home):
-    prompt_file = tmp_path / "system-prompt.txt"
-    prompt_file.write_text("You are in a Replicas workspace.")
-    engine = await make_engine(REPLICAS_TOOLS_DIR=str(fake_tools), REPLICAS_SYSTEM_PROMPT_FILE=str(prompt_file)).start()
+    engine = await make_engine(REPLICAS_TOOLS_DIR=str(fake_tools)).start()
     async with engine.client() as client:
         chat = await default_chat(client)
         after = (await client.get("/health")).json()["lastSeq"]
@@ -110,7 +108,7 @@ async def test_a_message_runs_a_turn_and_the_journal_tells_it_in_order(tmp_path,
 
     first, second = agent_log(tmp_path)
     assert first["cwd"] == str(home / "workspaces" / "app")
-    assert first["prompt"].startswith("You are in a Replicas workspace.") and "--resume" not in first["argv"]
+    assert first["prompt"] == "write:made.txt please" and "--resume" not in first["argv"]  # as sent
     assert second["prompt"] == "second"
     session = history["threadId"]
     assert second["argv"][second["argv"].index("--resume") + 1] == session

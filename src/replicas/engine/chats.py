@@ -300,14 +300,11 @@ class ChatManager:
 
     def _request(self, record: ChatRecord, message: QueuedMessage) -> TurnRequest:
         options = message.options
-        prompt = message.message
-        if record.session_id is None and self.config.system_prompt_file is not None:
-            with contextlib.suppress(OSError):
-                system_prompt = self.config.system_prompt_file.read_text().strip()
-                if system_prompt:
-                    prompt = f"{system_prompt}\n\n{prompt}"
+        # The message goes to the agent as sent. The environment's system prompt is not put in front of it:
+        # provisioning wrote it into each agent's own instruction file (~/.claude/CLAUDE.md,
+        # $CODEX_HOME/AGENTS.md, opencode's AGENTS.md), which every CLI reads on every turn.
         return TurnRequest(
-            prompt=prompt, cwd=self.agent_cwd(), env=self.config.agent_env, home=self.config.home,
+            prompt=message.message, cwd=self.agent_cwd(), env=self.config.agent_env, home=self.config.home,
             model=options.get("model"), plan_mode=bool(options.get("planMode")),
             thinking_level=options.get("thinkingLevel"), images=options.get("images") or (),
             fast_mode=bool(options.get("fastMode")), goal_mode=bool(options.get("goalMode")),

@@ -32,7 +32,6 @@ class EngineConfig:
     workspace_id: str = ""
     tools_dir: Path | None = None
     default_provider: str = "claude"
-    system_prompt_file: Path | None = None
     start_hook_file: Path | None = None
     agent_idle_timeout: float = 600.0
     agent_max_retries: int | None = None
@@ -64,7 +63,6 @@ class EngineConfig:
             workspace_id=environ.get("REPLICAS_WORKSPACE_ID", ""),
             tools_dir=path("REPLICAS_TOOLS_DIR"),
             default_provider=environ.get("REPLICAS_DEFAULT_PROVIDER") or "claude",
-            system_prompt_file=path("REPLICAS_SYSTEM_PROMPT_FILE"),
             start_hook_file=path("REPLICAS_START_HOOK_FILE"),
             agent_idle_timeout=float(environ.get("REPLICAS_AGENT_IDLE_TIMEOUT") or 600),
             agent_max_retries=int(retries) if retries else None,

@@ -480,8 +480,7 @@ START_HOOK_FILE = Path(".replicas") / "start-hook.sh"
 def kept_paths(home: Path) -> dict[str, str]:
     """The engine's variables for what provisioning may have written into `home` and a later start (wake)
     finds again. Paths only: the engine goes without a file that is not there."""
-    return {"REPLICAS_SYSTEM_PROMPT_FILE": str(home / SYSTEM_PROMPT_FILE),
-            "REPLICAS_START_HOOK_FILE": str(home / START_HOOK_FILE)}
+    return {"REPLICAS_START_HOOK_FILE": str(home / START_HOOK_FILE)}
 
 
 def _write_prompt(home: Path, prompt: str) -> Path:

@@ -134,8 +134,6 @@ class WorkspaceManager:
                 resolved, Path(handle.home), self.settings.data_dir, on_step=on_step,
                 allow_local_repositories=self.settings.allow_local_repositories)
             env = {**await self._base_env(row), **result.env, "REPLICAS_DEFAULT_PROVIDER": row.coding_agent}
-            if result.system_prompt_path:
-                env["REPLICAS_SYSTEM_PROMPT_FILE"] = str(result.system_prompt_path)
             if result.start_hook_path:
                 env["REPLICAS_START_HOOK_FILE"] = str(result.start_hook_path)
             row = await self._start_engine(row, env)
