@@ -72,8 +72,8 @@ class HookResult:
         return self.exit_code == 0 and not self.timed_out
 
 
-class _TailBuffer:
-    """Keeps the last `limit` bytes of the output and counts what it dropped."""
+class TailBuffer:
+    """Keeps the last `limit` bytes of the output and counts what it dropped (shared with `warm_hooks`)."""
 
     def __init__(self, limit: int):
         self.limit, self.dropped = limit, 0
@@ -91,13 +91,22 @@ class _TailBuffer:
             del self._data[:excess]
             self.dropped += excess
 
-    def text(self) -> str:
+    def tail(self) -> str:
+        """The bytes kept, decoded (a character cut by the trim becomes U+FFFD)."""
         self._trim()
-        body = bytes(self._data).decode(errors="replace")
+        return bytes(self._data).decode(errors="replace")
+
+    def text(self) -> str:
+        body = self.tail()
         if not self.dropped:
             return body
         return (f"[output truncated: the first {self.dropped:,} bytes were dropped; "
                 f"the last {self.limit:,} bytes follow]\n{body}")
+
+
+def shell_exit_code(code: int) -> int:
+    """A runtime's exit code as the shell reports it: a process killed by signal N (negative) is 128 + N."""
+    return 128 - code if code < 0 else code
 
 
 class SandboxHookRun:
@@ -158,7 +167,7 @@ class SandboxHookRun:
     async def _exec(self, handle: WorkspaceHandle, script_path: Path,
                     env: dict[str, str]) -> AsyncIterator[tuple[str, str]]:
         chunks: asyncio.Queue[bytes | None] = asyncio.Queue()
-        buffer = _TailBuffer(self.max_output_bytes)
+        buffer = TailBuffer(self.max_output_bytes)
         decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
 
         def on_output(chunk: bytes) -> None:
@@ -191,7 +200,7 @@ class SandboxHookRun:
             yield "output", notice
             exit_code = TIMED_OUT_EXIT_CODE
         else:
-            exit_code = 128 - result.exit_code if result.exit_code < 0 else result.exit_code
+            exit_code = shell_exit_code(result.exit_code)
         self.result = HookResult(exit_code=exit_code, output=buffer.text(), timed_out=result.timed_out)
 
     async def _destroy(self, handle: WorkspaceHandle) -> None:

@@ -13,6 +13,10 @@ documented order, and runs no user code:
     6. prompt      ~/.replicas/system-prompt.md and each agent's instructions file
     7. start hook  written to ~/.replicas/start-hook.sh for the engine to run (never run here)
 
+The warm hooks (Global's and the environment's, resolved here as `warm_hooks`, then each checkout's
+`warmHook`, read here into `ProvisionedRepo.warm_hook`) run after this, in the workspace's sandbox:
+`services/warm_hooks.py`.
+
 The home is the tenant's and may hold symlinks (a checkout, an earlier hook): every read and write in
 it goes through `home_files`, which refuses a symlink on the way instead of following it out.
 
@@ -46,7 +50,7 @@ from replicas.services import agent_config, checkouts, git, home_files
 from replicas.services import skill_discovery as discovery
 from replicas.services.env_skills import bound_repositories, registry_mirror_key
 from replicas.services.environments import ensure_global, resolve_environment
-from replicas.services.hook_versions import START, active_hook
+from replicas.services.hook_versions import START, WARM, active_hook
 from replicas.services.principal import Principal
 from replicas.services.repo_config_reader import read_repo_config
 from replicas.store.models import (
@@ -108,6 +112,8 @@ class ResolvedEnvironment:
     registries: list[ResolvedRegistry] = field(default_factory=list)
     system_prompt: str = ""
     start_hooks: list[tuple[str, str]] = field(default_factory=list)
+    # (hookName, script) per layer with an active warm hook, Global first: the contract's `global` hooks.
+    warm_hooks: list[tuple[str, str]] = field(default_factory=list, repr=False)
     repositories: list[ResolvedRepository] = field(default_factory=list)
 
 
@@ -119,6 +125,8 @@ class ProvisionedRepo:
     commit: str
     system_prompt: str | None = None
     start_hook: repo_config.HookSpec | None = None
+    warm_hook: repo_config.HookSpec | None = None
+    config_error: str | None = None  # its replicas.json|yaml could not be read (also a warning)
 
 
 @dataclass
@@ -182,6 +190,9 @@ async def resolve_workspace_config(session: AsyncSession, box: SecretBox, princi
         hook = await active_hook(session, principal, layer, START)
         if hook is not None and hook.content.strip():
             resolved.start_hooks.append(("global" if layer.is_global else str(layer.id), hook.content))
+        warm = await active_hook(session, principal, layer, WARM)
+        if warm is not None and warm.content.strip():
+            resolved.warm_hooks.append(("global" if layer.is_global else layer.name, warm.content))
     for repo in await bound_repositories(session, principal, binding):
         credential = box.decrypt(repo.credential_encrypted) if repo.credential_encrypted else None
         resolved.repositories.append(ResolvedRepository(str(repo.id), repo.name, repo.url,
@@ -218,11 +229,16 @@ _UNSAFE_FOLDER_CHARS = re.compile(r"[^A-Za-z0-9._-]")
 
 
 def _short_names(repos: list[ResolvedRepository]) -> list[str]:
-    """Checkout folder names under ~/workspaces: the last segment of each name, made a plain folder
-    name (a name like `acme/..` from an older row must not put a checkout in the home itself)."""
+    return checkout_folders([repo.name for repo in repos])
+
+
+def checkout_folders(repository_names: list[str]) -> list[str]:
+    """Checkout folder names under ~/workspaces, for repositories in their binding order: the last
+    segment of each name, made a plain folder name (a name like `acme/..` from an older row must not
+    put a checkout in the home itself), numbered when two would be the same."""
     names: list[str] = []
-    for repo in repos:
-        base = _UNSAFE_FOLDER_CHARS.sub("-", repo.name.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git"))
+    for repository_name in repository_names:
+        base = _UNSAFE_FOLDER_CHARS.sub("-", repository_name.rstrip("/").rsplit("/", 1)[-1].removesuffix(".git"))
         if base.strip(".") == "":
             base = "repo"
         name, n = base, 2
@@ -276,14 +292,18 @@ async def _clone(resolved, home, data_dir, refresh, result, allow_local) -> None
             done = await checkouts.checkout(mirror, dest, repo.default_branch, origin_url=repo.url)
         await git.run_git("config", "user.name", AGENT_NAME, cwd=done.path)
         await git.run_git("config", "user.email", AGENT_EMAIL, cwd=done.path)
+        problem = None
         try:
             _, config = await read_repo_config(done.path, "HEAD")
         except (repo_config.RepoConfigError, git.GitError) as exc:
+            # A malformed file fails its warm hook (recorded); a tree git cannot list just has none.
+            problem = str(exc) if isinstance(exc, repo_config.RepoConfigError) else None
             result.warnings.append(f"{repo.name}: {exc}")
             config = None
         result.repos.append(ProvisionedRepo(repo.name, done.path, done.branch, done.commit,
                                             config.system_prompt if config else None,
-                                            config.start_hook if config else None))
+                                            config.start_hook if config else None,
+                                            config.warm_hook if config else None, problem))
         if repo.credential and urlparse(repo.url).scheme in ("https", "http"):
             credentials.append(_credential_line(repo.url, repo.credential))
     if credentials:

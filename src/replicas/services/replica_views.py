@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import Any
 
+from replicas.services.provisioning import checkout_folders
+from replicas.services.warm_hooks import GLOBAL, LOG_KEY, REPOSITORY, failed
 from replicas.store.models import Workspace, iso
 
 PROVIDER_TITLES = {"claude": "Claude Code", "codex": "Codex", "cursor": "Cursor", "opencode": "Opencode",
@@ -95,3 +97,38 @@ def assistant_text(event: dict[str, Any]) -> str | None:
     if kind == "opencode-part-text":
         return (payload.get("part") or {}).get("text") or payload.get("text")
     return None
+
+
+def warm_hook_status(entries: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """`completed`, or `failed` with which hooks failed and how, for some WarmHookLogEntry dicts."""
+    bad = [entry for entry in entries if failed(entry)]
+    if not bad:
+        return "completed", None
+    how = ["timed out" if entry.get("timedOut") else f"exited with {entry.get('exitCode')}" for entry in bad]
+    return "failed", "; ".join(f"{entry.get('hookName')}: {what}" for entry, what in zip(bad, how, strict=True))
+
+
+def environment_hooks(row: Workspace, warm_configured: bool) -> dict[str, Any]:
+    """The contract's ReplicaEnvironment.hooks, from what this workspace ran (its warm hook log, kept on the
+    row) and what its engine last reported (start hooks). A warm hook status is `completed` or `failed`
+    (`details` names the failed hooks), `pending` before the workspace's warm hooks ran, else `none`.
+    `warm_configured`: whether Global or the environment has a warm hook now."""
+    snapshot = row.snapshot or {}
+    warm = snapshot.get(LOG_KEY)  # None until its warm hooks ran
+    pending = row.status == "preparing" and warm is None
+    warm = list(warm or [])
+    global_entries = [entry for entry in warm if entry.get("hookType") == GLOBAL]
+    if global_entries:
+        status, details = warm_hook_status(global_entries)
+    else:
+        status, details = ("pending" if pending and warm_configured else "none"), None
+    reported = {repo.get("name"): repo for repo in snapshot.get("repos", [])}
+    repositories = []
+    names = [repo["name"] for repo in row.repositories or []]
+    for name, folder in zip(names, checkout_folders(names), strict=True):
+        state = reported.get(folder)  # the engine names a repository after its checkout folder
+        start = "unknown" if state is None else ("completed" if state.get("startHooksCompleted") else "pending")
+        entries = [entry for entry in warm if entry.get("hookType") == REPOSITORY and entry.get("hookName") == folder]
+        warm_status = warm_hook_status(entries)[0] if entries else ("pending" if pending else "none")
+        repositories.append({"repository_name": name, "warm_hook": warm_status, "start_hook": start})
+    return {"global_warm_hook": {"status": status, "details": details}, "repositories": repositories}

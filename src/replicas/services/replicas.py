@@ -41,13 +41,14 @@ from replicas.errors import BadRequest, Conflict, NotFound, ReplicasError, Servi
 from replicas.events import EventHub, EventPump, follow
 from replicas.events.pump import connect_via
 from replicas.events.webhooks import WebhookDispatcher, enqueue
-from replicas.services import hook_runner, loops, provisioning, usage
+from replicas.services import hook_runner, loops, provisioning, usage, warm_hooks
 from replicas.services.agent_availability import AgentAvailabilityCache
 from replicas.services.environments import parse_uuid
 from replicas.services.principal import Principal
 from replicas.services.replica_views import (
     active_agent,
     assistant_text,
+    environment_hooks,
     iso,
     list_item,
     pull_requests_from,
@@ -56,7 +57,7 @@ from replicas.services.replica_views import (
 )
 from replicas.services.workspaces import WorkspaceManager, lock_workspace
 from replicas.settings import Settings
-from replicas.store.models import Environment, EnvironmentHook, Lease, Workspace, WorkspaceEvent, aware, utcnow
+from replicas.store.models import Environment, Lease, Workspace, WorkspaceEvent, aware, utcnow
 
 log = logging.getLogger("replicas.replicas")
 
@@ -751,21 +752,11 @@ class ReplicaService:
                                                                        str(row.environment_id))
             except ReplicasError:
                 resolved = None
-            warm = await session.scalar(select(EnvironmentHook.id).where(
-                EnvironmentHook.organization_id == row.organization_id, EnvironmentHook.kind == "warm",
-                EnvironmentHook.is_active.is_(True), EnvironmentHook.environment_id == row.environment_id)
-                .limit(1)) if row.environment_id is not None else None
         variables = set(resolved.variables) if resolved else set()
         found = await self.agents.all()
         agents = {agent: {"available": agent in found and found[agent].available,
                           "auth_method": "api_key" if variables.intersection(names) else "none"}
                   for agent, names in _AUTH_VARIABLES.items()}
-        reported = {repo.get("name"): repo for repo in (row.snapshot or {}).get("repos", [])}
-        repositories = []
-        for repo in row.repositories or []:
-            state = next((r for name, r in reported.items() if name and repo["name"].endswith(name)), None)
-            start = "unknown" if state is None else ("completed" if state.get("startHooksCompleted") else "pending")
-            repositories.append({"repository_name": repo["name"], "warm_hook": "none", "start_hook": start})
         return {
             "engine_version": ENGINE_VERSION,
             "files_uploaded": sorted(resolved.files) if resolved else [],
@@ -773,8 +764,7 @@ class ReplicaService:
             "skills_installed": sorted(resolved.skills) if resolved else [],
             "integrations": {"github": False, "gitlab": False, "linear": False, "slack": False, "google": False},
             "coding_agents": agents,
-            "hooks": {"global_warm_hook": {"status": "configured" if warm else "none", "details": None},
-                      "repositories": repositories},
+            "hooks": environment_hooks(row, bool(resolved and resolved.warm_hooks)),
             "last_updated_at": iso(row.updated_at),
         }
 
@@ -864,20 +854,21 @@ class ReplicaService:
                 "coding_agent": active_agent(row), "waking": None, "codexAspTranscript": None, "senders": []}
 
     async def hooks(self, principal: Principal, workspace_id: str) -> dict[str, Any]:
-        """Hook logs: from the engine when awake (and kept), as last seen otherwise."""
+        """Hook logs. Warm hooks: the control plane ran them and keeps their log on the row, read from there
+        awake or asleep. Start hooks: from the engine when awake (and kept), as last seen otherwise."""
         row = await self.get_workspace(principal, workspace_id)
-        logs = (row.snapshot or {}).get("hook_logs") or {"warm_hooks": {"logs": []}, "start_hooks": {"logs": []}}
+        snapshot = row.snapshot or {}
+        start = (snapshot.get("hook_logs") or {}).get("start_hooks") or {"logs": []}
         if row.status == "active":
             with contextlib.suppress(ReplicasError):
                 answer = await self.manager.call_engine(row, "GET", "/hooks")
-                logs = {"warm_hooks": {"logs": answer.get("warm_hooks", {}).get("logs", [])},
-                        "start_hooks": {"logs": answer.get("start_hooks", {}).get("logs", [])}}
+                start = {"logs": answer.get("start_hooks", {}).get("logs", [])}
                 async with self.sessions() as session:
                     current = await lock_workspace(session, row.id)
                     if current is not None:
-                        current.snapshot = {**(current.snapshot or {}), "hook_logs": logs}
+                        current.snapshot = {**(current.snapshot or {}), "hook_logs": {"start_hooks": start}}
                         await session.commit()
-        return logs
+        return {"warm_hooks": {"logs": list(snapshot.get(warm_hooks.LOG_KEY) or [])}, "start_hooks": start}
 
     async def queue_mutation(self, principal: Principal, workspace_id: str, chat_id: str, method: str,
                              suffix: str = "", **kwargs: Any) -> dict[str, Any]:
