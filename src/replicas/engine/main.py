@@ -7,6 +7,9 @@ REPLICAS_ENGINE_TCP (HOST:PORT, instead of the socket; what `--tcp` sets) and RE
 On TCP, port 0 takes a free port; the port bound is written to REPLICAS_ENGINE_PORT_FILE (atomically,
 once listening) so that a runtime that cannot choose a free port itself (a container on a remote Docker
 host's network) learns where the engine is.
+
+`--version` prints the release and the engine protocol (engine_protocol.py) and exits: what an image
+carries, without starting anything (`docker run --rm IMAGE ... -m replicas.engine.main --version`).
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import uvicorn
 
 from replicas.engine.server import Engine, create_app
 from replicas.engine.state import EngineConfig
+from replicas.engine_protocol import ENGINE_PROTOCOL, engine_health
 
 logger = logging.getLogger("replicas.engine")
 
@@ -81,7 +85,8 @@ def run(socket: str | None = None, home: str | None = None, tcp: str | None = No
     tcp = tcp or os.environ.get("REPLICAS_ENGINE_TCP")
     socket = socket or os.environ.get("REPLICAS_ENGINE_SOCKET")
     port_file = os.environ.get("REPLICAS_ENGINE_PORT_FILE")
-    logger.info("engine starting workspace_id=%s home=%s", config.workspace_id, config.home)
+    logger.info("engine starting workspace_id=%s home=%s version=%s protocol=%s", config.workspace_id,
+                config.home, engine_health()["engineVersion"], ENGINE_PROTOCOL)
     asyncio.run(serve(config, Path(socket) if socket and not tcp else None, parse_tcp(tcp) if tcp else None,
                       Path(port_file) if port_file else None))
 
@@ -91,6 +96,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--socket", help="unix socket path (default: REPLICAS_ENGINE_SOCKET)")
     parser.add_argument("--home", help="workspace home (default: HOME)")
     parser.add_argument("--tcp", help="HOST:PORT to listen on instead of a unix socket")
+    parser.add_argument("--version", action="version",
+                        version=f"replicas engine {engine_health()['engineVersion']} (protocol {ENGINE_PROTOCOL})")
     args = parser.parse_args(argv)
     run(args.socket, args.home, args.tcp)
 

@@ -31,6 +31,7 @@ from replicas.engine.journal import Journal
 from replicas.engine.publish import Publisher
 from replicas.engine.state import ChatStore, EngineConfig
 from replicas.engine.terminal import TerminalManager, terminal_routes
+from replicas.engine_protocol import engine_health
 
 PROTOCOL_VERSION = "v1"
 SECRET_HEADER = "x-replicas-engine-secret"
@@ -141,7 +142,9 @@ def create_app(engine: Engine) -> Starlette:
     chats = engine.chats
 
     async def health(request: Request) -> Response:
-        return JSONResponse({"status": "ok", "version": PROTOCOL_VERSION, "lastSeq": engine.journal.last_seq})
+        # engineVersion and protocol: what the control plane checks before it speaks to this engine.
+        return JSONResponse({"status": "ok", "ok": True, "version": PROTOCOL_VERSION,
+                             "lastSeq": engine.journal.last_seq, **engine_health()})
 
     async def status(request: Request) -> Response:
         return JSONResponse({**engine.status(), "hooks": engine.hooks.status(), "lastSeq": engine.journal.last_seq})
