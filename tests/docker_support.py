@@ -10,7 +10,11 @@ Both helpers return None when ready, or a reason string to `pytest.skip` with; t
         pytest.skip(reason)
     image = BASE_IMAGE_TAG
 
-`ensure_base_image_tag()` returns `(tag, None)` or `(None, reason)` for callers that want the tag.
+`ensure_base_image_tag()` returns `(tag, None)` or `(None, reason)` for callers that want the tag, and so do
+the images built on the base: `ensure_remote_image` (our source and Claude Code, for a remote Docker engine),
+`ensure_workspace_image` (what `replicas images build` makes, as the README says) and `ensure_derived_image`
+(a few Dockerfile lines, e.g. a stand-in engine). Each is tagged by the content it is built from, so a run
+reuses what an earlier one built until that content changes.
 Set `REPLICAS_TEST_DOCKER=0` to skip every docker test on purpose.
 """
 
@@ -284,6 +288,95 @@ def ensure_remote_image(tools_dir: str) -> tuple[str | None, str | None]:
         key = f"remote:{tools_dir}"
         if key not in _results:
             tag, reason = _ensure_remote_image(str(tools_dir))
+            _results[key] = reason
+            _results[key + ":tag"] = tag
+        return _results.get(key + ":tag"), _results[key]
+
+
+def ensure_derived_image(repo: str, dockerfile_body: str, files: dict[str, str] | None = None,
+                         ) -> tuple[str | None, str | None]:
+    """(tag, None) for a small image FROM the base image with `dockerfile_body` (and `files`, arcname ->
+    host path), built once and tagged `repo:<content key>`; or (None, reason)."""
+    if reason := ensure_base_image():
+        return None, reason
+    digest = hashlib.sha256(f"{BASE_IMAGE_TAG}\n{dockerfile_body}".encode())
+    for arcname, path in sorted((files or {}).items()):
+        digest.update(arcname.encode() + b"\0")
+        if os.path.isdir(path):  # a tools dir: its names and sizes (an install changes them), not 400 MB read
+            digest.update(_tree_key(path, contents=False).encode())
+        else:
+            with open(path, "rb") as f:
+                digest.update(f.read())
+    tag = f"{repo}:{digest.hexdigest()[:12]}"
+    with _lock:
+        if _run(["docker", "image", "inspect", tag], 30).returncode != 0:
+            if reason := _docker_build(tag, f"FROM {BASE_IMAGE_TAG}\n{dockerfile_body}", files or {}):
+                return None, reason
+    return tag, None
+
+
+# The workspace image as the README makes it: `replicas images build` (images/workspace/Dockerfile), its engine
+# in /opt/replicas and its CMD the engine. Two things differ, both to build without a registry: the base is the
+# mmdebstrap one with /root made private again (as in debian:bookworm-slim, where the control plane's Python
+# under /root is out of reach of uid 1000), and the pinned Claude Code CLI (the test cache's, the version
+# `replicas agents install` pins) is already in $REPLICAS_TOOLS_DIR there, so `--no-agents` is passed instead of
+# downloading every agent again. Tagged by content: a run reuses the image until the sources change.
+WORKSPACE_IMAGE_REPO = "replicas-test-workspace"
+EXTRA_CA_DIR = "/usr/local/share/ca-certificates"
+
+
+def extra_ca_certs() -> str:
+    """The CA certificates added to this machine's trust store (a TLS-intercepting proxy's), for image builds."""
+    found = []
+    for root, _, names in sorted(os.walk(EXTRA_CA_DIR)) if os.path.isdir(EXTRA_CA_DIR) else ():
+        for name in sorted(names):
+            if name.endswith(".crt"):
+                with open(os.path.join(root, name)) as f:
+                    found.append(f.read())
+    return "".join(found)
+
+
+def _ensure_workspace_image(tools_dir: str) -> tuple[str | None, str | None]:
+    import sys
+
+    claude = os.path.join(tools_dir, "claude")
+    if not os.path.isdir(claude):
+        return None, f"no Claude Code CLI in {tools_dir}"
+    base, reason = ensure_derived_image("replicas-test-slim", "RUN chmod 700 /root\n"
+                                        "COPY claude /opt/replicas/tools/claude\n", {"claude": claude})
+    if reason:
+        return None, reason
+    repo_root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    digest = hashlib.sha256(base.encode())
+    for name in ("images/workspace/Dockerfile", "pyproject.toml", "README.md", ".dockerignore"):
+        with open(os.path.join(repo_root, name), "rb") as f:
+            digest.update(name.encode() + b"\0" + f.read())
+    digest.update(_tree_key(os.path.join(repo_root, "src", "replicas"), contents=True).encode())
+    tag = f"{WORKSPACE_IMAGE_REPO}:{digest.hexdigest()[:12]}"
+    if _run(["docker", "image", "inspect", tag], 30).returncode == 0:
+        return tag, None
+    argv = [sys.executable, "-m", "replicas.cli.main", "images", "build", "--no-agents", "--base", base,
+            "--tag", tag, "--context", repo_root]
+    with tempfile.TemporaryDirectory(prefix="replicas-image-") as tmp:
+        if certificates := extra_ca_certs():
+            with open(os.path.join(tmp, "ca.crt"), "w") as f:
+                f.write(certificates)
+            argv += ["--extra-ca-certs", os.path.join(tmp, "ca.crt")]
+        try:
+            built = subprocess.run(argv, capture_output=True, text=True, timeout=1800, cwd=tmp, check=False)
+        except (OSError, subprocess.TimeoutExpired) as exc:
+            return None, f"replicas images build {tag} failed: {exc}"
+    if built.returncode != 0 or built.stdout.strip() != tag:
+        return None, f"replicas images build {tag} failed: {built.stderr[-600:]}"
+    return tag, None
+
+
+def ensure_workspace_image(tools_dir: str) -> tuple[str | None, str | None]:
+    """(tag, None) for the README's workspace image (`replicas images build`, see above), or (None, reason)."""
+    with _lock:
+        key = f"workspace:{tools_dir}"
+        if key not in _results:
+            tag, reason = _ensure_workspace_image(str(tools_dir))
             _results[key] = reason
             _results[key + ":tag"] = tag
         return _results.get(key + ":tag"), _results[key]

@@ -81,8 +81,14 @@ class Settings(BaseSettings):
     docker_network: str = "host"
     # The agent's uid:gid inside containers when the control plane runs as root; otherwise its own uid runs them.
     docker_user: str = "1000:1000"
-    # The engine's command in the container. None: the control plane's own Python (`python -m
-    # replicas.engine.main`), bind-mounted read-only at its host path; set it for images that ship the engine.
+    # Where the workspace engine comes from. `image` (the default, same host and remote alike): the image's own
+    # engine (its CMD) with the agent CLIs the image carries; nothing of this machine is mounted. `host-python`
+    # (development only, same host only): this control plane's Python and tools dir, bind-mounted read-only at
+    # their host paths, so that source changes reach workspaces without an image build; the image must let the
+    # container's user reach that Python (a pyenv under /root does not work).
+    docker_engine: Literal["image", "host-python"] = "image"
+    # The engine's command line in the container, instead of the image's CMD (`image`) or the control plane's
+    # `python -m replicas.engine.main` (`host-python`).
     docker_engine_command: list[str] | None = None
     # Where the Docker engine runs. Same host (a unix socket): workspace directories are bind-backed volumes
     # of the data dir and the engine is reached through its socket there. Remote (`tcp://`, `ssh://`): plain

@@ -21,6 +21,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from replicas import __version__
+from replicas.engine_protocol import ENGINE_PROTOCOL
 from tests.contract import assert_contract
 from tests.docker_support import BASE_IMAGE_TAG, ensure_base_image, ensure_dockerd
 
@@ -161,3 +163,6 @@ def test_images_build_makes_a_workspace_image_with_the_agents_tools(tmp_path):
     assert command == '["/opt/replicas/bin/python","-m","replicas.engine.main"]'
     usage = _docker("run", "--rm", "--network", "none", WORKSPACE_TAG, *json.loads(command), "--help")
     assert usage.returncode == 0 and "replicas engine" in usage.stdout
+    # The engine in the image says which release and protocol it is (what the control plane checks at /health).
+    version = _docker("run", "--rm", "--network", "none", WORKSPACE_TAG, *json.loads(command), "--version")
+    assert version.stdout.strip() == f"replicas engine {__version__} (protocol {ENGINE_PROTOCOL})", version.stderr

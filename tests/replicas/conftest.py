@@ -69,9 +69,12 @@ def replica_backend(request) -> str:
 
 
 def backend_settings(backend: str) -> dict:
-    """Settings overrides that put the workspaces on `backend`."""
+    """Settings overrides that put the workspaces on `backend`. Docker runs the control plane's own engine
+    in the test base image (`host-python`, the development mode: no image build per source change); the
+    default, the image's own engine, is tested with a `replicas images build` image in tests/docker."""
     if backend == "docker":
-        return {"runtime": "docker", "docker_image": BASE_IMAGE_TAG, "docker_network": "host"}
+        return {"runtime": "docker", "docker_image": BASE_IMAGE_TAG, "docker_network": "host",
+                "docker_engine": "host-python"}
     return {"runtime": "local"}
 
 

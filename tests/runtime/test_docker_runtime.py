@@ -1,8 +1,10 @@
 """The docker runtime against a real dockerd, with the test base image (tests/docker_support.py).
 
-The "engine" is a small Python HTTP server on the workspace's unix socket, run by the host's own
-Python (bind-mounted read-only into the container, as `WorkspaceSpec.ro_binds` asks). Skipped, with
-the reason printed, where no Docker engine or base image can be had.
+The "engine" is a small Python HTTP server on the workspace's unix socket. Most tests run it with the
+host's own Python (`docker_engine = "host-python"`: bind-mounted read-only into the container, as
+`WorkspaceSpec.ro_binds` asks); the default, the image's own engine, runs it from an image whose
+ENTRYPOINT and CMD start it with the image's Python. Skipped, with the reason printed, where no Docker
+engine or base image can be had.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ from replicas.runtime.cgroups import SIZE_LIMITS
 from replicas.runtime.docker import DockerHandle, DockerRuntime
 from replicas.runtime.local import python_environment_paths
 from replicas.settings import Settings
-from tests.docker_support import BASE_IMAGE_TAG, ensure_base_image
+from tests.docker_support import BASE_IMAGE_TAG, ensure_base_image, ensure_derived_image
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +59,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
         url = urlparse(self.path)
         query = {k: v[0] for k, v in parse_qs(url.query).items()}
         body = {"pid": os.getpid(), "uid": os.getuid(), "home": os.environ["HOME"], "cwd": os.getcwd(),
-                "secret": os.environ.get("SECRET")}
+                "secret": os.environ.get("SECRET"), "python": sys.executable, "path": os.environ["PATH"],
+                "tools": os.environ.get("REPLICAS_TOOLS_DIR")}
         try:
             if url.path == "/read":
                 body = {"ok": True, "content": open(query["path"]).read()}
@@ -136,9 +139,9 @@ async def make_runtime(data_dir, base_image):
     """Factory for docker runtimes on `data_dir`; every workspace they provisioned is destroyed after."""
     runtimes: list[DockerRuntime] = []
 
-    def factory() -> DockerRuntime:
-        settings = Settings(data_dir=data_dir, database_url=None, secret_key=None, runtime="docker",
-                            docker_image=base_image, docker_network="host")
+    def factory(**overrides) -> DockerRuntime:
+        values = {"docker_image": base_image, "docker_network": "host", "docker_engine": "host-python", **overrides}
+        settings = Settings(data_dir=data_dir, database_url=None, secret_key=None, runtime="docker", **values)
         runtimes.append(DockerRuntime(settings, stop_grace_seconds=3))
         return runtimes[-1]
 
@@ -294,3 +297,64 @@ async def test_handles_from_elsewhere_are_refused(runtime, data_dir):
 def test_create_runtime_picks_docker(tmp_path):
     runtime = create_runtime(Settings(data_dir=tmp_path, runtime="docker", docker_image="some/image:1"))
     assert isinstance(runtime, DockerRuntime) and runtime.image == "some/image:1"
+
+
+@pytest.fixture(scope="module")
+def engine_image(base_image, tmp_path_factory) -> str:
+    """An image that carries the test engine: Debian's python3 runs it, through an ENTRYPOINT and a CMD, with
+    the image's own PATH and REPLICAS_TOOLS_DIR."""
+    script = tmp_path_factory.mktemp("engine-image") / "engine.py"
+    script.write_text(ENGINE)
+    tag, reason = ensure_derived_image(
+        "replicas-test-engine-image", "COPY engine.py /opt/stub/engine.py\n"
+        "ENV PATH=/opt/stub/bin:/usr/bin:/bin REPLICAS_TOOLS_DIR=/opt/stub/tools\n"
+        'ENTRYPOINT ["python3"]\nCMD ["/opt/stub/engine.py"]\n', {"engine.py": str(script)})
+    assert tag, reason
+    return tag
+
+
+async def test_by_default_the_images_engine_runs_and_nothing_of_this_machine_is_mounted(make_runtime, engine_image,
+                                                                                        data_dir):
+    runtime = make_runtime(docker_image=engine_image, docker_engine="image")
+    handle = await runtime.provision("own-engine", spec())  # ro_binds asked for, not mounted
+    # A hook's command (a throwaway container) is not wrapped by the image's ENTRYPOINT; PATH is the image's.
+    python = str(Path(sys.executable).resolve())
+    result = await runtime.exec(handle, ["sh", "-c", 'echo "$PATH $REPLICAS_TOOLS_DIR"; test -e "$1" && echo seen '
+                                         '|| echo unseen', "sh", python], 30,
+                                env={"REPLICAS_TOOLS_DIR": "/the/control/planes/tools"})
+    assert result.exit_code == 0, result.output
+    assert result.output.split() == ["/opt/stub/bin:/usr/bin:/bin", "/opt/stub/tools", "unseen"]
+
+    # No command from the control plane: the image's ENTRYPOINT and CMD, reached through the unix socket.
+    await runtime.start(handle, [], {"SECRET": "s", "REPLICAS_TOOLS_DIR": "/the/control/planes/tools"})
+    endpoint = runtime.engine_endpoint(handle)
+    assert endpoint.uds
+    await wait_for_engine(endpoint)
+    info = await engine_get(endpoint)
+    assert info["python"] == "/usr/bin/python3" and info["uid"] == 1000 and info["secret"] == "s"
+    assert info["path"] == "/opt/stub/bin:/usr/bin:/bin" and info["tools"] == "/opt/stub/tools"
+    assert (await engine_get(endpoint, "/read", path=python))["ok"] is False
+    mounts = runtime.client().containers.get(handle.container_name).attrs["Mounts"]
+    assert [(m["Type"], m["Destination"]) for m in mounts] == [("volume", handle.workspace_dir)]
+    assert "engine listening" in Path(handle.log_path).read_text()
+
+    # Sleep and wake: the same engine from the image again.
+    await runtime.stop(handle)
+    await runtime.start(handle, [], {"SECRET": "woken"})
+    await wait_for_engine(endpoint)
+    assert (await engine_get(endpoint))["secret"] == "woken"
+
+    # REPLICAS_DOCKER_ENGINE_COMMAND still replaces the image's command.
+    await runtime.stop(handle)
+    overridden = make_runtime(docker_image=engine_image, docker_engine="image",
+                              docker_engine_command=["sh", "-c", "echo overridden; exec python3 /opt/stub/engine.py"])
+    await overridden.start(handle, [], {})
+    await wait_for_engine(endpoint)
+    assert "overridden" in Path(handle.log_path).read_text()
+
+
+def test_the_control_planes_python_cannot_run_on_a_remote_docker_engine(tmp_path):
+    with pytest.raises(RuntimeFailure) as refused:
+        DockerRuntime(Settings(data_dir=tmp_path, runtime="docker", docker_host="tcp://127.0.0.1:2375",
+                               docker_engine="host-python"))
+    assert "REPLICAS_DOCKER_ENGINE=host-python" in refused.value.details

@@ -1,8 +1,9 @@
 """A workspace end to end: register a repo and an environment through the API, start a workspace on each
-runtime (local with bubblewrap, docker with the test base image), and watch the real Claude Code CLI change
-the checkout through the scripted model. Then: isolation from inside, a control-plane restart (a new
-manager reattaches), sleep and wake. The docker run is skipped, with the reason, where dockerd or the base
-image cannot be had."""
+runtime (local with bubblewrap; docker with the default settings and the image `replicas images build`
+makes; docker with the control plane's own engine in the test base image; docker on a remote engine), and
+watch the real Claude Code CLI change the checkout through the scripted model. Then: isolation from
+inside, a control-plane restart (a new manager reattaches), sleep and wake. The docker runs are skipped,
+with the reason, where dockerd or the base image cannot be had."""
 
 from __future__ import annotations
 
@@ -18,28 +19,38 @@ from replicas.services.principal import Principal
 from replicas.services.workspaces import WorkspaceManager
 from replicas.store.models import Organization
 from replicas.testing.script import Fail, Text, WriteFile
-from tests.docker_support import BASE_IMAGE_TAG, ensure_base_image, ensure_remote_image
+from tests.docker_support import BASE_IMAGE_TAG, ensure_base_image, ensure_remote_image, ensure_workspace_image
 from tests.engine.conftest import read_events
 from tests.runtime.test_docker_remote import docker_proxy  # noqa: F401 - fixture
 
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 
 
-@pytest.fixture(params=["local", "docker", "docker-remote"])
+@pytest.fixture(params=["local", "docker", "docker-host-python", "docker-remote"])
 def backend(request, agent_tools) -> dict:
-    """Settings overrides that put the workspace on one runtime backend. `docker-remote` is the docker
-    backend on a Docker engine it reaches over `tcp://` (a proxy to the local one): a plain volume, the
-    engine over TCP, and the engine and Claude Code from the image."""
+    """Settings overrides that put the workspace on one runtime backend. `docker` is the docker backend as a
+    user sets it up (README, "Docker"): the default settings and the image `replicas images build` makes,
+    which runs its own engine and Claude Code (`ensure_workspace_image`). `docker-host-python` runs the
+    control plane's Python in the test base image instead (the development mode). `docker-remote` is the
+    docker backend on a Docker engine it reaches over `tcp://` (a proxy to the local one): a plain volume,
+    the engine over TCP, and the engine and Claude Code from the image."""
     if request.param == "local":
         return {"runtime": "local"}
     reason = ensure_base_image()
-    if request.param == "docker-remote" and not reason:
-        image, reason = ensure_remote_image(str(agent_tools))
     if reason:
         print(f"\nSKIP {request.param} backend: {reason}")
         pytest.skip(f"{request.param} backend: {reason}")
     if request.param == "docker":
-        return {"runtime": "docker", "docker_image": BASE_IMAGE_TAG, "docker_network": "host"}
+        image, reason = ensure_workspace_image(str(agent_tools))
+        assert image, reason  # a broken image build is a failure, not a skip
+        return {"runtime": "docker", "docker_image": image}
+    if request.param == "docker-host-python":
+        return {"runtime": "docker", "docker_image": BASE_IMAGE_TAG, "docker_network": "host",
+                "docker_engine": "host-python"}
+    image, reason = ensure_remote_image(str(agent_tools))
+    if reason:
+        print(f"\nSKIP {request.param} backend: {reason}")
+        pytest.skip(f"{request.param} backend: {reason}")
     return {"runtime": "docker", "docker_image": image, "docker_network": "host", "docker_engine_bind": "127.0.0.1",
             "docker_host": request.getfixturevalue("docker_proxy").url}
 

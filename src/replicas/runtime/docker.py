@@ -13,9 +13,20 @@ paths it passes in the environment (system prompt, start hook, tools dir) resolv
 reaches the engine through `run/engine.sock` as with the local backend. `docker volume ls` shows the
 workspace's disk; delete removes the container, the volume and the directory.
 
-The container sees only what is mounted: its own volume, and `WorkspaceSpec.ro_binds` (the agent
-tools dir, and the control plane's Python environment when the image does not ship the engine),
-read-only at their host paths. Not the data dir, the database or other workspaces.
+Where the engine comes from (`settings.docker_engine`):
+
+- `image` (the default, same host and remote alike): the image's own engine, its ENTRYPOINT and CMD
+  (unless `docker_engine_command` says otherwise), with the image's PATH and REPLICAS_TOOLS_DIR, so the
+  agent CLIs are the image's too. Nothing of this machine is mounted: the container sees only its volume.
+  `replicas images build` makes such an image. The control plane checks the protocol the engine reports
+  at `/health` after each start and wake (engine_protocol.py): an image whose engine speaks another one
+  is refused with a clear error, not half-used.
+- `host-python` (development, same host only): the control plane's own Python runs the engine (the
+  `command` passed to `start`), and `WorkspaceSpec.ro_binds` (that Python environment and the agent
+  tools dir) are mounted read-only at their host paths. The container's user must be able to reach
+  them: a Python under a home it cannot enter (pyenv in /root) does not start.
+
+Either way the container does not see the data dir, the database or other workspaces.
 
 Users: a control plane running as root runs containers as `settings.docker_user` (uid 1000) and
 hands the workspace directory to that uid before each start (only entries not already owned are
@@ -27,7 +38,7 @@ wake recreates it from the image, since its environment (secrets) changes and is
 Everything is found again by the container's name, so a restarted control plane reattaches.
 
 A remote Docker engine (`tcp://`, `ssh://`, or `settings.docker_remote`) shares no disk with the control
-plane, so three things change and nothing else does:
+plane, so two things change, and a third is fixed:
 
 - The volume is a plain named volume, mounted at the same path. Provisioning still writes the home into
   the workspace directory here, which is then only a staging area: the first `start` (or `exec`) copies it
@@ -41,9 +52,8 @@ plane, so three things change and nothing else does:
   listens on `docker_engine_port`, published on a free port of the Docker host; with host networking it
   binds port 0 and writes the port it got to a file in `run/`, which `start` reads through the API. The
   control plane connects to `docker_engine_address` (default: the host named in `docker_host`).
-- What the engine runs comes from the image: its command is the image's CMD (unless
-  `docker_engine_command` says otherwise), PATH and REPLICAS_TOOLS_DIR are the image's, and nothing of
-  this machine is bind-mounted.
+- The engine always comes from the image (`host-python` is refused: there is no Python of this machine
+  to mount there).
 """
 
 from __future__ import annotations
@@ -105,7 +115,7 @@ _LOG_WRAPPER = 'exec "$@" >>"$REPLICAS_RUN_DIR/' + LOG_NAME + '" 2>&1'
 _RUNNING_STATES = {"running", "restarting", "paused"}
 _REMOTE_SCHEMES = {"tcp", "ssh", "http", "https"}
 ENGINE_PORT_FILE = "engine.port"
-# What a remote workspace takes from its image rather than from the control plane's environment.
+# What a workspace running the image's engine takes from the image rather than from the control plane.
 _IMAGE_ENV = ("PATH", "REPLICAS_TOOLS_DIR")
 
 
@@ -139,11 +149,15 @@ class DockerRuntime(Runtime):
         self.network = network or settings.docker_network
         self.docker_host = settings.docker_host
         self.engine_command = list(settings.docker_engine_command or [])
+        self.engine_source = settings.docker_engine
         self.stop_grace_seconds = stop_grace_seconds
         self.start_timeout = settings.engine_start_timeout_seconds
         docker_url = self.docker_host or os.environ.get("DOCKER_HOST") or ""
         scheme = urlparse(docker_url).scheme
         self.remote = settings.docker_remote if settings.docker_remote is not None else scheme in _REMOTE_SCHEMES
+        if self.remote and self.engine_source == "host-python":
+            raise RuntimeFailure("Invalid docker settings", "REPLICAS_DOCKER_ENGINE=host-python needs the Docker "
+                                 "engine on this machine; a remote one runs the image's engine (`image`)")
         self.engine_address = settings.docker_engine_address or urlparse(docker_url).hostname or "127.0.0.1"
         self.engine_port = settings.docker_engine_port
         self.publish_address = settings.docker_publish_address
@@ -181,7 +195,7 @@ class DockerRuntime(Runtime):
         return self._engine_cpus
 
     def image_config(self) -> dict[str, Any]:
-        """The workspace image's config (Cmd, Env), read once (blocking)."""
+        """The workspace image's config (Entrypoint, Cmd, Env), read once (blocking)."""
         import docker
 
         if self._image_config is None:
@@ -194,6 +208,10 @@ class DockerRuntime(Runtime):
 
     def _image_env(self) -> dict[str, str]:
         return dict(item.split("=", 1) for item in self.image_config().get("Env") or [] if "=" in item)
+
+    def _image_engine(self, h: DockerHandle) -> bool:
+        """Whether `h`'s engine, agent CLIs and PATH come from the image (else from this machine, mounted)."""
+        return h.remote or self.engine_source == "image"
 
     async def _call(self, function, *args, **kwargs):
         import docker
@@ -277,17 +295,19 @@ class DockerRuntime(Runtime):
             raise NotFound("Workspace not found", h.workspace_id)
         if status is RuntimeStatus.RUNNING:
             raise Conflict("Workspace is already running", h.workspace_id)
-        if not command and not h.remote:  # remote: the image's engine runs, not the control plane's command
+        if not command and not self._image_engine(h):  # else the image's engine runs, not `command`
             raise ValueError("empty command")
         await self._call(self._remove_container, h)  # the slept one: its environment is stale
         await self._call(self._ensure_volume, h)
         await asyncio.to_thread(self._hand_over, h)
         environment = self._environment(h, env)
-        if h.remote:
-            command = self.engine_command or (await self._call(self.image_config)).get("Cmd") or []
+        if self._image_engine(h):
+            config = await self._call(self.image_config)
+            command = self.engine_command or [*(config.get("Entrypoint") or []), *(config.get("Cmd") or [])]
             if not command:
                 raise RuntimeFailure("Workspace image has no engine command",
                                      f"{self.image} has no CMD; set REPLICAS_DOCKER_ENGINE_COMMAND")
+        if h.remote:
             port_file = os.path.join(h.run_dir, f"{ENGINE_PORT_FILE}.{uuid.uuid4().hex[:12]}")
             host_network = self.network == "host"
             environment.update({
@@ -550,7 +570,7 @@ class DockerRuntime(Runtime):
         limits = SIZE_LIMITS[h.spec.size]
         mounts = [Mount(target=h.workspace_dir, source=h.volume, type="volume", no_copy=True)]
         seen = {h.workspace_dir}
-        for path in () if h.remote else h.spec.ro_binds:  # remote: the image has what the engine runs
+        for path in () if self._image_engine(h) else h.spec.ro_binds:  # else the image has what the engine runs
             real = os.path.realpath(path)
             if os.path.exists(real) and real not in seen:
                 seen.add(real)
@@ -573,8 +593,11 @@ class DockerRuntime(Runtime):
             del options["hostname"]
         if h.remote and self.network != "host":
             options["ports"] = {f"{self.engine_port}/tcp": (self.publish_address, None)}
+        # Our argv goes in as the entrypoint: an image's ENTRYPOINT wraps neither it nor a hook's command
+        # (with the image's engine, `start` puts that ENTRYPOINT in front of its CMD itself).
         try:
-            container = self.client().containers.create(self.image, argv, name=name, detach=True, **options)
+            container = self.client().containers.create(self.image, entrypoint=argv, name=name, detach=True,
+                                                        **options)
         except docker.errors.ImageNotFound:
             raise RuntimeFailure("Workspace image not found",
                                  f"{self.image}: build it with `replicas images build`") from None
@@ -602,7 +625,8 @@ class DockerRuntime(Runtime):
         name = f"{h.container_name}-exec-{uuid.uuid4().hex[:8]}"
         options = self._container_options(h, environment, cwd)
         options.pop("hostname")
-        container = self.client().containers.create(self.image, command, name=name, detach=True, **options)
+        container = self.client().containers.create(self.image, entrypoint=command, name=name, detach=True,
+                                                    **options)
         try:
             self._upload_staging(h, container)
             container.start()
@@ -621,15 +645,17 @@ class DockerRuntime(Runtime):
     def _environment(self, h: DockerHandle, extra: Mapping[str, str]) -> dict[str, str]:
         """The container's whole environment: nothing of the control plane's own but PATH and the locale."""
         path = os.environ.get("PATH", os.defpath)
-        if self.engine_command or h.remote:
+        image_engine = self._image_engine(h)
+        if self.engine_command or image_engine:
             path = _STANDARD_PATH
         elif os.path.dirname(sys.executable) not in path.split(os.pathsep):
             path = os.path.dirname(sys.executable) + os.pathsep + path
         env = {"PATH": path + os.pathsep + _STANDARD_PATH, "LANG": os.environ.get("LANG", "C.UTF-8")}
         env.update(h.spec.env)
         env.update(extra)
-        if h.remote:
+        if image_engine:  # this machine's tools dir is not mounted: only the image's can be meant
             image_env = self._image_env()
+            env.pop("REPLICAS_TOOLS_DIR", None)
             env.update({name: image_env[name] for name in _IMAGE_ENV if name in image_env})
         user = "replicas" if os.geteuid() == 0 or h.remote else pwd.getpwuid(self.uid).pw_name
         env.update({"HOME": h.home, "USER": user, "LOGNAME": user, ENV_WORKSPACE_ID: h.workspace_id,

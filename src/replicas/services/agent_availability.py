@@ -8,10 +8,10 @@ Where a workspace's agents come from depends on the runtime, and so does what ca
 
 - `local`: the tools dir (`replicas agents install`, bound read-only into every sandbox), else the
   control plane's PATH, which the sandbox keeps. Known exactly.
-- `docker` on the same host with the control plane's engine: the tools dir is bound into the container,
-  so an agent found there is available. One that is not may still be in the image (its PATH): assumed
-  available, not verified.
-- `docker` with the image's engine (remote, or `docker_engine_command`) and `kubernetes`: the image
+- `docker` with the control plane's engine (`docker_engine = "host-python"`, development): the tools dir is
+  bound into the container, so an agent found there is available. One that is not may still be in the
+  image (its PATH): assumed available, not verified.
+- `docker` with the image's engine (the default, or `docker_engine_command`) and `kubernetes`: the image
   decides (the workspace image installs the pinned CLIs). Assumed available, not verified.
 
 Looking only stats files (`install.find_installed`, no binary is run), in a thread, and the answer is kept
@@ -63,7 +63,7 @@ def image_decides(settings: Settings) -> bool:
         return True
     if settings.runtime != "docker":
         return False
-    if settings.docker_engine_command:
+    if settings.docker_engine_command or settings.docker_engine == "image":
         return True
     if settings.docker_remote is not None:
         return settings.docker_remote
