@@ -159,8 +159,10 @@ async def test_kill_9_mid_turn_then_reconnect_with_last_event_id_loses_nothing(t
                                      timeout=httpx.Timeout(60, read=60)) as response:
                 assert response.status_code == 200
                 assert response.headers["content-type"].startswith("text/event-stream")
-                await read_sse(response, first, lambda f: f.get("event") == "chat.turn.delta"
-                               and "id" in f and any(x.get("event") == "chat.turn.delta" for x in first[:-1]))
+                # Bounded: pings keep a stream alive, so a replica that never starts would wait forever.
+                await asyncio.wait_for(read_sse(response, first, lambda f: f.get("event") == "chat.turn.delta"
+                                                and "id" in f
+                                                and any(x.get("event") == "chat.turn.delta" for x in first[:-1])), 90)
             running_before = running_containers(replica_backend, replica_id)
             assert running_before or replica_backend != "docker", "no running container for the replica"
             server.kill()  # SIGKILL mid-turn: the engine goes on inside the workspace
