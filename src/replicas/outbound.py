@@ -132,6 +132,10 @@ class OutboundPolicy:
     # Whether git may fetch local paths and file:// URLs for a tenant (REPLICAS_ALLOW_LOCAL_REPOSITORIES): the
     # default of git plumbing that is not told otherwise.
     allow_local_repositories: bool = True
+    # An egress allow-list (REPLICAS_OUTBOUND_ALLOWED_HOSTS): None lets any host through to the address checks;
+    # otherwise only these names (an entry `.example.com` also admits its subdomains) or IP literals, refused
+    # before any DNS lookup.
+    allowed_hosts: frozenset[str] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> OutboundPolicy:
@@ -142,7 +146,16 @@ class OutboundPolicy:
                 names.add((public.hostname.rstrip(".").lower(),
                            public.port or _DEFAULT_PORTS.get(public.scheme, 443)))
         return cls(allow_private=settings.allow_private_outbound, server_port=settings.port,
-                   server_names=frozenset(names), allow_local_repositories=settings.allow_local_repositories)
+                   server_names=frozenset(names), allow_local_repositories=settings.allow_local_repositories,
+                   allowed_hosts=(None if settings.outbound_allowed_hosts is None else
+                                  frozenset(h.strip().rstrip(".").lower() for h in settings.outbound_allowed_hosts)))
+
+    def host_allowed(self, name: str) -> bool:
+        """Whether the allow-list (if any) admits `name` (lower case, no trailing dot)."""
+        if self.allowed_hosts is None:
+            return True
+        return name in self.allowed_hosts or any(
+            entry.startswith(".") and (name.endswith(entry) or name == entry[1:]) for entry in self.allowed_hosts)
 
     def refusal(self, address: str | IPAddress, port: int) -> str | None:
         """Why connecting to `address`:`port` is refused, or None when it is allowed."""
@@ -159,6 +172,8 @@ class OutboundPolicy:
         name = host.strip("[]").rstrip(".").lower()
         if (name, port) in self.server_names:
             raise OutboundRefused(f"{name}:{port} is this server")
+        if not self.host_allowed(name):
+            raise OutboundRefused(f"{name} is not in this server's REPLICAS_OUTBOUND_ALLOWED_HOSTS")
         literal = _literal(name)
         if literal is None and (name == "localhost" or name.endswith(".localhost")):
             # RFC 6761: always loopback. Refused early when loopback is; resolved when used otherwise.

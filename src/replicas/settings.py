@@ -36,6 +36,9 @@ class Settings(BaseSettings):
     # private ranges. Link-local addresses (169.254.0.0/16, cloud metadata) and this server itself never.
     # The embedded default allows them (everything is on this machine); multi-tenant deployments set false.
     allow_private_outbound: bool = True
+    # An egress allow-list for those requests: None (the default) admits any host that passes the address checks;
+    # a list admits only these host names (`.example.com` also its subdomains) and IP literals, checked before DNS.
+    outbound_allowed_hosts: list[str] | None = None
     log_level: str = "info"
     # Where the pinned agent CLIs are installed (`replicas agents install`); default `<data_dir>/tools`.
     tools_dir: Path | None = None

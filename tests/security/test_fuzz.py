@@ -10,8 +10,9 @@ fuzzer's own path values. Only `not_a_server_error` is checked: the contract and
 differ on the rest. Generation is derandomized, so a failure reproduces; every 5xx is listed with its curl
 command (the key filtered out). Two databases, under a minute in all on two cores.
 
-Operations the server does not serve are fuzzed too: they must answer 404, not 5xx. Git may only use
-local repositories here (`GIT_ALLOW_PROTOCOL=file`): a fuzzed skills-registry URL must not reach out.
+Operations the server does not serve are fuzzed too: they must answer 404, not 5xx. Nothing the fuzzer sends
+may make the server reach out: the server runs with the egress allow-list `REPLICAS_OUTBOUND_ALLOWED_HOSTS`
+set to loopback only, so a fuzzed webhook, registry or repository URL is refused before any DNS lookup.
 """
 
 from __future__ import annotations
@@ -121,11 +122,11 @@ class LiveServer:
 
 
 @pytest.fixture
-def live_server(settings, monkeypatch) -> Iterator[tuple[str, str]]:
-    """(base URL, bootstrap org key) of the real app on loopback."""
-    monkeypatch.setenv("GIT_ALLOW_PROTOCOL", "file")
+def live_server(settings) -> Iterator[tuple[str, str]]:
+    """(base URL, bootstrap org key) of the real app on loopback, reaching out to loopback only."""
     key = new_api_key()
-    app = create_app(settings.model_copy(update={"bootstrap_api_key": key}))
+    app = create_app(settings.model_copy(update={"bootstrap_api_key": key,
+                                                 "outbound_allowed_hosts": ["127.0.0.1", "localhost", "::1"]}))
     with LiveServer(app) as base_url:
         yield base_url, key
 

@@ -398,3 +398,25 @@ async def test_git_over_http_is_pinned_to_the_checked_address():
         listener.close()
     assert await outbound.git_pin_args(("ls-tree", "-r", "HEAD")) == []
     assert await outbound.git_pin_args(("clone", "--", "file:///srv/repo.git", "/tmp/x")) == []
+
+
+# --- the egress allow-list (REPLICAS_OUTBOUND_ALLOWED_HOSTS) ------------------------------------------
+
+async def test_the_allow_list_refuses_other_hosts_before_any_lookup(listener):
+    calls: list[str] = []
+    policy = OutboundPolicy.from_settings(Settings(allow_private_outbound=True,
+                                                   outbound_allowed_hosts=["127.0.0.1", ".corp.example"]))
+    resolver = resolving({"git.corp.example": ["127.0.0.1"], "elsewhere.example": ["127.0.0.1"]}, calls)
+    with connects() as attempted:
+        async with outbound.guarded_client(policy, resolver=resolver) as client:
+            with pytest.raises(OutboundRefused, match="elsewhere.example is not in this server's "
+                                                      "REPLICAS_OUTBOUND_ALLOWED_HOSTS"):
+                await client.get(f"http://elsewhere.example:{listener.port}/")
+            assert calls == [] and attempted == []  # refused before DNS, before any connection
+            assert (await client.get(f"http://git.corp.example:{listener.port}/a")).status_code == 200
+            assert (await client.get(f"http://127.0.0.1:{listener.port}/b")).status_code == 200
+    assert [path for _, path, _ in listener.requests] == ["/a", "/b"]
+    with pytest.raises(OutboundRefused, match="REPLICAS_OUTBOUND_ALLOWED_HOSTS"):
+        check_url("https://github.com/acme/skills", Settings(outbound_allowed_hosts=["git.corp.example"]))
+    with pytest.raises(OutboundRefused, match="REPLICAS_OUTBOUND_ALLOWED_HOSTS"):
+        await outbound.git_pin_args(["ls-remote", "https://github.com/acme/skills"], policy=policy)
