@@ -29,10 +29,11 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from replicas.crypto import SecretBox
 from replicas.engine.agents.base import default_model_variable
+from replicas.engine_protocol import incompatibility
 from replicas.errors import BadGateway, BadRequest, Conflict, NotFound, ServiceUnavailable, TooManyRequests
 from replicas.runtime import Runtime, RuntimeStatus, WorkspaceSpec, create_runtime
 from replicas.runtime.local import python_environment_paths
-from replicas.services import credentials, provisioning
+from replicas.services import credentials, provisioning, warm_hooks
 from replicas.services.environments import parse_uuid
 from replicas.services.principal import Principal
 from replicas.settings import Settings
@@ -121,7 +122,8 @@ class WorkspaceManager:
             return row
 
     async def provision(self, row: Workspace, principal: Principal, *, on_step=None) -> Workspace:
-        """Provision the home of a `preparing` workspace and start its engine: `active`, or `error` (raised)."""
+        """Provision the home of a `preparing` workspace, run its warm hooks (once per workspace: a failing one
+        is recorded, not raised) and start its engine: `active`, or `error` (raised)."""
         try:
             async with self.sessions() as session:
                 resolved = await provisioning.resolve_workspace_config(session, self.box, principal,
@@ -133,6 +135,15 @@ class WorkspaceManager:
             result = await provisioning.provision_home(
                 resolved, Path(handle.home), self.settings.data_dir, on_step=on_step,
                 allow_local_repositories=self.settings.allow_local_repositories)
+            if warm_hooks.LOG_KEY not in (row.snapshot or {}):
+                report = await warm_hooks.warm_workspace(self.runtime, handle, resolved, result, self.settings,
+                                                         on_step=on_step)
+                async with self.sessions() as session:
+                    current = await lock_workspace(session, row.id)
+                    if current is not None:
+                        current.snapshot = {**(current.snapshot or {}), warm_hooks.LOG_KEY: report.logs}
+                        await session.commit()
+                        row = current
             env = {**await self._base_env(row), **result.env, "REPLICAS_DEFAULT_PROVIDER": row.coding_agent}
             if result.start_hook_path:
                 env["REPLICAS_START_HOOK_FILE"] = str(result.start_hook_path)
@@ -181,16 +192,18 @@ class WorkspaceManager:
 
     async def _start_engine(self, workspace: Workspace, env: dict[str, str]) -> Workspace:
         """Start the engine, persist the runtime's handle (it now names the process tree), and wait
-        until the engine answers."""
+        until the engine answers. An engine whose protocol this control plane does not speak (an image
+        of another release) is stopped and refused (engine_protocol.py), naming the image."""
         handle = self._handle(workspace)
         env = {**env, "REPLICAS_ENGINE_SECRET": self.box.decrypt(workspace.engine_secret_encrypted)}
         await self.runtime.start(handle, [sys.executable, "-m", "replicas.engine.main"], env)
-        workspace = await self._save(workspace, runtime_state=self.runtime.get_state(handle))
+        state = self.runtime.get_state(handle)
+        workspace = await self._save(workspace, runtime_state=state)
         deadline = time.monotonic() + self.settings.engine_start_timeout_seconds
         while True:
             try:
-                await self.call_engine(workspace, "GET", "/health")
-                return workspace
+                health = await self.call_engine(workspace, "GET", "/health")
+                break
             except (BadGateway, ServiceUnavailable):
                 if time.monotonic() > deadline:
                     waited = self.settings.engine_start_timeout_seconds
@@ -198,6 +211,12 @@ class WorkspaceManager:
                                              f"no answer within {waited:.0f}s; engine log: "
                                              f"{await self.runtime.read_log(handle)}") from None
                 await asyncio.sleep(0.05)
+        if reason := incompatibility(health, image=state.get("image")):
+            log.warning("workspace engine refused workspace_id=%s: %s", workspace.id, reason)
+            with contextlib.suppress(Exception):
+                await self.runtime.stop(handle)
+            raise ServiceUnavailable("Workspace engine is incompatible", reason)
+        return workspace
 
     @contextlib.asynccontextmanager
     async def engine(self, workspace: Workspace, timeout: float | None = 30.0) -> AsyncIterator[httpx.AsyncClient]:
