@@ -16,8 +16,6 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from typing import Any
 
-import yaml
-
 CONFIG_FILES = ("replicas.json", "replicas.yaml", "replicas.yml")
 DEFAULT_HOOK_TIMEOUT_MS = 300_000
 
@@ -65,6 +63,10 @@ def _load(text: str, filename: str) -> Any:
         except json.JSONDecodeError as exc:
             raise RepoConfigError(f"{filename}: invalid JSON at line {exc.lineno}, column {exc.colno}: "
                                   f"{exc.msg}", filename) from None
+    # Imported here, not at the top: PyYAML costs every engine start about 10 ms, and most repositories
+    # have no replicas.yaml.
+    import yaml
+
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError as exc:

@@ -37,8 +37,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
-import httpx
-
 from replicas.engine import repos as repo_status
 from replicas.engine.journal import Journal, utc_timestamp
 from replicas.engine.state import write_atomically
@@ -179,6 +177,10 @@ class Publisher:
         github = github_repository(origin, self._github_hosts())
         token = self.env.get("GITHUB_TOKEN") or self.env.get("GH_TOKEN")
         if github and token and not record["number"]:
+            # Imported here, not at the top: httpx (and the CLI it pulls in) is about 40 ms of every engine
+            # start, and only a GitHub pull request needs it.
+            import httpx
+
             try:
                 pull = await self._open_pull_request(repo, *github, branch, default, token)
                 record.update(url=pull["html_url"], number=int(pull["number"]))
@@ -231,6 +233,8 @@ class Publisher:
         api = (self.env.get("GITHUB_API_URL") or DEFAULT_GITHUB_API).rstrip("/")
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
                    "X-GitHub-Api-Version": "2022-11-28", "User-Agent": "replicas-engine"}
+        import httpx  # not at the top: see publish()
+
         async with httpx.AsyncClient(headers=headers, timeout=self.api_timeout) as client:
             response = await client.post(f"{api}/repos/{owner}/{name}/pulls",
                                          json={"head": branch, "base": base, "title": title, "body": body})
