@@ -69,6 +69,17 @@ class Settings(BaseSettings):
     cron_interval_seconds: float = Field(default=15.0, gt=0)
     cron_catchup_seconds: float = Field(default=3600.0, ge=0)
     cron_enabled: bool = True
+    # Warm pools (services/pool_filler.py): a reconcile pass every `pool_interval_seconds` keeps each enabled
+    # pool at its target of ready workspaces; false keeps this process out of filling. Pool workspaces count
+    # against `max_pool_workspaces` (all pools together), not `max_active_workspaces`. A ready one unclaimed
+    # for `pool_max_age_seconds` expires and is replaced. A failing warm-up backs off exponentially, from
+    # `pool_retry_base_seconds` up to `pool_retry_max_seconds`.
+    pool_enabled: bool = True
+    pool_interval_seconds: float = Field(default=5.0, gt=0)
+    max_pool_workspaces: int = Field(default=20, ge=0)
+    pool_max_age_seconds: float = Field(default=6 * 3600.0, gt=0)
+    pool_retry_base_seconds: float = Field(default=10.0, gt=0)
+    pool_retry_max_seconds: float = Field(default=1800.0, gt=0)
     # SSE: a `: ping` comment after this many quiet seconds (spec §4.1: 15 s).
     sse_ping_seconds: float = Field(default=15.0, gt=0)
     # Outbound webhooks: timeout per attempt and the delays between retries (spec §10 #2).

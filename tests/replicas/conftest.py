@@ -111,7 +111,7 @@ def settings(request, tmp_path, database_url, agent_tools, replica_backend) -> S
     the `replica_backend`, and the test's `replica_settings` marker."""
     marker = request.node.get_closest_marker("replica_settings")
     values = {"webhook_retry_delays": [0.2, 0.5], "webhook_poll_seconds": 0.1, "lifecycle_interval_seconds": 0.2,
-              "cron_enabled": False, **backend_settings(replica_backend),
+              "cron_enabled": False, "pool_enabled": False, **backend_settings(replica_backend),
               **(marker.kwargs if marker else {})}
     return Settings(data_dir=tmp_path / "data", database_url=database_url, secret_key=None, tools_dir=agent_tools,
                     **values)

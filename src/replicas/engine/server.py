@@ -64,7 +64,8 @@ class Engine:
         await self.chats.load()
         if not self.chats.chats:
             await self.chats.create(self.config.default_provider)
-        self.hooks.start()
+        if not self.config.defer_start_hooks:
+            self.hooks.start()
         await self.publish_status()
 
     async def stop(self) -> None:
@@ -209,6 +210,12 @@ def create_app(engine: Engine) -> Starlette:
         return JSONResponse({"warm_hooks": {"logs": []}, "start_hooks": {"logs": engine.hooks.logs},
                              **engine.hooks.status()})
 
+    async def start_hooks(request: Request) -> Response:
+        """Run the start hooks now, if they have not run in this engine yet (a claimed pool workspace's)."""
+        if engine.hooks.task is None:
+            engine.hooks.start()
+        return JSONResponse(engine.hooks.status(), status_code=202)
+
     async def previews_changed(request: Request) -> Response:
         """The control plane's previews of this workspace changed: journal `preview.changed`."""
         previews = (await json_body(request)).get("previews")
@@ -244,6 +251,7 @@ def create_app(engine: Engine) -> Starlette:
         Route("/chats/{chat_id}/history", history, methods=["GET"]),
         Route("/repos", list_repos, methods=["GET"]),
         Route("/hooks", hooks, methods=["GET"]), Route("/hooks/status", hooks, methods=["GET"]),
+        Route("/hooks/start", start_hooks, methods=["POST"]),
         Route("/events", events, methods=["GET"]),
         Route("/previews", previews_changed, methods=["POST"]),
         *canvas_routes(engine), *terminal_routes(engine),

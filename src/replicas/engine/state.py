@@ -33,6 +33,8 @@ class EngineConfig:
     tools_dir: Path | None = None
     default_provider: str = "claude"
     start_hook_file: Path | None = None
+    # A warm-pool workspace's engine: start hooks wait for `POST /hooks/start` (sent when it is claimed).
+    defer_start_hooks: bool = False
     agent_idle_timeout: float = 600.0
     agent_max_retries: int | None = None
     agent_env: dict[str, str] = field(default_factory=dict)
@@ -64,6 +66,7 @@ class EngineConfig:
             tools_dir=path("REPLICAS_TOOLS_DIR"),
             default_provider=environ.get("REPLICAS_DEFAULT_PROVIDER") or "claude",
             start_hook_file=path("REPLICAS_START_HOOK_FILE"),
+            defer_start_hooks=environ.get("REPLICAS_DEFER_START_HOOKS") == "1",
             agent_idle_timeout=float(environ.get("REPLICAS_AGENT_IDLE_TIMEOUT") or 600),
             agent_max_retries=int(retries) if retries else None,
             agent_env=agent_env,

@@ -41,9 +41,10 @@ from replicas.errors import BadRequest, Conflict, NotFound, ReplicasError, Servi
 from replicas.events import EventHub, EventPump, follow
 from replicas.events.pump import connect_via
 from replicas.events.webhooks import WebhookDispatcher, enqueue
-from replicas.services import hook_runner, loops, provisioning, usage, warm_hooks
+from replicas.services import credentials, hook_runner, loops, provisioning, usage, warm_hooks, warm_pools
 from replicas.services.agent_availability import AgentAvailabilityCache
 from replicas.services.environments import parse_uuid
+from replicas.services.pool_filler import PoolFiller
 from replicas.services.principal import Principal
 from replicas.services.replica_views import (
     active_agent,
@@ -55,7 +56,7 @@ from replicas.services.replica_views import (
     replica_chat,
     repository_status,
 )
-from replicas.services.workspaces import WorkspaceManager, lock_workspace
+from replicas.services.workspaces import POOLED, WorkspaceManager, lock_workspace
 from replicas.settings import Settings
 from replicas.store.models import Environment, Lease, Workspace, WorkspaceEvent, aware, utcnow
 
@@ -65,6 +66,7 @@ AWAKE = ("preparing", "active")
 WAKEABLE = ("sleeping", "archived")
 WHEN_DONE = {"delete_when_done": "delete", "archive_when_done": "archive", "sleep_when_done": "sleep"}
 ENGINE_VERSION = "v1"
+POOL_AGENT, POOL_SIZE = "claude", "small"  # what pool workspaces are warmed for; other creates go cold
 CAPACITY_LOCK = "workspace-capacity"  # a `leases` row used only as a lock: creates are admitted one at a time
 SLASH_COMMANDS = [
     {"command": "/plan", "description": "Plan first: the agent proposes a plan and changes nothing",
@@ -121,6 +123,7 @@ class ReplicaService:
         self._delivery_locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
+        self.pools = PoolFiller(settings, sessions, self.manager, self.owner_id)
 
     # -- process lifecycle -------------------------------------------------------------------------
 
@@ -141,6 +144,8 @@ class ReplicaService:
         self._loops = [asyncio.create_task(self.dispatcher.run_forever(self.settings.webhook_poll_seconds),
                                            name="webhook-dispatcher"),
                        asyncio.create_task(self._lifecycle_loop(), name="lifecycle-reaper")]
+        if self.settings.pool_enabled:
+            self._loops.append(asyncio.create_task(self.pools.run(), name="warm-pool-filler"))
 
     async def stop(self) -> None:
         for task in [*self._loops, *self._transitions.values(), *self._tasks]:
@@ -148,6 +153,7 @@ class ReplicaService:
         for task in [*self._loops, *self._transitions.values(), *self._tasks]:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
+        await self.pools.stop()
         await self.pump.stop_all()
 
     def _background(self, coro: Coroutine) -> asyncio.Task:
@@ -231,19 +237,70 @@ class ReplicaService:
         await self.agents.require(request.coding_agent)
         pending = [{"id": str(uuid.uuid4()), "message": message, "options": options, "chat_id": None,
                     "coding_agent": None, "queued_at": iso(utcnow())}]
-        row = await self.manager.create_record(
-            principal, env_ref, name=request.name, provider=request.coding_agent, size=request.size or "small",
-            source=source, model=request.model, lifecycle_policy=request.lifecycle_policy or "default",
-            config=request.config or {}, webhook_url=webhook_url,
-            webhook_secret_encrypted=self.box.encrypt(webhook_secret) if webhook_secret else None,
-            pending_messages=pending, auto_stop_minutes=auto_stop_minutes)
-        await self._admit(row)
-        task = self._start_transition(row, self._bring_up(row, principal))
+        fields = dict(name=request.name, source=source, model=request.model,
+                      lifecycle_policy=request.lifecycle_policy or "default", config=request.config or {},
+                      webhook_url=webhook_url, pending_messages=pending, auto_stop_minutes=auto_stop_minutes,
+                      webhook_secret_encrypted=self.box.encrypt(webhook_secret) if webhook_secret else None)
+        claimed = None
+        if request.coding_agent == POOL_AGENT and (request.size or POOL_SIZE) == POOL_SIZE:
+            claimed = await self._claim(principal, env_ref, fields)
+        if claimed is not None:
+            row = claimed
+            task = self._start_transition(row, self._activate_claimed(row))
+        else:
+            row = await self.manager.create_record(principal, env_ref, provider=request.coding_agent,
+                                                   size=request.size or POOL_SIZE, **fields)
+            await self._admit(row)
+            task = self._start_transition(row, self._bring_up(row, principal))
         if wait:
             with contextlib.suppress(Exception):
                 await asyncio.shield(task)
             row = await self._reload(row.id) or row
         return row
+
+    async def _claim(self, principal: Principal, env_ref: str, fields: dict[str, Any]) -> Workspace | None:
+        """Take a ready workspace of the environment's warm pool as this create's replica: `preparing`, renamed
+        and attributed to the caller, under the capacity lock (admitted like a cold create). None: the cold path
+        (no enabled pool, none ready, or the caller has provider keys of their own, which the pool's engine,
+        started with the organization's, would not use)."""
+        async with self.sessions() as session:
+            config = await warm_pools.enabled_config(session, principal, env_ref)
+            if config is None:
+                return None
+            if principal.user_id is not None:
+                own = await credentials.agent_credentials(session, self.box, principal.organization_id,
+                                                          principal.user_id)
+                if own != await credentials.agent_credentials(session, self.box, principal.organization_id, None):
+                    return None
+            awake = await self._awake_under_lock(session)
+            if awake >= self.settings.max_active_workspaces:
+                await session.rollback()
+                raise self._at_capacity()
+            workspace_id = await warm_pools.claim(session, config)
+            row = await session.get(Workspace, workspace_id) if workspace_id else None
+            if row is None:
+                await session.commit()
+                return None
+            now = utcnow()
+            values = {"status": "preparing", "user_id": principal.user_id, "created_at": now, "updated_at": now,
+                      "status_changed_at": now, "last_activity_at": now, **fields}
+            for key, value in values.items():
+                setattr(row, key, value)
+            await session.commit()
+        log.info("workspace %s claimed from warm pool %s", row.id, config.id)
+        return row
+
+    async def _activate_claimed(self, row: Workspace) -> None:
+        """A claimed pool workspace: its start hooks run now, then it is active and gets its first message."""
+        try:
+            await self.manager.start_hooks(row)
+            row = await self._set(row.id, status="active", status_changed_at=utcnow(), last_activity_at=utcnow())
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - recorded on the workspace, which stays queryable
+            await self._fail(row, str(exc) or type(exc).__name__)
+            return
+        await self._became_active(row)
 
     async def _admit(self, row: Workspace) -> None:
         """Capacity: at most `max_active_workspaces` awake. Counted after the insert, one create at a time
@@ -701,7 +758,8 @@ class ReplicaService:
 
     async def list(self, principal: Principal, *, page: int, limit: int, user_id: str | None,
                    source: str | None, status: str | None) -> dict[str, Any]:
-        query = select(Workspace).where(Workspace.organization_id == principal.organization_id)
+        query = select(Workspace).where(Workspace.organization_id == principal.organization_id,
+                                        Workspace.status != POOLED)
         if user_id:
             try:
                 query = query.where(Workspace.user_id == uuid.UUID(user_id))

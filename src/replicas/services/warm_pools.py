@@ -2,8 +2,9 @@
 
 A pool's `generation` is bumped on every invalidation (a new warm hook). Workspaces carry the
 generation they were built for, so staleness is derived: a `ready` workspace below the config's
-generation is stale (still claimable as a fallback). Nothing fills pools yet; the reconcile loop
-arrives with the workspace runtime and writes `warm_pool_workspaces` rows that these reads report.
+generation is stale and expires. The reconcile loop (`pool_filler.py`) writes the `warm_pool_workspaces`
+rows that these reads report; `sandbox_id` holds the id of the pool workspace's `workspaces` row.
+A create claims a ready one (`claim`) with one conditional UPDATE.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import asyncio
 import uuid
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
+from datetime import timedelta
 
 from sqlalchemy import case, func, select, update
 from sqlalchemy.exc import IntegrityError
@@ -21,7 +23,8 @@ from replicas.errors import NotFound
 from replicas.services import audit
 from replicas.services.environments import parse_uuid, resolve_environment
 from replicas.services.principal import Principal
-from replicas.store.models import Environment, WarmPoolConfig, WarmPoolWorkspace, utcnow
+from replicas.settings import Settings
+from replicas.store.models import Environment, WarmPoolConfig, WarmPoolWorkspace, aware, utcnow
 
 DEFAULT_TARGET_SIZE = 5
 MAX_TARGET_SIZE = 20
@@ -111,6 +114,71 @@ async def upsert_config(session: AsyncSession, principal: Principal, env_ref: st
             if attempt:
                 raise
     raise AssertionError("unreachable")  # pragma: no cover
+
+
+async def enabled_config(session: AsyncSession, principal: Principal, env_ref: str) -> WarmPoolConfig | None:
+    """The environment's pool when it is enabled (None otherwise, or when the environment does not resolve:
+    the cold path then answers for it)."""
+    try:
+        env = await resolve_environment(session, principal, env_ref)
+    except NotFound:
+        return None
+    config = await get_config(session, principal, env)
+    return config if config is not None and config.enabled else None
+
+
+async def claim(session: AsyncSession, config: WarmPoolConfig) -> uuid.UUID | None:
+    """Take one ready, current workspace of the pool for the caller's transaction: its `workspaces` row id,
+    or None when the pool has none. One conditional UPDATE: on PostgreSQL the candidate is locked with SKIP
+    LOCKED (a concurrent claim takes the next one, never the same); SQLite has one writer."""
+    candidate = (
+        select(WarmPoolWorkspace.id)
+        .where(WarmPoolWorkspace.warm_pool_config_id == config.id, WarmPoolWorkspace.status == "ready",
+               WarmPoolWorkspace.generation >= config.generation)
+        .order_by(WarmPoolWorkspace.created_at, WarmPoolWorkspace.id).limit(1)
+        .with_for_update(skip_locked=True).scalar_subquery()
+    )
+    sandbox_id = await session.scalar(
+        update(WarmPoolWorkspace).where(WarmPoolWorkspace.id == candidate, WarmPoolWorkspace.status == "ready")
+        .values(status="assigned").returning(WarmPoolWorkspace.sandbox_id)
+        .execution_options(synchronize_session=False)
+    )
+    return uuid.UUID(sandbox_id) if sandbox_id else None
+
+
+async def set_status(session: AsyncSession, workspace_id: uuid.UUID, status: str, *, when: str,
+                     error_message: str | None = None) -> bool:
+    """Move a pool workspace from `when` to `status`; False if it had left `when` (claimed, expired)."""
+    values: dict = {"status": status}
+    if error_message is not None:
+        values["error_message"] = error_message[:2000]
+    result = await session.execute(
+        update(WarmPoolWorkspace).where(WarmPoolWorkspace.id == workspace_id, WarmPoolWorkspace.status == when)
+        .values(**values).execution_options(synchronize_session=False))
+    return result.rowcount == 1
+
+
+async def record_failure(session: AsyncSession, config_id: uuid.UUID, message: str, settings: Settings) -> None:
+    """A warm-up failed: count it and hold the pool back, exponentially longer each time (capped). Warm-ups
+    started together (a pass filling up to the target) that fail together count once."""
+    config = await session.get(WarmPoolConfig, config_id, with_for_update=True, populate_existing=True)
+    if config is None:
+        return
+    now = utcnow()
+    config.last_error_at = config.last_failure_at = now
+    config.last_error_message = config.last_failure_reason = message[:2000]
+    if config.next_retry_at is not None and aware(config.next_retry_at) > now:
+        return  # another warm-up of the same round failed first: one round, one step of backoff
+    config.error_count = (config.error_count or 0) + 1
+    delay = min(settings.pool_retry_base_seconds * 2 ** (config.error_count - 1), settings.pool_retry_max_seconds)
+    config.next_retry_at = now + timedelta(seconds=delay)
+
+
+async def record_success(session: AsyncSession, config_id: uuid.UUID) -> None:
+    """A warm-up succeeded: the backoff is over."""
+    await session.execute(
+        update(WarmPoolConfig).where(WarmPoolConfig.id == config_id, WarmPoolConfig.error_count != 0)
+        .values(error_count=0, next_retry_at=None).execution_options(synchronize_session=False))
 
 
 async def get_owned_config(session: AsyncSession, principal: Principal, config_id: str) -> WarmPoolConfig:

@@ -44,6 +44,9 @@ log = logging.getLogger("replicas.workspaces")
 _ENGINE_TLS = ssl.create_default_context()
 ENGINE_SECRET_HEADER = "X-Replicas-Engine-Secret"
 PROVIDERS = ("claude", "codex", "opencode", "cursor")
+# A warm pool's workspace while the pool owns it (warming or ready): not a replica yet, so no list, read or
+# capacity count sees it; a claim turns it into one.
+POOLED = "pooled"
 _ENGINE_REFUSALS = {400: BadRequest, 404: NotFound, 409: Conflict, 429: TooManyRequests}
 
 
@@ -83,7 +86,7 @@ class WorkspaceManager:
         async with self.sessions() as session:
             row = await session.scalar(select(Workspace).where(
                 Workspace.id == parse_uuid(workspace_id, "Workspace"),
-                Workspace.organization_id == principal.organization_id))
+                Workspace.organization_id == principal.organization_id, Workspace.status != POOLED))
         if row is None:
             raise NotFound("Workspace not found")
         return row
@@ -105,25 +108,30 @@ class WorkspaceManager:
         return await self.provision(row, principal, on_step=on_step)
 
     async def create_record(self, principal: Principal, environment_ref: str, *, name: str = "workspace",
-                            provider: str = "claude", size: str = "small", **fields) -> Workspace:
-        """The `preparing` record of a new workspace (the environment must resolve); nothing runs yet.
-        `fields` are further `Workspace` columns (source, lifecycle_policy, webhook_url, ...)."""
+                            provider: str = "claude", size: str = "small", status: str = "preparing",
+                            **fields) -> Workspace:
+        """The `preparing` (or `pooled`) record of a new workspace (the environment must resolve); nothing runs
+        yet. `fields` are further `Workspace` columns (source, lifecycle_policy, webhook_url, ...)."""
         async with self.sessions() as session:
             resolved = await provisioning.resolve_workspace_config(session, self.box, principal, environment_ref)
             repositories = [{"id": repo.id, "name": repo.name, "url": repo.url}
                             for repo in resolved.repositories]
             row = Workspace(organization_id=principal.organization_id, user_id=principal.user_id,
                             environment_id=uuid.UUID(resolved.environment_id), name=name, size=size,
-                            runtime=self.settings.runtime, status="preparing", coding_agent=provider,
+                            runtime=self.settings.runtime, status=status, coding_agent=provider,
                             repositories=repositories,
                             engine_secret_encrypted=self.box.encrypt(secrets.token_urlsafe(32)), **fields)
             session.add(row)
             await session.commit()
             return row
 
-    async def provision(self, row: Workspace, principal: Principal, *, on_step=None) -> Workspace:
+    async def provision(self, row: Workspace, principal: Principal, *, on_step=None,
+                        pooled: bool = False) -> Workspace:
         """Provision the home of a `preparing` workspace, run its warm hooks (once per workspace: a failing one
-        is recorded, not raised) and start its engine: `active`, or `error` (raised)."""
+        is recorded, not raised) and start its engine: `active`, or `error` (raised).
+
+        `pooled`: a warm pool's workspace. It stays `pooled`; a failing warm hook fails it (raised: the pool
+        must not hand it out); its engine leaves the start hooks until the claim (`start_hooks`)."""
         try:
             async with self.sessions() as session:
                 resolved = await provisioning.resolve_workspace_config(session, self.box, principal,
@@ -144,14 +152,19 @@ class WorkspaceManager:
                         current.snapshot = {**(current.snapshot or {}), warm_hooks.LOG_KEY: report.logs}
                         await session.commit()
                         row = current
+                if pooled and report.failed:
+                    names = ", ".join(entry.get("hookName") or "?" for entry in report.failed)
+                    raise BadRequest("Warm hook failed", f"failed: {names}")
             env = {**await self._base_env(row), **result.env, "REPLICAS_DEFAULT_PROVIDER": row.coding_agent}
             if result.start_hook_path:
                 env["REPLICAS_START_HOOK_FILE"] = str(result.start_hook_path)
+            if pooled:
+                env["REPLICAS_DEFER_START_HOOKS"] = "1"
             row = await self._start_engine(row, env)
             chats = await self.call_engine(row, "GET", "/chats")
             default_chat = chats["chats"][0]["id"] if chats.get("chats") else None
-            return await self._save(row, status="active", default_chat_id=default_chat, status_changed_at=utcnow(),
-                                    last_activity_at=utcnow())
+            return await self._save(row, status=POOLED if pooled else "active", default_chat_id=default_chat,
+                                    status_changed_at=utcnow(), last_activity_at=utcnow())
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -160,6 +173,10 @@ class WorkspaceManager:
                 await self._save(row, status="error", error_message=str(exc) or type(exc).__name__,
                                  status_changed_at=utcnow())
             raise
+
+    async def start_hooks(self, workspace: Workspace) -> None:
+        """Run a claimed pool workspace's start hooks now (its engine deferred them at boot)."""
+        await self.call_engine(workspace, "POST", "/hooks/start")
 
     async def _base_env(self, workspace: Workspace) -> dict[str, str]:
         """Stored provider credentials and the server's default models (both under the environment's
@@ -200,6 +217,9 @@ class WorkspaceManager:
         state = self.runtime.get_state(handle)
         workspace = await self._save(workspace, runtime_state=state)
         deadline = time.monotonic() + self.settings.engine_start_timeout_seconds
+        # Short polls first, growing to 25 ms: an engine answers 0.15-0.3 s after its start, and a fixed
+        # 50 ms poll lost 25 ms of that on average; a failed poll costs under 1 ms here.
+        delay = 0.005
         while True:
             try:
                 health = await self.call_engine(workspace, "GET", "/health")
@@ -210,7 +230,8 @@ class WorkspaceManager:
                     raise ServiceUnavailable("Workspace engine did not start",
                                              f"no answer within {waited:.0f}s; engine log: "
                                              f"{await self.runtime.read_log(handle)}") from None
-                await asyncio.sleep(0.05)
+                await asyncio.sleep(delay)
+                delay = min(delay * 1.5, 0.025)
         if reason := incompatibility(health, image=state.get("image")):
             log.warning("workspace engine refused workspace_id=%s: %s", workspace.id, reason)
             with contextlib.suppress(Exception):
