@@ -196,3 +196,49 @@ async def test_stream_follows_a_warming_workspace_until_it_is_ready(client, app)
     events = parse_sse(response.text)
     assert [(kind, data["status"]) for kind, data in events] == [("status", "warming"), ("complete", "ready")]
     assert events[-1][1]["workspace"]["status"] == "ready"
+
+
+async def test_concurrent_claims_from_two_control_planes_never_hand_out_the_same_workspace(client, app, settings):
+    """Two processes' connection pools (two engines on one database) claim at once: each ready workspace of the
+    current generation goes to exactly one claim, stale ones to none, and the rest find the pool empty."""
+    from replicas.services import warm_pools
+    from replicas.store.db import make_engine, make_sessionmaker
+
+    env_id = await _team_env(client)
+    pool = await _enable(client, env_id)
+    await client.post(WARM.replace("{environmentId}", env_id) + "/save", json={"content": "echo v2"})  # generation 2
+    fresh = [str(uuid.uuid4()) for _ in range(6)]
+    ids = await _add_workspaces(app, pool, *[("ready", 2)] * 6, ("ready", 1), ("warming", 2))
+    async with app.state.sessions() as session:
+        for row_id, sandbox in zip(ids, fresh, strict=False):
+            await session.execute(update(WarmPoolWorkspace).where(WarmPoolWorkspace.id == uuid.UUID(row_id))
+                                  .values(sandbox_id=sandbox))
+        await session.commit()
+    engines = [make_engine(settings.resolved_database_url) for _ in range(2)]
+    makers = [make_sessionmaker(engine) for engine in engines]
+
+    async def claim_one(n: int):
+        async with makers[n % 2]() as session:
+            config = await session.get(WarmPoolConfig, uuid.UUID(pool["id"]))
+            for attempt in range(50):  # SQLite's single writer may answer "locked": retry, as a busy server would
+                try:
+                    claimed = await warm_pools.claim(session, config)
+                    await session.commit()
+                    return claimed
+                except Exception as exc:  # noqa: BLE001
+                    await session.rollback()
+                    if "locked" not in str(exc) or attempt == 49:
+                        raise
+                    await asyncio.sleep(0.02)
+
+    try:
+        results = await asyncio.gather(*(claim_one(n) for n in range(10)))
+    finally:
+        for engine in engines:
+            await engine.dispose()
+    claimed = [str(value) for value in results if value is not None]
+    assert sorted(claimed) == sorted(fresh), results
+    async with app.state.sessions() as session:
+        statuses = {str(row.id): row.status for row in await session.scalars(
+            select(WarmPoolWorkspace).where(WarmPoolWorkspace.warm_pool_config_id == uuid.UUID(pool["id"])))}
+    assert [statuses[i] for i in ids] == ["assigned"] * 6 + ["ready", "warming"]
