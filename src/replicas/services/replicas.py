@@ -37,6 +37,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from replicas import outbound
 from replicas.crypto import SecretBox
+from replicas.engine_protocol import incompatibility
 from replicas.errors import BadRequest, Conflict, NotFound, ReplicasError, ServiceUnavailable, TooManyRequests
 from replicas.events import EventHub, EventPump, follow
 from replicas.events.pump import connect_via
@@ -167,7 +168,10 @@ class ReplicaService:
         boot that finished), or the work was cut short."""
         if row.runtime_state and row.default_chat_id:
             with contextlib.suppress(ReplicasError):
-                await self.manager.call_engine(row, "GET", "/health")
+                health = await self.manager.call_engine(row, "GET", "/health")
+                if reason := incompatibility(health, image=(row.runtime_state or {}).get("image")):
+                    await self._fail(row, f"Workspace engine is incompatible: {reason}")
+                    return
                 await self._became_active(await self._set(row.id, status="active", status_changed_at=utcnow()))
                 return
             self._start_transition(row, self._wake_task(row))
