@@ -18,7 +18,9 @@ workspace per backend kept for the wakes. Then, per run, measurements and backen
   refresh, checkout, warm hooks, engine start, `/health`, the row `active`), then destroyed (untimed);
   of which `engine start -> /health`: `WorkspaceManager._start_engine` (runtime start, health wait);
 - create from a snapshot -> active: SLOT, "not built yet" (no snapshots in this tree);
-- claim from a pool -> active: SLOT, "not built yet" unless `pool_claim` below is filled in;
+- claim from a pool -> active (local: the app's own runtime): a warm pool of size 1 on an environment of the
+  same repository, refilled by the app's filler between runs (untimed); `POST /v1/replica` through the API
+  until the replica reads `active` (claimed, start hooks run, first message sent), then deleted;
 - wake -> active: `manager.sleep` (untimed), then `manager.wake` (start, `/health`, `active`).
 
 Each is reported as p50/p90/p99 (nearest rank) over the runs, with its ratio to the baseline's p50 and the
@@ -96,10 +98,58 @@ async def snapshot_create(backend: Backend, principal: Principal, env_id: str, c
     return None
 
 
-async def pool_claim(backend: Backend, principal: Principal, env_id: str, created: list) -> float | None:
-    """Seconds from claiming a ready workspace of a warm pool to `active`; None while this tree has no
-    pool claims (`WarmPool`, services/warm_pools.py). SLOT: fill in when claims exist."""
-    return None
+class PoolClaims:
+    """Claims from a warm pool through the API, as a user's `POST /v1/replica` makes them: the pool of the app's
+    own runtime (`local`), of size 1, refilled by the app's filler between runs (untimed)."""
+
+    def __init__(self, client: httpx.AsyncClient, env_id: str):
+        self.client, self.env_id = client, env_id
+
+    async def enable(self) -> None:
+        response = await self.client.put(f"/v1/environments/{self.env_id}/warm-pools",
+                                         json={"enabled": True, "target_size": 1})
+        assert response.status_code == 200, response.text
+
+    async def wait_ready(self, timeout: float = 300) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pool = (await self.client.get(f"/v1/environments/{self.env_id}/warm-hooks")).json()["warm_pool"]
+            if pool and pool["ready_count"] >= 1:
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError("the warm pool did not fill")
+
+    async def disable(self, timeout: float = 60) -> None:
+        """Turn the pool off and wait until the filler has destroyed what it held (no engine outlives the bench)."""
+        await self.client.put(f"/v1/environments/{self.env_id}/warm-pools", json={"enabled": False, "target_size": 1})
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            pool = (await self.client.get(f"/v1/environments/{self.env_id}/warm-hooks")).json()["warm_pool"]
+            if not pool or (pool["ready_count"] + pool["stale_count"] + pool["warming_count"]) == 0:
+                return
+            await asyncio.sleep(0.2)
+
+    async def claim(self) -> float:
+        """Seconds from `POST /v1/replica` to the replica `active` (start hooks run, first message sent); the
+        replica is deleted afterwards (untimed)."""
+        await self.wait_ready()
+        started = time.monotonic()
+        response = await self.client.post("/v1/replica", json={"name": "bench-claim", "environment_id": self.env_id,
+                                                               "message": "hello", "coding_agent": "claude"})
+        assert response.status_code == 201, response.text
+        replica_id = response.json()["replica"]["id"]
+        while (await self.client.get(f"/v1/replica/{replica_id}")).json()["replica"]["status"] != "active":
+            await asyncio.sleep(0.002)
+        seconds = time.monotonic() - started
+        await self.client.delete(f"/v1/replica/{replica_id}")
+        return seconds
+
+
+async def pool_claim(backend: Backend, claims: PoolClaims | None) -> float | None:
+    """Seconds from claiming a ready workspace of a warm pool to `active`: the app's own backend (local) only."""
+    if claims is None or backend.name != "local":
+        return None
+    return await claims.claim()
 
 
 # -- the runs --------------------------------------------------------------------------------------
@@ -127,7 +177,7 @@ async def idle_memory(backend: Backend, workspace, settle: float) -> None:
 
 
 async def measure_run(backend: Backend, principal: Principal, repo_env: str, kept, created: list,
-                      settle: float, with_memory: bool):
+                      settle: float, with_memory: bool, claims: PoolClaims | None = None):
     starts = backend.manager.engine_starts
     starts.clear()
     await asyncio.to_thread(os.sync)
@@ -139,7 +189,7 @@ async def measure_run(backend: Backend, principal: Principal, repo_env: str, kep
     await destroy(backend, principal, workspace.id, created)
 
     backend.record("snapshot_active_s", await snapshot_create(backend, principal, repo_env, created))
-    backend.record("claim_active_s", await pool_claim(backend, principal, repo_env, created))
+    backend.record("claim_active_s", await pool_claim(backend, claims))
 
     kept = await backend.manager.sleep(kept)
     starts.clear()
@@ -159,7 +209,7 @@ async def bench(names: list[str], files: int, runs: int, settle: float, memory_r
         tools = TOOLS if TOOLS.is_dir() else root / "tools"
         tools.mkdir(exist_ok=True)
         (root / "clones").mkdir()
-        settings = Settings(data_dir=root / "data", tools_dir=tools, runtime="local")
+        settings = Settings(data_dir=root / "data", tools_dir=tools, runtime="local", pool_interval_seconds=0.2)
         app = create_app(settings)
         created: list = []
         skipped: dict[str, str] = {}
@@ -167,17 +217,27 @@ async def bench(names: list[str], files: int, runs: int, settle: float, memory_r
         backends: list[Backend] = []
         principal = None
         try:
-            async with app.router.lifespan_context(app):
+            async with contextlib.AsyncExitStack() as stack:
+                await stack.enter_async_context(app.router.lifespan_context(app))
                 async with app.state.sessions() as session:
                     org = await auth.get_or_create_organization(session, "bench")
                     key = await auth.create_org_key(session, org)
                     await session.commit()
-                async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://b",
-                                             headers={"Authorization": f"Bearer {key}"}) as client:
-                    repo = (await client.post("/v1/replica/repositories", json={
-                        "name": "bench/big", "url": str(origin)})).json()["repository"]
-                    repo_env = (await client.post("/v1/environments", json={
-                        "name": "bench-repo", "repository_id": repo["id"]})).json()["environment"]["id"]
+                client = await stack.enter_async_context(httpx.AsyncClient(
+                    transport=httpx.ASGITransport(app=app), base_url="http://b", timeout=600,
+                    headers={"Authorization": f"Bearer {key}"}))
+                repo = (await client.post("/v1/replica/repositories", json={
+                    "name": "bench/big", "url": str(origin)})).json()["repository"]
+                repo_env = (await client.post("/v1/environments", json={
+                    "name": "bench-repo", "repository_id": repo["id"]})).json()["environment"]["id"]
+                # The pool's environment: the same repository, its own environment so that the cold creates
+                # and wakes above never take a pool workspace.
+                pool_env = (await client.post("/v1/environments", json={
+                    "name": "bench-pool", "repository_id": repo["id"]})).json()["environment"]["id"]
+                claims = PoolClaims(client, pool_env) if "local" in names else None
+                if claims is not None:
+                    await claims.enable()
+                    stack.push_async_callback(claims.disable)  # before the client and the app close
                 principal = Principal.system(org.id)
                 for name in names:
                     chosen = settings
@@ -204,7 +264,7 @@ async def bench(names: list[str], files: int, runs: int, settle: float, memory_r
                     line = {"git_clone_s": round(baseline[-1], 3)}
                     for backend in backends:
                         kept[backend.name] = await measure_run(backend, principal, repo_env, kept[backend.name],
-                                                               created, settle, run < memory_runs)
+                                                               created, settle, run < memory_runs, claims)
                         line[backend.name] = {k: (round(v[-1], 3) if isinstance(v[-1], float) else v[-1])
                                               for k, v in backend.results.items()}
                     print(f"run {run + 1}: {json.dumps(line)}", flush=True)
