@@ -296,15 +296,12 @@ class ReplicaService:
 
     async def _activate_claimed(self, row: Workspace) -> None:
         """A claimed pool workspace: its start hooks run now, then it is active and gets its first message."""
-        try:
+
+        async def start_hooks_then_active() -> Workspace:
             await self.manager.start_hooks(row)
-            row = await self._set(row.id, status="active", status_changed_at=utcnow(), last_activity_at=utcnow())
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - recorded on the workspace, which stays queryable
-            await self._fail(row, str(exc) or type(exc).__name__)
-            return
-        await self._became_active(row)
+            return await self._set(row.id, status="active", status_changed_at=utcnow(), last_activity_at=utcnow())
+
+        await self._activate(row, start_hooks_then_active)
 
     async def _admit(self, row: Workspace) -> None:
         """Capacity: at most `max_active_workspaces` awake. Counted after the insert, one create at a time
@@ -374,8 +371,13 @@ class ReplicaService:
         return task
 
     async def _bring_up(self, row: Workspace, principal: Principal) -> None:
+        await self._activate(row, lambda: self.manager.provision(row, principal))
+
+    async def _activate(self, row: Workspace, bring_up: Callable[[], Awaitable[Workspace]]) -> None:
+        """Run `bring_up` (a cold provision, or a claimed workspace's start hooks); a failure is recorded on the
+        workspace, which stays queryable; success makes it active (`_became_active`)."""
         try:
-            row = await self.manager.provision(row, principal)
+            row = await bring_up()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - recorded on the workspace, which stays queryable
