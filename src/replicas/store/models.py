@@ -292,6 +292,27 @@ class WarmPoolWorkspace(Base):
     status: Mapped[str] = mapped_column(String(16))
     generation: Mapped[int] = mapped_column(Integer)
     error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
+    # The warm-up's live output (warm hooks, capped): what the stream endpoint sends as `output` events.
+    output: Mapped[str | None] = mapped_column(Text, nullable=True)
+    created_at: Mapped[datetime] = _created()
+
+
+class BaseSnapshot(Base):
+    """An environment's warmed state for one pool generation (services/base_snapshots.py): checkouts plus warm
+    hooks, built once in a workspace disk of the runtime (`runtime_state`, never started) that new workspaces
+    of that generation then start from, copy-on-write. `environment_id` has no foreign key: a deleted
+    environment's snapshot is found by the collector and its disk destroyed."""
+
+    __tablename__ = "base_snapshots"
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    environment_id: Mapped[uuid.UUID] = mapped_column(Uuid, index=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16))  # building | ready | failed
+    runtime_state: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    warm_hook_logs: Mapped[list[Any] | None] = mapped_column(JSON, nullable=True)
+    repo_heads: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
+    error_message: Mapped[str | None] = mapped_column(Text, nullable=True)
     created_at: Mapped[datetime] = _created()
 
 
