@@ -85,6 +85,8 @@ class User(Base):
     organization_id: Mapped[uuid.UUID] = _org()
     email: Mapped[str] = mapped_column(String(320))
     display_name: Mapped[str] = mapped_column(String(80))
+    # The profile photo: an http(s) URL, or an uploaded image kept as a data: URI (there is no object store).
+    avatar_url: Mapped[str | None] = mapped_column(Text, nullable=True)
     role: Mapped[str] = mapped_column(String(16), default="member")
     created_at: Mapped[datetime] = _created()
 
