@@ -23,6 +23,8 @@ FORBIDDEN = {
     "runtime": {"services", "api"},
     "store": {"services", "api"},
     "events": {"api"},
+    # The SDK runs where only the client is installed, and speaks to the server over HTTP alone.
+    "client": {"services", "api", "store"},
 }
 
 
@@ -92,6 +94,8 @@ def test_the_check_sees_every_form_of_import():
     assert layer_violations("replicas.services", "from .. import api\n", is_package=True) == [
         "replicas.services:1 imports replicas.api (services -> api)"]
     assert layer_violations("replicas.events.pump", "from replicas.api.schemas import common\n") != []
+    assert layer_violations("replicas.client.sync", "from replicas.store.models import Workspace\n") == [
+        "replicas.client.sync:1 imports replicas.store.models (client -> store)"]
     # What the layers may import.
     assert layer_violations("replicas.api.app", "from replicas.services import replicas\n") == []
     assert layer_violations("replicas.services.replicas", "from replicas.runtime import Runtime\n") == []

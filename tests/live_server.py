@@ -1,0 +1,107 @@
+"""A real `replicas` control plane on a loopback port, for the clients' tests (the SDK, the CLI): uvicorn
+runs the app in a thread with its own event loop, exactly as `replicas serve` does, so every request the
+clients make is real HTTP. `call()` runs a coroutine on the server's loop (minting keys, cleaning up).
+
+    with LiveServer(settings) as server:
+        key = server.new_org_key()
+        Replicas(server.url, api_key=key).replicas.list()
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Coroutine
+from typing import Any
+
+import uvicorn
+
+from replicas.api.app import create_app
+from replicas.services import auth
+from replicas.settings import Settings
+
+
+class LiveServer:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.app = create_app(settings)
+        self._server: uvicorn.Server | None = None
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.port: int | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self) -> LiveServer:
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(("127.0.0.1", 0))
+        self.port = sock.getsockname()[1]
+        config = uvicorn.Config(self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
+        self._server = uvicorn.Server(config)
+
+        async def serve() -> None:
+            self._loop = asyncio.get_running_loop()
+            await self._server.serve(sockets=[sock])
+
+        self._thread = threading.Thread(target=asyncio.run, args=(serve(),), name=f"replicas-{self.port}",
+                                        daemon=True)
+        self._thread.start()
+        deadline = time.monotonic() + 60
+        while not self._server.started:
+            if not self._thread.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError("the replicas server did not start")
+            time.sleep(0.02)
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.should_exit = True
+        if self._thread is not None:
+            self._thread.join(timeout=30)
+        self._server = self._thread = None
+
+    def __enter__(self) -> LiveServer:
+        return self.start()
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.stop()
+
+    def call(self, coroutine: Coroutine[Any, Any, Any], timeout: float = 120) -> Any:
+        """Run `coroutine` on the server's event loop (where its database connections live) and wait."""
+        assert self._loop is not None
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def new_org_key(self, name: str | None = None) -> str:
+        """A new organization (a unique name unless given) and an org API key of it."""
+
+        async def mint() -> str:
+            async with self.app.state.sessions() as session:
+                org = await auth.get_or_create_organization(session, name or f"org-{uuid.uuid4().hex[:8]}")
+                key = await auth.create_org_key(session, org, name="test")
+                await session.commit()
+            return key
+
+        return self.call(mint())
+
+    def new_user_key(self, email: str, org_key_name: str | None = None) -> str:
+        """A member (of a new organization) with a personal API key."""
+        from replicas.crypto import hash_api_key, new_api_key
+        from replicas.store.models import ApiKey
+
+        async def mint() -> str:
+            async with self.app.state.sessions() as session:
+                org = await auth.get_or_create_organization(session, org_key_name or f"org-{uuid.uuid4().hex[:8]}")
+                user = await auth.create_user(session, org, email)
+                key = new_api_key()
+                session.add(ApiKey(organization_id=org.id, user_id=user.id, name="test",
+                                   key_hash=hash_api_key(key), key_prefix=key[:16]))
+                await session.commit()
+            return key
+
+        return self.call(mint())
