@@ -91,12 +91,11 @@ class TurnResult:
 
 
 async def run(driver: AgentDriver, request: TurnRequest) -> TurnResult:
-    synthetic = len(driver.opening_events(request))
     started, first, events = time.monotonic(), None, []
     async with driver.run_turn(request) as turn:
         async for event in turn:
             events.append(event)
-            if first is None and len(events) > synthetic:
+            if first is None:
                 first = time.monotonic() - started
     return TurnResult(events, turn, first, time.monotonic() - started)
 
@@ -232,7 +231,9 @@ async def test_codex_sends_reasoning_effort_fast_mode_images_and_model(agent_too
     first = await run(driver, workspace.request("What is in the picture?", thinking_level="max", fast_mode=True,
                                                 images=[PNG_IMAGE]))
     assert_succeeded("codex", first)
-    assert first.events[0].payload == {"type": "user_message", "message": "What is in the picture?"}
+    user_message = driver.user_message_event(workspace.request("What is in the picture?", images=[PNG_IMAGE]))
+    assert user_message.payload == {"type": "user_message", "message": "What is in the picture?",
+                                    "images": [f"data:image/png;base64,{PNG_IMAGE['source']['data']}"]}
     request = model.model_requests()[0]
     assert request.body["reasoning"]["effort"] == "xhigh"
     assert request.body["service_tier"] == "priority"  # Codex's name for fast mode on the wire

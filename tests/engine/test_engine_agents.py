@@ -33,11 +33,14 @@ async def send_and_wait(client, chat_id: str, message: str, **options) -> tuple[
     assert response.status_code == 202
     first_delta: list[float] = []
 
+    opened: list[bool] = []
+
     def until(event: dict) -> bool:
-        # Codex's driver opens with the user's own message (synthetic); time the CLI's first event.
-        if (event["type"] == "chat.turn.delta" and not first_delta
-                and event["payload"]["event"]["payload"].get("type") != "user_message"):
-            first_delta.append(time.monotonic() - sent_at)
+        # The turn opens with the user's own message (journaled by the engine); time the CLI's first event.
+        if event["type"] == "chat.turn.delta" and event["payload"].get("chatId") == chat_id and not first_delta:
+            if opened:
+                first_delta.append(time.monotonic() - sent_at)
+            opened.append(True)
         return event["type"] == "chat.turn.completed" and event["payload"]["chatId"] == chat_id
 
     events = await read_events(client, after, until, timeout=180)

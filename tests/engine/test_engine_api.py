@@ -77,12 +77,15 @@ async def test_a_message_runs_a_turn_and_the_journal_tells_it_in_order(tmp_path,
         turn = [e for e in events if e["type"].startswith("chat.")]
         assert [e["type"] for e in turn] == ["chat.turn.accepted", "chat.turn.started", "chat.updated",
                                              "chat.turn.delta", "chat.turn.delta", "chat.turn.delta",
-                                             "chat.turn.completed"]
+                                             "chat.turn.delta", "chat.turn.completed"]
         assert turn[0]["payload"] == {"chatId": chat["id"], "messageId": body["messageId"], "queued": False,
                                       "position": 0}
         assert turn[2]["payload"]["chat"]["processing"] is True
-        assert [e["payload"]["event"]["type"] for e in turn[3:6]] == ["claude-system", "claude-assistant",
-                                                                      "claude-result"]
+        assert [e["payload"]["event"]["type"] for e in turn[3:7]] == ["claude-user", "claude-system",
+                                                                      "claude-assistant", "claude-result"]
+        assert turn[3]["payload"]["event"]["payload"]["message"]["content"] == [
+            {"type": "text", "text": "write:made.txt please"}]  # the user's message opens the turn
+        assert "sender" not in turn[3]["payload"]  # sent with nobody named
         assert turn[-1]["payload"] == {"chatId": chat["id"], "isComplete": True}
         for event in events:
             validate_schema(contract_event(event), "EngineEvent")
@@ -96,13 +99,16 @@ async def test_a_message_runs_a_turn_and_the_journal_tells_it_in_order(tmp_path,
         validate_schema(diffs[0], "EngineRepoState")
         assert "+written" in diffs[0]["gitDiff"]["fullDiff"]
 
-        await client.post(f"/chats/{chat['id']}/messages", json={"message": "second"})
-        await read_events(client, events[-1]["seq"], lambda e: e["type"] == "chat.turn.completed"
-                          and e["seq"] > events[-1]["seq"] + 8)
+        sender = {"senderUserId": "user-1", "senderEmail": "alice@example.com"}
+        await client.post(f"/chats/{chat['id']}/messages", json={"message": "second", "sender": sender})
+        second = await read_events(client, events[-1]["seq"], lambda e: e["type"] == "chat.turn.completed"
+                                   and e["seq"] > events[-1]["seq"] + 8)
+        opening = next(e for e in second if e["type"] == "chat.turn.delta")
+        assert opening["payload"]["sender"] == sender and opening["payload"]["event"]["type"] == "claude-user"
         history = (await client.get(f"/chats/{chat['id']}/history", params={"limit": 4})).json()
-        assert history["total"] == 6 and history["hasMore"] is True and len(history["events"]) == 4
-        older = (await client.get(f"/chats/{chat['id']}/history", params={"limit": 4, "offset": 4})).json()
-        assert len(older["events"]) == 2 and older["hasMore"] is False
+        assert history["total"] == 8 and history["hasMore"] is True and len(history["events"]) == 4
+        older = (await client.get(f"/chats/{chat['id']}/history", params={"limit": 5, "offset": 4})).json()
+        assert len(older["events"]) == 4 and older["hasMore"] is False
         for event in history["events"]:
             validate_schema(event, "AgentEvent")
 

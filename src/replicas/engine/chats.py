@@ -6,7 +6,8 @@ queue (reorder, remove, clear); each chat has one worker task, so chats run in p
 chat's own turns run one after another. Journal order for a message (spec §4.1):
 
     chat.turn.accepted → chat.turn.started → chat.updated (processing flips on)
-    → chat.turn.delta × N → [error] → chat.turn.completed → ... → chat.updated (processing off)
+    → chat.turn.delta (the user's message) → chat.turn.delta × N → [error] → chat.turn.completed
+    → ... → chat.updated (processing off)
 
 After every turn `on_turn_end` runs (the engine journals `repo.status.changed` there).
 """
@@ -21,7 +22,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 from replicas.engine import repos as repo_status
-from replicas.engine.agents import AgentDriver, AgentTurn, TurnRequest, driver_class
+from replicas.engine.agents import AgentDriver, AgentEvent, AgentTurn, TurnRequest, driver_class
 from replicas.engine.agents.install import find_binary
 from replicas.engine.journal import Journal
 from replicas.engine.state import PROVIDERS, ChatRecord, ChatStore, EngineConfig, QueuedMessage
@@ -158,11 +159,12 @@ class ChatManager:
 
     # -- messages and the queue --------------------------------------------------------------------
 
-    async def send(self, chat_id: str, message: str, options: dict, client_request_id: str | None = None) -> dict:
+    async def send(self, chat_id: str, message: str, options: dict, client_request_id: str | None = None,
+                   sender: dict | None = None) -> dict:
         """Accept a message: it starts at once on an idle chat (position 0), else waits in the queue."""
         chat = self.get(chat_id)
         queued_message = QueuedMessage(id=client_request_id or str(uuid.uuid4()), message=message,
-                                       options=options)
+                                       options=options, sender=sender)
         busy = chat.processing
         chat.record.queue.append(queued_message)
         chat.record.last_message_text = message[:500]
@@ -277,7 +279,9 @@ class ChatManager:
         record = chat.record
         try:
             request = self._request(record, message)
-            turn = chat.turn = self.driver(record.provider).run_turn(request)
+            driver = self.driver(record.provider)
+            self._journal_user_message(record, message, driver.user_message_event(request))
+            turn = chat.turn = driver.run_turn(request)
             async with turn:
                 async for event in turn:
                     self.journal.append("chat.turn.delta", {"chatId": record.id, "event": event.to_dict()})
@@ -297,6 +301,17 @@ class ChatManager:
             return False
         finally:
             chat.turn = None
+
+    def _journal_user_message(self, record: ChatRecord, message: QueuedMessage, event: AgentEvent | None) -> None:
+        """The user's message opens the turn's deltas, in its agent's shape, so history shows the conversation.
+        Its delta carries who sent it (`sender`, as the control plane recorded it at send time): the history's
+        `senders` are read from there, `recordedAt` being this event's timestamp."""
+        if event is None:
+            return
+        delta: dict = {"chatId": record.id, "event": event.to_dict()}
+        if message.sender is not None:
+            delta["sender"] = message.sender
+        self.journal.append("chat.turn.delta", delta)
 
     def _request(self, record: ChatRecord, message: QueuedMessage) -> TurnRequest:
         options = message.options

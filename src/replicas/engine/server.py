@@ -39,6 +39,16 @@ PING_SECONDS = 15.0
 MESSAGE_OPTIONS = ("model", "planMode", "thinkingLevel", "images", "fastMode", "goalMode")
 
 
+def message_sender(value) -> dict | None:
+    """The `sender` of a message body, `{senderUserId, senderEmail}` (both strings), or None."""
+    if not isinstance(value, dict):
+        return None
+    user_id, email = value.get("senderUserId"), value.get("senderEmail")
+    if not isinstance(user_id, str) or not isinstance(email, str) or not user_id or not email:
+        return None
+    return {"senderUserId": user_id, "senderEmail": email}
+
+
 class Engine:
     """The engine's parts wired together: journal, chats, start hooks and status reporting."""
 
@@ -172,7 +182,8 @@ def create_app(engine: Engine) -> Starlette:
         if not isinstance(message, str) or not message.strip():
             raise ChatError(400, "message is required")
         options = {key: body[key] for key in MESSAGE_OPTIONS if body.get(key) is not None}
-        result = await chats.send(request.path_params["chat_id"], message, options, body.get("clientRequestId"))
+        result = await chats.send(request.path_params["chat_id"], message, options, body.get("clientRequestId"),
+                                  message_sender(body.get("sender")))
         return JSONResponse(result, status_code=202)
 
     async def get_queue(request: Request) -> Response:

@@ -81,10 +81,11 @@ class QueuedMessage:
     message: str
     queued_at: str = field(default_factory=utc_timestamp)
     options: dict = field(default_factory=dict)
+    sender: dict | None = None  # {senderUserId, senderEmail}: who sent it, as the control plane recorded
 
     def info(self) -> dict:
         """The contract's QueuedMessageInfo."""
-        return {"id": self.id, "message": self.message, "queuedAt": self.queued_at}
+        return {"id": self.id, "message": self.message, "queuedAt": self.queued_at, **(self.sender or {})}
 
 
 @dataclass

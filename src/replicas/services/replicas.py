@@ -57,6 +57,7 @@ from replicas.services.replica_views import (
     replica_chat,
     repository_status,
 )
+from replicas.services.senders import message_sender, recorded_senders
 from replicas.services.workspaces import POOLED, WorkspaceManager, lock_workspace
 from replicas.settings import Settings
 from replicas.store.models import Environment, Lease, Workspace, WorkspaceEvent, aware, utcnow
@@ -89,8 +90,10 @@ _AUTH_VARIABLES = {
 
 def message_options(message: str, *, model: str | None = None, images: list | None = None,
                     plan_mode: bool | None = None, goal_mode: bool | None = None, fast_mode: bool | None = None,
-                    thinking_level: str | None = None) -> tuple[str, dict[str, Any]]:
-    """The message with leading `/plan`, `/goal`, `/fast` stripped, and the engine's (camelCase) options."""
+                    thinking_level: str | None = None,
+                    sender: dict[str, str] | None = None) -> tuple[str, dict[str, Any]]:
+    """The message with leading `/plan`, `/goal`, `/fast` stripped, and the engine's (camelCase) options, with
+    who sent it (`senders.message_sender`) for the engine to journal with the user's message."""
     flags = {"planMode": plan_mode, "goalMode": goal_mode, "fastMode": fast_mode}
     while True:
         match = re.match(r"^\s*(/plan|/goal|/fast)(?:\s+|$)", message)
@@ -100,7 +103,7 @@ def message_options(message: str, *, model: str | None = None, images: list | No
         message = message[match.end():]
     if not message.strip():
         raise BadRequest("Invalid request", "message: must not be empty")
-    options = {"model": model, "images": images or None, "thinkingLevel": thinking_level, **flags}
+    options = {"model": model, "images": images or None, "thinkingLevel": thinking_level, **flags, "sender": sender}
     return message, {key: value for key, value in options.items() if value not in (None, False)}
 
 
@@ -231,7 +234,8 @@ class ReplicaService:
                      auto_stop_minutes: int | None = None) -> Workspace:
         """Create a replica from a validated CreateReplicaRequest; with `wait`, return once it is active
         (or in error), otherwise at once, `preparing`."""
-        message, options = message_options(request.message, **request.options())  # images as plain dicts
+        message, options = message_options(request.message, sender=message_sender(principal),
+                                           **request.options())  # images as plain dicts
         async with self.sessions() as session:
             env_ref = await self._environment_for(session, principal, request.environment_id,
                                                   request.repository_set_id, request.repository_ids)
@@ -566,12 +570,15 @@ class ReplicaService:
 
     async def send_message(self, principal: Principal, workspace_id: str, message: str, *,
                            chat_id: str | None = None, coding_agent: str | None = None,
+                           sender_user_id: str | None = None, sender_email: str | None = None,
                            **fields: Any) -> dict[str, Any]:
-        """POST /v1/replica/{id}/messages: sent, queued behind a busy agent, or waking a sleeper."""
+        """POST /v1/replica/{id}/messages: sent, queued behind a busy agent, or waking a sleeper. The body's
+        sender is taken only from an org key (`senders.message_sender`)."""
         row = await self.get_workspace(principal, workspace_id)
         if row.status == "error":
             raise Conflict("Workspace is in error state", row.error_message)
-        message, options = message_options(message, **fields)
+        message, options = message_options(message, sender=message_sender(principal, sender_user_id, sender_email),
+                                           **fields)
         await self.agents.require(coding_agent or _chat_provider(row, chat_id))
         entry = {"id": str(uuid.uuid4()), "message": message, "options": options, "chat_id": chat_id,
                  "coding_agent": coding_agent, "queued_at": iso(utcnow())}
@@ -593,7 +600,7 @@ class ReplicaService:
         row = await self.get_workspace(principal, workspace_id)
         if row.status in ("archived", "error"):
             raise Conflict(f"Workspace is {row.status}")
-        message, options = message_options(message, **fields)
+        message, options = message_options(message, sender=message_sender(principal), **fields)
         await self.agents.require(_chat_provider(row, chat_id))
         entry = {"id": str(uuid.uuid4()), "message": message, "options": options, "chat_id": chat_id,
                  "coding_agent": None, "queued_at": iso(utcnow())}
@@ -618,7 +625,7 @@ class ReplicaService:
         row = await self.get_workspace(principal, workspace_id)
         if row.status in ("archived", "error"):
             raise Conflict(f"Workspace is {row.status}")
-        message, options = message_options(message, **fields)
+        message, options = message_options(message, sender=message_sender(principal), **fields)
         await self.agents.require(provider)
         chats = (row.snapshot or {}).get("chats", [])
         if chat_id is None:
@@ -891,10 +898,12 @@ class ReplicaService:
 
     async def history(self, principal: Principal, workspace_id: str, *, chat_id: str | None, limit: int,
                       offset: int) -> dict[str, Any]:
-        """History from the store (no wake): the chat's AgentEvents, paged from the end."""
+        """History from the store (no wake): the chat's AgentEvents, paged from the end, with the senders of the
+        user messages in the page."""
         row = await self.get_workspace(principal, workspace_id)
         chat = chat_id or row.default_chat_id
         events: list[dict] = []
+        deltas: list[dict] = []
         total = 0
         if chat is not None:
             where = (WorkspaceEvent.workspace_id == row.id, WorkspaceEvent.chat_id == chat,
@@ -905,7 +914,8 @@ class ReplicaService:
                 start = max(end - limit, 0)
                 rows = await session.scalars(select(WorkspaceEvent.payload).where(*where)
                                              .order_by(WorkspaceEvent.seq).offset(start).limit(end - start))
-                events = [payload.get("event") for payload in rows if payload.get("event")]
+                deltas = list(rows)
+                events = [payload.get("event") for payload in deltas if payload.get("event")]
             known = {c["id"] for c in (row.snapshot or {}).get("chats", [])} | {row.default_chat_id}
             if chat_id and total == 0 and chat_id not in known:
                 raise NotFound("Chat not found")
@@ -915,7 +925,8 @@ class ReplicaService:
         thread_id = next((e["payload"].get("session_id") for e in events
                           if isinstance(e.get("payload"), dict) and e["payload"].get("session_id")), None)
         return {"thread_id": thread_id, "events": events, "total": total, "has_more": has_more,
-                "coding_agent": active_agent(row), "waking": None, "codexAspTranscript": None, "senders": []}
+                "coding_agent": active_agent(row), "waking": None, "codexAspTranscript": None,
+                "senders": recorded_senders(deltas)}
 
     async def hooks(self, principal: Principal, workspace_id: str) -> dict[str, Any]:
         """Hook logs. Warm hooks: the control plane ran them and keeps their log on the row, read from there

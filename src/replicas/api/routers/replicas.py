@@ -76,7 +76,8 @@ async def send_message(replica_id: str, body: SendReplicaMessageRequest, princip
                        replicas: ReplicasDep):
     """Send a message: `sent`, `queued` behind a busy agent (with its position), or `waking`."""
     return await replicas.send_message(principal, replica_id, body.message, chat_id=body.chat_id,
-                                       coding_agent=body.coding_agent, **body.options())
+                                       coding_agent=body.coding_agent, sender_user_id=body.senderUserId,
+                                       sender_email=body.senderEmail, **body.options())
 
 
 @router.get("/{replica_id}/chats")

@@ -12,6 +12,10 @@ process group, reads one JSON object per stdout line, and wraps each as the cont
     chat.session_id = turn.session_id      # pass as resume_session_id on the next turn
     if turn.error: ...                     # the last event was already an error event
 
+The turn's events are the CLI's. The user's own message, which no CLI here echoes, has its event in the
+provider's shape from `user_message_event` (`claude-user`, Codex's `event_msg` user_message, ...): the chat
+runner journals it before the turn's events, with who sent it.
+
 How a turn ends:
 - the CLI finishes its turn: `turn.error` is None;
 - the CLI reports a failure (an API error after its retries), exits non-zero, or cannot start: the
@@ -188,8 +192,11 @@ class AgentDriver(ABC):
     def error_event(self, message: str, state: TurnState) -> AgentEvent:
         """The provider's AgentEvent for a failed turn."""
 
-    def opening_events(self, request: TurnRequest) -> list[AgentEvent]:
-        return []
+    def user_message_event(self, request: TurnRequest) -> AgentEvent | None:
+        """The user's message in this provider's own event shape (spec §4.2), so that history holds both sides
+        of the conversation: no CLI here echoes the prompt it was given. None: the provider has no shape for
+        it."""
+        return None
 
     def turn_finished(self, state: TurnState, returncode: int | None) -> bool:
         """Whether the CLI finished its turn (by default: it printed its end-of-turn line)."""
@@ -242,8 +249,6 @@ class AgentTurn:
 
     async def _run(self) -> AsyncIterator[AgentEvent]:
         driver, state = self.driver, TurnState(session_id=self.request.resume_session_id)
-        for event in driver.opening_events(self.request):
-            yield event
         binary = driver.resolve_binary(self.request)
         if binary is None:
             self.error = driver.not_installed_message()

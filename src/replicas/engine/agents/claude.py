@@ -9,6 +9,7 @@
   and Claude Code sends that block to the model as it is.
 - The thinking level is `--effort` (low, medium, high, xhigh, max); fast mode is the `fastMode`
   setting.
+- The user's message is `claude-user` (`user_message_event`; Claude Code does not echo it).
 - Each stdout line `{"type": T, ...}` becomes the AgentEvent `claude-T` with the line as payload
   (spec §4.2). Lines of other types (stream_event, rate_limit_event, ...) are left out.
 - The model, when no one names one, is `GATEWAY_MODEL` at a custom ANTHROPIC_BASE_URL (the pinned
@@ -134,6 +135,18 @@ class ClaudeDriver(AgentDriver):
                                api_timeout=self.api_timeout)
         return Invocation(argv=build_claude_argv(request, binary), env=env, cwd=request.cwd,
                           stdin=build_claude_stdin(request))
+
+    def user_message_event(self, request: TurnRequest) -> AgentEvent:
+        """`claude-user` with the message Claude Code was given on stdin (its tool results are `claude-user`
+        too, told apart by their `tool_result` blocks). The contract's ClaudeContentBlock has no image block,
+        so the images are beside the message, as the API's ImageContent objects (`images`)."""
+        payload: dict[str, Any] = {"type": "user", "parent_tool_use_id": None, "message": {
+            "role": "user", "content": [{"type": "text", "text": request.prompt}]}}
+        if request.images:
+            payload["images"] = [dict(image) for image in request.images]
+        if request.resume_session_id:
+            payload["session_id"] = request.resume_session_id
+        return AgentEvent(type="claude-user", payload=payload)
 
     def translate(self, line: dict[str, Any], state: TurnState) -> list[AgentEvent]:
         if line.get("session_id"):

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from replicas.engine.agents.base import AgentDriver, AgentEvent, Invocation, TurnRequest, TurnState
-from replicas.engine.agents.images import prompt_with_image_urls, write_images
+from replicas.engine.agents.images import image_sources, prompt_with_image_urls, write_images
 
 PROVIDER_ID = "replicas"
 # In @openai/codex 0.169.0's bundled catalog (model metadata, so no "metadata not found" warning); drives
@@ -251,8 +251,13 @@ class CodexDriver(AgentDriver):
         translator = state.extra.setdefault("translator", CodexTranslator())
         return translator.translate(line, state)
 
-    def opening_events(self, request: TurnRequest) -> list[AgentEvent]:
-        return [AgentEvent("event_msg", {"type": "user_message", "message": request.prompt})]
+    def user_message_event(self, request: TurnRequest) -> AgentEvent:
+        """`event_msg` user_message, as in Codex's session files: the user's text (without the plan or goal
+        instruction put in front of it), and the images as URLs (`data:` for uploaded ones)."""
+        payload: dict[str, Any] = {"type": "user_message", "message": request.prompt}
+        if request.images:
+            payload["images"] = image_sources(request.images)
+        return AgentEvent("event_msg", payload)
 
     def error_event(self, message: str, state: TurnState) -> AgentEvent:
         return codex_error_event(message)

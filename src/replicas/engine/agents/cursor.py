@@ -10,8 +10,10 @@ checked against this CLI here. The argument reaches the CLI through execve, with
 joining, so it arrives byte for byte; Linux caps one argument at 128 KiB, so a longer prompt ends the
 turn with a clear error instead of an opaque E2BIG.
 
-Lines map to `cursor-assistant`, `cursor-thinking`, `cursor-tool_call`, `cursor-status` (system lines
-and a successful result) and `cursor-error` (a failed result), with the line as payload.
+The turn opens with the user's message (`cursor-status` whose payload is a `user` line, see
+`user_message_event`). Lines map to `cursor-assistant`, `cursor-thinking`, `cursor-tool_call`,
+`cursor-status` (system lines and a successful result) and `cursor-error` (a failed result), with the line
+as payload.
 """
 
 from __future__ import annotations
@@ -77,6 +79,16 @@ class CursorDriver(AgentDriver):
         argv = build_cursor_argv(request, binary, image_paths)
         check_cursor_prompt(argv[-1])
         return Invocation(argv=argv, env=request.environment, cwd=request.cwd)
+
+    def user_message_event(self, request: TurnRequest) -> AgentEvent:
+        """The user's message as cursor-agent's own `user` line, under `cursor-status`: the contract's Cursor
+        types have no user type, and `cursor-status` is where every other line type goes (`wrap_cursor_line`).
+        cursor-agent's echo of the prompt is left out, so the message is in history once."""
+        payload: dict[str, Any] = {"type": "user",
+                                   "message": {"role": "user", "content": [{"type": "text", "text": request.prompt}]}}
+        if request.resume_session_id:
+            payload["session_id"] = request.resume_session_id
+        return AgentEvent("cursor-status", payload)
 
     def translate(self, line: dict[str, Any], state: TurnState) -> list[AgentEvent]:
         state.session_id = line.get("session_id") or state.session_id

@@ -18,6 +18,19 @@ def image_urls(images: Sequence[Mapping[str, Any]]) -> list[str]:
             if image.get("source", {}).get("type") == "url" and image["source"].get("url")]
 
 
+def image_sources(images: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Every image as a URL: its own for `{"type": "url"}`, a `data:` URI for base64 ones (how the user's
+    message shows its images in history)."""
+    sources = []
+    for image in images:
+        source = image.get("source", {})
+        if source.get("type") == "url" and source.get("url"):
+            sources.append(source["url"])
+        elif source.get("type") == "base64":
+            sources.append(f"data:{source.get('media_type') or 'image/png'};base64,{source.get('data', '')}")
+    return sources
+
+
 def prompt_with_image_urls(prompt: str, images: Sequence[Mapping[str, Any]]) -> str:
     urls = image_urls(images)
     if not urls:

@@ -16,6 +16,7 @@
   the order opencode itself prefers them); with neither, opencode chooses. Both ids are in the pinned
   opencode's bundled catalog. Its events say nothing of the tools it offers; an unknown model ends the
   turn with an `opencode-error`.
+- The turn opens with `opencode-message.updated` holding the user's message (`info.role: "user"`, `parts`).
 - Lines map to `opencode-part-text`, `opencode-part-reasoning`, `opencode-part-tool`, `opencode-error`
   and `opencode-<type>` for the rest, with the line as payload; a finished turn ends with
   `opencode-session.idle`.
@@ -30,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from replicas.engine.agents.base import AgentDriver, AgentEvent, Invocation, TurnRequest, TurnState
-from replicas.engine.agents.images import prompt_with_image_urls, write_images
+from replicas.engine.agents.images import image_sources, prompt_with_image_urls, write_images
 
 VARIANT = {"low": "low", "medium": "medium", "high": "high", "xhigh": "max", "max": "max",
            "ultra": "max", "ultracode": "max"}
@@ -120,6 +121,10 @@ def wrap_opencode_line(line: dict[str, Any]) -> AgentEvent:
     return AgentEvent(EVENT_TYPES.get(kind, f"opencode-{kind}"), dict(line))
 
 
+def _mime(image: Mapping[str, Any]) -> str:
+    return image.get("source", {}).get("media_type") or "image/*"
+
+
 def opencode_error_message(line: dict[str, Any]) -> str:
     error = line.get("error") or {}
     data = error.get("data") or {}
@@ -140,6 +145,17 @@ class OpencodeDriver(AgentDriver):
         image_paths = await asyncio.to_thread(write_images, request.images, image_dir)
         return Invocation(argv=build_opencode_argv(request, binary, image_paths),
                           env=build_opencode_env(request), cwd=request.cwd, stdin=build_opencode_stdin(request))
+
+    def user_message_event(self, request: TurnRequest) -> AgentEvent:
+        """`opencode-message.updated` with the user's message as opencode stores one: its `info` (role user)
+        and its `parts` (the text, then each image as a file part)."""
+        session_id = request.resume_session_id
+        parts: list[dict[str, Any]] = [{"type": "text", "text": request.prompt}]
+        parts += [{"type": "file", "mime": _mime(image), "url": url}
+                  for image, url in zip(request.images, image_sources(request.images), strict=True)]
+        return AgentEvent("opencode-message.updated", {
+            "type": "message.updated", "sessionID": session_id,
+            "info": {"role": "user", "sessionID": session_id}, "parts": parts})
 
     def translate(self, line: dict[str, Any], state: TurnState) -> list[AgentEvent]:
         state.session_id = line.get("sessionID") or state.session_id
