@@ -80,6 +80,9 @@ class Settings(BaseSettings):
     pool_max_age_seconds: float = Field(default=6 * 3600.0, gt=0)
     pool_retry_base_seconds: float = Field(default=10.0, gt=0)
     pool_retry_max_seconds: float = Field(default=1800.0, gt=0)
+    # How often the filler fetches each pool's repositories to find a default branch that moved (the pool's
+    # generation then goes up: its ready workspaces and base snapshot are rebuilt).
+    pool_branch_check_seconds: float = Field(default=60.0, gt=0)
     # SSE: a `: ping` comment after this many quiet seconds (spec §4.1: 15 s).
     sse_ping_seconds: float = Field(default=15.0, gt=0)
     # Outbound webhooks: timeout per attempt and the delays between retries (spec §10 #2).

@@ -114,11 +114,14 @@ async def test_counts_derive_staleness_and_a_warm_hook_save_bumps_the_generation
     state = (await client.get(WARM.replace("{environmentId}", env_id))).json()["warm_pool"]
     assert (state["ready_count"], state["stale_count"]) == (1, 2)
 
-    # Start hooks run at boot, after the claim: saving one leaves the pool valid.
+    # A start hook runs after the claim, but its script is written into the home at warm-up (and is in the
+    # base snapshot): saving or clearing one makes the pool's workspaces stale too, or a claim would run the
+    # old one.
     start = f"{ENVS}/{env_id}/start-hooks/save"
     assert (await client.post(start, json={"content": "make dev\n"})).status_code == 201
+    assert (await client.get(WARM.replace("{environmentId}", env_id))).json()["warm_pool"]["generation"] == 3
     assert (await client.post(start, json={"content": ""})).status_code == 201
-    assert (await client.get(WARM.replace("{environmentId}", env_id))).json()["warm_pool"]["generation"] == 2
+    assert (await client.get(WARM.replace("{environmentId}", env_id))).json()["warm_pool"]["generation"] == 4
     async with app.state.sessions() as session:
         saved = await session.scalar(select(AuditEvent).where(
             AuditEvent.resource_id == saved_hook.json()["warm_hook"]["id"]))

@@ -146,7 +146,10 @@ async def destroy_all(app) -> None:
     """Cancel running transitions, then stop and remove every sandbox of this app (and its record: the
     PostgreSQL database is shared by the whole test session). Through the app's runtime, so on docker
     this removes each workspace's container and volume too."""
-    from sqlalchemy import delete, select
+    from sqlalchemy import delete, select, update
+
+    from replicas.services import base_snapshots
+    from replicas.store.models import WarmPoolConfig
 
     service = app.state.replicas
     # Let transitions that are about to finish (a wake the test saw reach `active`) finish; cancel the rest.
@@ -169,6 +172,12 @@ async def destroy_all(app) -> None:
         for row in mine:
             await session.execute(delete(Workspace).where(Workspace.id == row.id))
         await session.commit()
+    # Base snapshots (their disks, and on docker their volumes): this app's pools off, then nothing is current.
+    await service.pools.stop()
+    async with app.state.sessions() as session:
+        await session.execute(update(WarmPoolConfig).values(enabled=False))
+        await session.commit()
+    await base_snapshots.collect(service.manager, set(), 0)
 
 
 async def wait_for(predicate, timeout: float = 60.0, interval: float = 0.1, what: str = "condition"):

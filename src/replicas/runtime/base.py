@@ -95,11 +95,15 @@ class WorkspaceSpec:
     `ro_binds` are host paths made visible read-only at the same path inside the sandbox, even when
     they lie in a hidden area such as the data dir: the shared agent tools directory, the Python
     environment that holds the `replicas` package.
+    `base_home`: the home of a base snapshot to start from, copy-on-write (runtime/layers.py); inside the
+    sandbox the workspace's home is also seen at that path. Only for a runtime whose
+    `base_snapshot_refusal()` is None.
     """
 
     size: WorkspaceSize = "small"
     env: Mapping[str, str] = field(default_factory=dict)
     ro_binds: Sequence[str] = ()
+    base_home: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "env", dict(self.env))
@@ -108,12 +112,13 @@ class WorkspaceSpec:
             raise BadRequest("Invalid workspace size", f"{self.size!r} is not one of {WORKSPACE_SIZES}")
 
     def to_state(self) -> dict[str, Any]:
-        return {"size": self.size, "env": dict(self.env), "ro_binds": [str(p) for p in self.ro_binds]}
+        return {"size": self.size, "env": dict(self.env), "ro_binds": [str(p) for p in self.ro_binds],
+                "base_home": self.base_home}
 
     @classmethod
     def from_state(cls, state: Mapping[str, Any]) -> WorkspaceSpec:
         return cls(size=state.get("size", "small"), env=dict(state.get("env") or {}),
-                   ro_binds=tuple(state.get("ro_binds") or ()))
+                   ro_binds=tuple(state.get("ro_binds") or ()), base_home=state.get("base_home"))
 
 
 @dataclass
@@ -246,6 +251,17 @@ class Runtime(ABC):
     @abstractmethod
     def port_endpoint(self, handle: WorkspaceHandle, port: int) -> PortEndpoint:
         """How the control plane reaches `port` served inside the workspace (preview URLs)."""
+
+    async def base_snapshot_refusal(self) -> str | None:
+        """Why this runtime cannot start workspaces from a base snapshot (`WorkspaceSpec.base_home`); None
+        when it can. Creates then take the cold path. Backends that can override this."""
+        return f"the {self.name} runtime has no base snapshots"
+
+    async def seal_base(self, handle: WorkspaceHandle) -> None:
+        """Make a provisioned, warmed, never started workspace disk fit to be a base snapshot (e.g. owned by the
+        user workspaces run as, so that starting from it copies nothing up). It is never written again.
+        The default has nothing to do."""
+        return None
 
     async def read_log(self, handle: WorkspaceHandle, limit: int = 2000) -> str:
         """The tail of the engine's log (what it and the runtime's wrapper wrote), for error messages.

@@ -13,6 +13,8 @@ and a later mount must find its mount point, so the order is the contract)::
                                   the Python environment); parents first
     --bind HOME HOME              the workspace home: the only persistent writable area
     --bind RUN RUN                the run dir, writable so the engine can create its unix socket
+    --bind HOME ALIAS ...         the home again at another path: the base snapshot's home it was made from
+                                  (runtime/layers.py), so paths recorded while warming resolve to it
     --remount-ro HIDDEN ...       the hidden tmpfs made read-only, once the binds above have
                                   created their mount points on it
     --unshare-pid --unshare-ipc --unshare-uts --unshare-cgroup-try
@@ -51,6 +53,7 @@ class SandboxPolicy:
     run_dir: str
     hidden_dirs: Sequence[str] = ()
     ro_binds: Sequence[str] = ()
+    aliases: Sequence[str] = ()  # more paths where the home is bound (a base snapshot's home)
 
 
 def _is_within(path: PurePosixPath, parent: PurePosixPath) -> bool:
@@ -95,7 +98,7 @@ def build_bwrap_argv(
     """
     if not command:
         raise ValueError("empty command")
-    _check_absolute([policy.home, policy.run_dir, *policy.hidden_dirs, *policy.ro_binds])
+    _check_absolute([policy.home, policy.run_dir, *policy.hidden_dirs, *policy.ro_binds, *policy.aliases])
     hidden = _outermost(policy.hidden_dirs)
     argv = [bwrap, "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp"]
     for path in hidden:
@@ -104,6 +107,8 @@ def build_bwrap_argv(
         argv += ["--ro-bind", str(path), str(path)]
     for path in _parents_first([policy.home, policy.run_dir]):
         argv += ["--bind", str(path), str(path)]
+    for alias in policy.aliases:
+        argv += ["--bind", policy.home, alias]
     for path in hidden:
         argv += ["--remount-ro", str(path)]
     argv += ["--unshare-pid", "--unshare-ipc", "--unshare-uts", "--unshare-cgroup-try", "--cap-drop", "ALL"]

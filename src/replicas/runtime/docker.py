@@ -77,6 +77,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from replicas.errors import Conflict, NotFound
+from replicas.runtime import layers
 from replicas.runtime.base import (
     ENGINE_SOCKET_NAME,
     ENV_ENGINE_SOCKET,
@@ -281,12 +282,24 @@ class DockerRuntime(Runtime):
             return handle  # provisioned before: the disk is the volume's, no staging area again
 
         def make_dirs() -> None:
+            if spec.base_home and not self.remote and not os.path.isdir(handle.home):
+                layers.layer_home(self._base_of(spec), Path(handle.workspace_dir))
             make_workspace_dirs(handle)  # remote: the staging area, copied into the volume at first start
             self._hand_over(handle)
 
         await asyncio.to_thread(make_dirs)
         await self._call(self._ensure_volume, handle)
         return handle
+
+    async def base_snapshot_refusal(self) -> str | None:
+        return "a remote Docker engine shares no disk with the control plane" if self.remote else None
+
+    async def seal_base(self, handle: WorkspaceHandle) -> None:
+        # Owned by the container's user now, so that a workspace's start (`_hand_over`) copies nothing up.
+        await asyncio.to_thread(self._hand_over, self._docker(handle))
+
+    def _base_of(self, spec: WorkspaceSpec) -> Path:
+        return layers.base_home_under(spec.base_home, self.workspaces_root)
 
     async def start(self, handle: WorkspaceHandle, command: Sequence[str], env: Mapping[str, str]) -> None:
         h = self._docker(handle)
@@ -298,6 +311,7 @@ class DockerRuntime(Runtime):
         if not command and not self._image_engine(h):  # else the image's engine runs, not `command`
             raise ValueError("empty command")
         await self._call(self._remove_container, h)  # the slept one: its environment is stale
+        await asyncio.to_thread(layers.ensure_layered, None if h.remote else h.spec.base_home, h.workspace_dir)
         await self._call(self._ensure_volume, h)
         await asyncio.to_thread(self._hand_over, h)
         environment = self._environment(h, env)
@@ -353,6 +367,7 @@ class DockerRuntime(Runtime):
                 pass
 
         await self._call(destroy)
+        await asyncio.to_thread(layers.release, h.workspace_dir)
         await asyncio.to_thread(_remove_tree, Path(h.workspace_dir))  # remote: a staging area never used
         log.info("workspace destroyed workspace_id=%s", h.workspace_id)
 
@@ -422,6 +437,7 @@ class DockerRuntime(Runtime):
         if container is not None and container.status == "running":
             code, output = await self._call(self._exec_in, container, command, environment, cwd, on_chunk)
         else:
+            await asyncio.to_thread(layers.ensure_layered, None if h.remote else h.spec.base_home, h.workspace_dir)
             await asyncio.to_thread(self._hand_over, h)
             code, output = await self._call(self._exec_aside, h, command, environment, cwd, seconds + 30, on_chunk)
         timed_out = code in (124, 137) and time.monotonic() - started >= timeout
@@ -570,6 +586,12 @@ class DockerRuntime(Runtime):
         limits = SIZE_LIMITS[h.spec.size]
         mounts = [Mount(target=h.workspace_dir, source=h.volume, type="volume", no_copy=True)]
         seen = {h.workspace_dir}
+        if h.spec.base_home and not h.remote:
+            # The home is an overlay mounted on this host, which the volume's plain bind does not carry: bind it
+            # in itself, and again at the base's path, where warmed files point (runtime/layers.py).
+            for target in (h.home, str(self._base_of(h.spec))):
+                mounts.append(Mount(target=target, source=h.home, type="bind"))
+                seen.add(target)
         for path in () if self._image_engine(h) else h.spec.ro_binds:  # else the image has what the engine runs
             real = os.path.realpath(path)
             if os.path.exists(real) and real not in seen:

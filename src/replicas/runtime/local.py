@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from replicas.errors import Conflict, NotFound
+from replicas.runtime import layers
 from replicas.runtime.base import (
     ENGINE_SOCKET_NAME,
     ENV_ENGINE_SOCKET,
@@ -278,8 +279,20 @@ class LocalRuntime(Runtime):
         validate_workspace_id(workspace_id)
         handle = LocalHandle(workspace_id=workspace_id, spec=spec,
                              workspace_dir=str(self.workspaces_root / workspace_id))
+        if spec.base_home and not os.path.isdir(handle.home):
+            await asyncio.to_thread(layers.layer_home, self._base_of(spec), Path(handle.workspace_dir))
         await asyncio.to_thread(make_workspace_dirs, handle)
         return handle
+
+    async def base_snapshot_refusal(self) -> str | None:
+        # Without a sandbox, the home cannot also be shown at the base's path, where warmed files point.
+        if self.sandbox == "off":
+            return "the local runtime runs with its sandbox turned off"
+        await self._probe_bwrap_once()
+        return None if self._bwrap else f"bubblewrap cannot run here ({self._bwrap_reason})"
+
+    def _base_of(self, spec: WorkspaceSpec) -> Path:
+        return layers.base_home_under(spec.base_home, self.workspaces_root)
 
     async def start(self, handle: WorkspaceHandle, command: Sequence[str], env: Mapping[str, str]) -> None:
         h = self._local(handle)
@@ -291,6 +304,7 @@ class LocalRuntime(Runtime):
         if not command:
             raise ValueError("empty command")
         await self._end_tree(h, grace=0)  # what a crashed tree may have left: orphans, cgroups
+        await asyncio.to_thread(layers.ensure_layered, h.spec.base_home, h.workspace_dir)
         bwrap = await self._sandbox_binary()
         groups = await asyncio.to_thread(self.cgroups.create, h.workspace_id, SIZE_LIMITS[h.spec.size])
         argv = build_bwrap_argv(bwrap, self._policy(h), command) if bwrap else list(command)
@@ -321,6 +335,7 @@ class LocalRuntime(Runtime):
     async def destroy(self, handle: WorkspaceHandle) -> None:
         h = self._local(handle)
         await self._end_tree(h, grace=0)
+        await asyncio.to_thread(layers.release, h.workspace_dir)
         await asyncio.to_thread(_remove_tree, Path(h.workspace_dir))
         log.info("workspace destroyed workspace_id=%s", h.workspace_id)
 
@@ -355,6 +370,7 @@ class LocalRuntime(Runtime):
         if not argv:
             raise ValueError("empty command")
         bwrap = await self._sandbox_binary()
+        await asyncio.to_thread(layers.ensure_layered, h.spec.base_home, h.workspace_dir)
         cwd = cwd or h.home
         command = (build_bwrap_argv(bwrap, self._policy(h), argv, cwd=cwd, die_with_parent=True)
                    if bwrap else list(argv))
@@ -409,7 +425,8 @@ class LocalRuntime(Runtime):
     def _policy(self, h: LocalHandle) -> SandboxPolicy:
         hidden = [str(p) for p in self.hidden_paths if p.is_dir()]
         ro_binds = [os.path.realpath(p) for p in h.spec.ro_binds if os.path.exists(p)]
-        return SandboxPolicy(home=h.home, run_dir=h.run_dir, hidden_dirs=hidden, ro_binds=ro_binds)
+        aliases = [str(self._base_of(h.spec))] if h.spec.base_home else []
+        return SandboxPolicy(home=h.home, run_dir=h.run_dir, hidden_dirs=hidden, ro_binds=ro_binds, aliases=aliases)
 
     def _environment(self, h: LocalHandle, extra: Mapping[str, str]) -> dict[str, str]:
         """The tree's whole environment. Nothing of the control plane's own is inherited but PATH

@@ -17,7 +17,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from replicas.crypto import SecretBox
 from replicas.errors import BadRequest, NotFound
-from replicas.services import audit
+from replicas.services import audit, pool_generations
 from replicas.services.environments import parse_uuid, resolve_environment
 from replicas.services.principal import Principal
 from replicas.store.models import Environment, EnvironmentFile, utcnow
@@ -143,6 +143,7 @@ async def create_file(session: AsyncSession, principal: Principal, box: SecretBo
     row = EnvironmentFile(id=uuid.uuid4(), organization_id=principal.organization_id, environment_id=env.id,
                           name=name, path=path, content_encrypted=box.encrypt(data["content"]))
     session.add(row)
+    await pool_generations.invalidate_environment(session, env)
     audit.record(session, principal, "environment_file.created", "environment_file", row.id,
                  after=snapshot(row, data["content"]))
     await _commit(session, path)
@@ -170,6 +171,7 @@ async def update_file(session: AsyncSession, principal: Principal, box: SecretBo
     if "content" in data:
         row.content_encrypted = box.encrypt(data["content"])
     row.updated_at = utcnow()
+    await pool_generations.invalidate_environment(session, env)
     audit.record(session, principal, "environment_file.updated", "environment_file", row.id,
                  before=before, after=snapshot(row, data.get("content", old_content)))
     await _commit(session, path)
@@ -180,6 +182,7 @@ async def delete_file(session: AsyncSession, principal: Principal, box: SecretBo
                       file_id: str) -> None:
     env = await resolve_environment(session, principal, env_ref)
     row = await get_file(session, principal, env, file_id)
+    await pool_generations.invalidate_environment(session, env)
     audit.record(session, principal, "environment_file.deleted", "environment_file", row.id,
                  before=snapshot(row, box.decrypt(row.content_encrypted)))
     await session.delete(row)

@@ -1,8 +1,9 @@
 """Environment warm and start hooks: versioned scripts, test runs, and repository-level hooks.
 
 Each save adds a version (monotonic per environment and kind) and makes it the only active one.
-Saving a warm hook invalidates the environment's warm pool (its `generation` is bumped, so older
-ready workspaces become stale); a start hook runs at boot, after the claim, so saving one does not.
+Saving either kind invalidates the environment's warm pool (its `generation` is bumped, so older ready
+workspaces and its base snapshot become stale): the warm hook's work and the start hook's script are both
+in a base snapshot.
 Empty content clears the active start hook. Test runs go through `hook_runner`, which runs the script in a
 throwaway workspace of the environment on the configured runtime, and persist nothing, except the
 save-and-test flows (spec §10 #7): the synchronous one always persists (contract), the
@@ -26,7 +27,7 @@ from replicas.crypto import SecretBox
 from replicas.errors import BadRequest, Conflict, ReplicasError
 from replicas.repo_config import HookSpec, RepoConfigError
 from replicas.runtime import Runtime
-from replicas.services import audit, git, provisioning, warm_pools
+from replicas.services import audit, git, pool_generations, provisioning, warm_pools
 from replicas.services.environments import resolve_environment
 from replicas.services.hook_runner import HookResult, SandboxHookRun
 from replicas.services.hook_versions import START, WARM, active_hook
@@ -97,6 +98,7 @@ async def _save_version(session: AsyncSession, principal: Principal, env: Enviro
         .values(is_active=False)
     )
     if clearing:
+        await pool_generations.invalidate_environment(session, env)  # the start hook is in a base snapshot
         audit.record(session, principal, "environment_hook.cleared", "environment_hook", previous.id,
                      before=before)
         return None
@@ -110,8 +112,9 @@ async def _save_version(session: AsyncSession, principal: Principal, env: Enviro
     session.add(hook)
     await session.flush()
     after = snapshot(hook)
+    generation = await warm_pools.bump_generation(session, principal, env)  # both kinds are in a base snapshot
     if kind == WARM:
-        after["warm_pool_generation"] = await warm_pools.bump_generation(session, principal, env)
+        after["warm_pool_generation"] = generation
     audit.record(session, principal, "environment_hook.saved", "environment_hook", hook.id,
                  before=before, after=after)
     return hook

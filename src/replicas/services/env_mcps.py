@@ -19,7 +19,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from replicas.crypto import SecretBox
 from replicas.errors import BadRequest, Conflict, NotFound
-from replicas.services import audit
+from replicas.services import audit, pool_generations
 from replicas.services.environments import parse_uuid, resolve_environment
 from replicas.services.principal import Principal
 from replicas.store.models import Environment, EnvironmentMcp, utcnow
@@ -168,6 +168,7 @@ async def create_mcp(session: AsyncSession, principal: Principal, box: SecretBox
                          name=name, transport=data["transport"],
                          config_encrypted=box.encrypt(json.dumps(config)))
     session.add(row)
+    await pool_generations.invalidate_environment(session, env)
     audit.record(session, principal, "environment_mcp.created", "environment_mcp", row.id,
                  after=snapshot(row, config))
     await _commit(session, name)
@@ -194,6 +195,7 @@ async def update_mcp(session: AsyncSession, principal: Principal, box: SecretBox
     row.name, row.transport = name, transport
     row.config_encrypted = box.encrypt(json.dumps(config))
     row.updated_at = utcnow()
+    await pool_generations.invalidate_environment(session, env)
     audit.record(session, principal, "environment_mcp.updated", "environment_mcp", row.id,
                  before=before, after=snapshot(row, config))
     await _commit(session, name)
@@ -204,6 +206,7 @@ async def delete_mcp(session: AsyncSession, principal: Principal, box: SecretBox
                      mcp_id: str) -> None:
     env = await resolve_environment(session, principal, env_ref)
     row = await get_mcp(session, principal, env, mcp_id)
+    await pool_generations.invalidate_environment(session, env)
     audit.record(session, principal, "environment_mcp.deleted", "environment_mcp", row.id,
                  before=snapshot(row, json.loads(box.decrypt(row.config_encrypted))))
     await session.delete(row)

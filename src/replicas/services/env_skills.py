@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 from replicas import outbound
 from replicas.crypto import SecretBox
 from replicas.errors import BadRequest, Conflict, NotFound
-from replicas.services import audit, git, repository_urls
+from replicas.services import audit, git, pool_generations, repository_urls
 from replicas.services import skill_discovery as discovery
 from replicas.services.environments import parse_uuid, resolve_environment
 from replicas.services.principal import Principal
@@ -90,6 +90,7 @@ async def enable_skill(session: AsyncSession, principal: Principal, env_ref: str
                            name=name, slug=slug, source=source)
     session.add(row)
     await _flush_unique(session, SKILL_CONFLICT)
+    await pool_generations.invalidate_environment(session, env)
     audit.record(session, principal, "environment_skill.created", "environment_skill", row.id,
                  after=skill_snapshot(row))
     await _commit_unique(session, SKILL_CONFLICT)
@@ -105,6 +106,7 @@ async def disable_skill(session: AsyncSession, principal: Principal, env_ref: st
     )
     if row is None:
         raise NotFound("Skill not found")
+    await pool_generations.invalidate_environment(session, env)
     audit.record(session, principal, "environment_skill.deleted", "environment_skill", row.id,
                  before=skill_snapshot(row))
     await session.delete(row)
@@ -209,6 +211,7 @@ async def add_registry(session: AsyncSession, principal: Principal, env_ref: str
     )
     session.add(row)
     await _flush_unique(session, REGISTRY_CONFLICT)
+    await pool_generations.invalidate_environment(session, env)
     audit.record(session, principal, "environment_skills_registry.created", "environment_skills_registry",
                  row.id, after=registry_snapshot(row))
     await _commit_unique(session, REGISTRY_CONFLICT)
@@ -227,6 +230,7 @@ async def remove_registry(session: AsyncSession, principal: Principal, env_ref: 
     )
     if row is None:
         raise NotFound("Skill registry not found")
+    await pool_generations.invalidate_environment(session, env)
     audit.record(session, principal, "environment_skills_registry.deleted", "environment_skills_registry",
                  row.id, before=registry_snapshot(row))
     await session.delete(row)

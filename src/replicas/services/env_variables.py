@@ -16,7 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from replicas.crypto import SecretBox
 from replicas.errors import BadRequest, Conflict, Forbidden, NotFound
-from replicas.services import audit
+from replicas.services import audit, pool_generations
 from replicas.services.environments import parse_uuid, resolve_environment
 from replicas.services.principal import Principal
 from replicas.store.models import Environment, EnvironmentVariable, utcnow
@@ -138,6 +138,7 @@ async def create_variable(session: AsyncSession, principal: Principal, box: Secr
         personal_override_allowed=bool(data.get("personal_override_allowed")),
     )
     session.add(row)
+    await pool_generations.invalidate_environment(session, env)
     audit.record(session, principal, "environment_variable.created", "environment_variable", row.id,
                  after=snapshot(row))
     await _commit(session, key)
@@ -167,6 +168,7 @@ async def update_variable(session: AsyncSession, principal: Principal, box: Secr
     row.updated_at = utcnow()
     after = snapshot(row)
     after["value_changed"] = "value" in data
+    await pool_generations.invalidate_environment(session, env)
     audit.record(session, principal, "environment_variable.updated", "environment_variable", row.id,
                  before=before, after=after)
     await _commit(session, key)
@@ -177,6 +179,7 @@ async def delete_variable(session: AsyncSession, principal: Principal, env_ref: 
                           variable_id: str) -> None:
     env = await resolve_environment(session, principal, env_ref)
     row = await get_variable(session, principal, env, variable_id)
+    await pool_generations.invalidate_environment(session, env)
     audit.record(session, principal, "environment_variable.deleted", "environment_variable", row.id,
                  before=snapshot(row))
     await session.delete(row)

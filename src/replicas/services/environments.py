@@ -14,7 +14,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from replicas.errors import BadRequest, Conflict, Forbidden, NotFound
-from replicas.services import audit
+from replicas.services import audit, pool_generations
 from replicas.services.principal import Principal
 from replicas.store.models import (
     Automation,
@@ -286,6 +286,7 @@ async def update_environment(session: AsyncSession, principal: Principal, ref: s
             raise BadRequest("Invalid request", "personal_preferences: only personal environments have them")
         env.personal_preferences = data["personal_preferences"]
     env.updated_at = utcnow()
+    await pool_generations.invalidate_environment(session, env)
     audit.record(session, principal, "environment.updated", "environment", env.id,
                  before=before, after=snapshot(env))
     await _commit_unique_name(session)

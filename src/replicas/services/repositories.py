@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from replicas.crypto import SecretBox
 from replicas.errors import BadRequest, Conflict, NotFound
-from replicas.services import audit, git, repository_urls
+from replicas.services import audit, git, pool_generations, repository_urls
 from replicas.services.environments import parse_uuid
 from replicas.services.principal import Principal
 from replicas.settings import Settings
@@ -229,6 +229,7 @@ async def delete_repository(session: AsyncSession, principal: Principal, ref: st
     bound = await _bound_environments(session, principal, Environment.repository_id, repo.id)
     if bound:
         raise Conflict("Repository is bound to environments", bound)
+    await pool_generations.invalidate(session, principal.organization_id, None)
     audit.record(session, principal, "repository.deleted", "repository", repo.id,
                  before=repository_snapshot(repo))
     await session.execute(delete(RepositorySetMember).where(RepositorySetMember.repository_id == repo.id))
@@ -313,6 +314,7 @@ async def delete_repository_set(session: AsyncSession, principal: Principal, ref
         select(RepositorySetMember.repository_id).where(RepositorySetMember.repository_set_id == set_id)
         .order_by(RepositorySetMember.position)
     ))
+    await pool_generations.invalidate(session, principal.organization_id, None)
     audit.record(session, principal, "repository_set.deleted", "repository_set", repo_set.id,
                  before=repository_set_snapshot(repo_set, member_ids))
     await session.execute(delete(RepositorySetMember).where(RepositorySetMember.repository_set_id == set_id))

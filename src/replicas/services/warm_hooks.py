@@ -42,6 +42,7 @@ from typing import Any
 from replicas.engine.hooks import OUTPUT_PREVIEW_CHARS, TIMED_OUT_EXIT_CODE
 from replicas.engine.journal import utc_timestamp
 from replicas.runtime import Runtime, WorkspaceHandle
+from replicas.runtime.base import OutputCallback
 from replicas.services import home_files
 from replicas.services.hook_runner import HOOK_ENV, MAX_OUTPUT_BYTES, TailBuffer, shell_exit_code
 from replicas.services.provisioning import ProvisionResult, ResolvedEnvironment
@@ -105,12 +106,15 @@ def planned_hooks(resolved: ResolvedEnvironment, provisioned: ProvisionResult, t
 class _Output:
     """A hook's output: the tail kept (bounded), every character counted."""
 
-    def __init__(self) -> None:
+    def __init__(self, on_output: OutputCallback | None = None) -> None:
         self.buffer = TailBuffer(MAX_OUTPUT_BYTES)
         self.decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
         self.chars = 0
+        self.on_output = on_output
 
     def add_bytes(self, chunk: bytes) -> None:
+        if self.on_output is not None:
+            self.on_output(chunk)
         self.buffer.append(chunk)
         self.chars += len(self.decoder.decode(chunk))
 
@@ -141,9 +145,9 @@ def _write_scripts(home: Path, hooks: list[WarmHook]) -> dict[int, Path | str]:
 
 
 async def _run(runtime: Runtime, handle: WorkspaceHandle, hook: WarmHook, script: Path | str | None,
-               env: dict[str, str]) -> dict[str, Any]:
+               env: dict[str, str], on_output: OutputCallback | None = None) -> dict[str, Any]:
     executed_at = utc_timestamp()
-    output = _Output()
+    output = _Output(on_output)
     exit_code, timed_out = 0, False
     if hook.hook_type == GLOBAL:
         runs = [(["bash", str(script)], None)] if isinstance(script, Path) else []
@@ -182,11 +186,12 @@ async def _run(runtime: Runtime, handle: WorkspaceHandle, hook: WarmHook, script
 
 
 async def run_warm_hooks(runtime: Runtime, handle: WorkspaceHandle, hooks: list[WarmHook],
-                         env: dict[str, str]) -> list[dict[str, Any]]:
+                         env: dict[str, str], on_output: OutputCallback | None = None) -> list[dict[str, Any]]:
     """Run `hooks` in order in the workspace `handle` (provisioned; stopped or running), each once, whatever
-    the one before did; their WarmHookLogEntry dicts."""
+    the one before did; their WarmHookLogEntry dicts. `on_output` gets all of their output as it comes."""
     scripts = await asyncio.to_thread(_write_scripts, Path(handle.home), hooks)
-    return [await _run(runtime, handle, hook, scripts.get(index), env) for index, hook in enumerate(hooks)]
+    return [await _run(runtime, handle, hook, scripts.get(index), env, on_output)
+            for index, hook in enumerate(hooks)]
 
 
 OnStep = Callable[[str, dict[str, Any]], Awaitable[None] | None]
@@ -194,7 +199,7 @@ OnStep = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 
 async def warm_workspace(runtime: Runtime, handle: WorkspaceHandle, resolved: ResolvedEnvironment,
                          provisioned: ProvisionResult, settings: Settings, *,
-                         on_step: OnStep | None = None) -> WarmHookReport:
+                         on_step: OnStep | None = None, on_output: OutputCallback | None = None) -> WarmHookReport:
     """Run the warm hooks of a workspace whose home `provision_home` laid out (`provisioned`) and whose engine
     has not started. The caller keeps `report.logs` on the workspace's row (`LOG_KEY`) and runs this once per
     workspace: at provisioning on the cold path, or before the claim for a pooled one. `on_step` gets
@@ -203,7 +208,7 @@ async def warm_workspace(runtime: Runtime, handle: WorkspaceHandle, resolved: Re
     hooks = planned_hooks(resolved, provisioned, settings.hook_test_timeout_seconds)
     report = WarmHookReport()
     if hooks:
-        report.logs = await run_warm_hooks(runtime, handle, hooks, {**provisioned.env, **HOOK_ENV})
+        report.logs = await run_warm_hooks(runtime, handle, hooks, {**provisioned.env, **HOOK_ENV}, on_output)
     report.seconds = time.perf_counter() - started
     for entry in report.failed:  # names and codes only: a hook's output may hold anything
         log.warning("warm hook failed workspace_id=%s hook_type=%s hook_name=%s exit_code=%s timed_out=%s",

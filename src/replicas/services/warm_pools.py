@@ -20,7 +20,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from replicas.errors import NotFound
-from replicas.services import audit
+from replicas.services import audit, pool_generations
 from replicas.services.environments import parse_uuid, resolve_environment
 from replicas.services.principal import Principal
 from replicas.settings import Settings
@@ -30,7 +30,7 @@ DEFAULT_TARGET_SIZE = 5
 MAX_TARGET_SIZE = 20
 MAX_LISTED_WORKSPACES = 10
 TERMINAL_STATUSES = frozenset({"ready", "failed", "expired", "assigned"})
-POLL_INTERVAL_SECONDS = 1.0
+POLL_INTERVAL_SECONDS = 0.1
 WORKSPACE_NOT_FOUND = "Warm pool workspace not found"
 
 
@@ -74,17 +74,11 @@ async def pool_counts(session: AsyncSession, config: WarmPoolConfig) -> dict[str
 
 
 async def bump_generation(session: AsyncSession, principal: Principal, env: Environment) -> int | None:
-    """Invalidate the environment's pool (older workspaces become stale); returns the new generation,
-    or None when the environment has no pool. Part of the caller's transaction."""
-    scope = (WarmPoolConfig.organization_id == principal.organization_id,
-             WarmPoolConfig.environment_id == env.id)
-    # Increment in SQL, so that two concurrent invalidations both count.
-    await session.execute(
-        update(WarmPoolConfig).where(*scope)
-        .values(generation=WarmPoolConfig.generation + 1, updated_at=utcnow())
-        .execution_options(synchronize_session=False)
-    )
-    return await session.scalar(select(WarmPoolConfig.generation).where(*scope))
+    """Invalidate the environment's pool (older workspaces become stale; Global's: every pool); returns the
+    environment's new generation, or None when it has no pool. Part of the caller's transaction."""
+    await pool_generations.invalidate_environment(session, env)
+    return await session.scalar(select(WarmPoolConfig.generation).where(
+        WarmPoolConfig.organization_id == principal.organization_id, WarmPoolConfig.environment_id == env.id))
 
 
 async def upsert_config(session: AsyncSession, principal: Principal, env_ref: str, enabled: bool,
@@ -144,6 +138,16 @@ async def claim(session: AsyncSession, config: WarmPoolConfig) -> uuid.UUID | No
         .execution_options(synchronize_session=False)
     )
     return uuid.UUID(sandbox_id) if sandbox_id else None
+
+
+OUTPUT_LIMIT = 1024 * 1024
+
+
+async def append_output(session: AsyncSession, workspace_id: uuid.UUID, text: str) -> None:
+    """Add to a pool workspace's live output (what its stream sends as `output`), up to OUTPUT_LIMIT chars."""
+    row = await session.get(WarmPoolWorkspace, workspace_id, populate_existing=True)
+    if row is not None and len(row.output or "") < OUTPUT_LIMIT:
+        row.output = ((row.output or "") + text)[:OUTPUT_LIMIT]
 
 
 async def set_status(session: AsyncSession, workspace_id: uuid.UUID, status: str, *, when: str,
@@ -222,12 +226,13 @@ async def get_workspace(session: AsyncSession, principal: Principal, workspace_i
 
 @dataclass(frozen=True)
 class WorkspaceEvent:
-    """One event of a pool workspace stream: `status` or `complete` (with the record), or `error`
-    (with a message)."""
+    """One event of a pool workspace stream: `status` or `complete` (with the record), `output` (with the
+    appended `text`), or `error` (with a message)."""
 
     type: str
     workspace: WarmPoolWorkspace | None = None
     message: str | None = None
+    text: str | None = None
 
 
 async def watch_workspace(
@@ -236,20 +241,31 @@ async def watch_workspace(
     workspace: WarmPoolWorkspace,
     poll_interval: float = POLL_INTERVAL_SECONDS,
 ) -> AsyncIterator[WorkspaceEvent]:
-    """Events for one pool workspace: `status` now and on every change, then `complete` with the record
-    once it is terminal (ready, failed, expired, assigned), or `error` if the record disappears.
+    """Events for one pool workspace: `status` now and on every change, `output` with each new piece of its
+    warm hooks' output while it is `warming`, then `complete` with the record once it is terminal (ready,
+    failed, expired, assigned), or `error` if the record disappears.
 
     Polls the store with a fresh session each time, so no connection is held between polls, because
     the pool workers may run in another `replicas serve` process."""
     workspace_id, status = workspace.id, workspace.status
+    sent = 0
     yield WorkspaceEvent("status", workspace)
-    while status not in TERMINAL_STATUSES:
+    while True:
+        output = workspace.output or ""
+        if len(output) > sent and status == "warming":
+            yield WorkspaceEvent("output", workspace, text=output[sent:])
+        sent = len(output)
+        if status in TERMINAL_STATUSES:
+            break
         await asyncio.sleep(poll_interval)
         async with sessions() as session:
             row = await _find_workspace(session, principal, workspace_id)
         if row is None:
             yield WorkspaceEvent("error", message=WORKSPACE_NOT_FOUND)
             return
+        if row.status != status and status == "warming" and len(row.output or "") > sent:
+            yield WorkspaceEvent("output", row, text=(row.output or "")[sent:])  # the last words of warming
+            sent = len(row.output or "")
         workspace = row
         if row.status != status:
             status = row.status

@@ -33,7 +33,7 @@ from replicas.engine_protocol import incompatibility
 from replicas.errors import BadGateway, BadRequest, Conflict, NotFound, ServiceUnavailable, TooManyRequests
 from replicas.runtime import Runtime, RuntimeStatus, WorkspaceSpec, create_runtime
 from replicas.runtime.local import python_environment_paths
-from replicas.services import credentials, provisioning, warm_hooks
+from replicas.services import base_snapshots, credentials, provisioning, warm_hooks
 from replicas.services.environments import parse_uuid
 from replicas.services.principal import Principal
 from replicas.settings import Settings
@@ -125,39 +125,27 @@ class WorkspaceManager:
             await session.commit()
             return row
 
-    async def provision(self, row: Workspace, principal: Principal, *, on_step=None,
+    async def provision(self, row: Workspace, principal: Principal, *, on_step=None, on_output=None,
                         pooled: bool = False) -> Workspace:
         """Provision the home of a `preparing` workspace, run its warm hooks (once per workspace: a failing one
         is recorded, not raised) and start its engine: `active`, or `error` (raised).
 
         `pooled`: a warm pool's workspace. It stays `pooled`; a failing warm hook fails it (raised: the pool
-        must not hand it out); its engine leaves the start hooks until the claim (`start_hooks`)."""
+        must not hand it out); its engine leaves the start hooks until the claim (`start_hooks`).
+
+        Where the environment's pool has a base snapshot at its current generation, the home starts from it
+        copy-on-write instead, and the warm hooks are not run again (services/base_snapshots.py).
+        `on_output` gets the warm hooks' output as it comes (a pool workspace's live stream)."""
         try:
             async with self.sessions() as session:
                 resolved = await provisioning.resolve_workspace_config(session, self.box, principal,
                                                                        str(row.environment_id))
-            spec = WorkspaceSpec(size=row.size, ro_binds=[str(self.settings.resolved_tools_dir),
-                                                          *python_environment_paths()])
-            handle = await self.runtime.provision(str(row.id), spec)
-            row = await self._save(row, runtime_state=self.runtime.get_state(handle))
-            result = await provisioning.provision_home(
-                resolved, Path(handle.home), self.settings.data_dir, on_step=on_step,
-                allow_local_repositories=self.settings.allow_local_repositories)
-            if warm_hooks.LOG_KEY not in (row.snapshot or {}):
-                report = await warm_hooks.warm_workspace(self.runtime, handle, resolved, result, self.settings,
-                                                         on_step=on_step)
-                async with self.sessions() as session:
-                    current = await lock_workspace(session, row.id)
-                    if current is not None:
-                        current.snapshot = {**(current.snapshot or {}), warm_hooks.LOG_KEY: report.logs}
-                        await session.commit()
-                        row = current
-                if pooled and report.failed:
-                    names = ", ".join(entry.get("hookName") or "?" for entry in report.failed)
-                    raise BadRequest("Warm hook failed", f"failed: {names}")
-            env = {**await self._base_env(row), **result.env, "REPLICAS_DEFAULT_PROVIDER": row.coding_agent}
-            if result.start_hook_path:
-                env["REPLICAS_START_HOOK_FILE"] = str(result.start_hook_path)
+                base = await base_snapshots.usable(session, self.runtime, row.organization_id, row.environment_id)
+            if base is not None:
+                row, env = await self._layer_on(row, resolved, base, on_step)
+            else:
+                row, env = await self._provision_cold(row, resolved, pooled, on_step, on_output)
+            env["REPLICAS_DEFAULT_PROVIDER"] = row.coding_agent
             if pooled:
                 env["REPLICAS_DEFER_START_HOOKS"] = "1"
             row = await self._start_engine(row, env)
@@ -173,6 +161,59 @@ class WorkspaceManager:
                 await self._save(row, status="error", error_message=str(exc) or type(exc).__name__,
                                  status_changed_at=utcnow())
             raise
+
+    async def _provision_cold(self, row: Workspace, resolved: provisioning.ResolvedEnvironment, pooled: bool,
+                              on_step, on_output) -> tuple[Workspace, dict[str, str]]:
+        """Lay out the home from the environment and run its warm hooks (once per workspace): the row and the
+        engine's environment."""
+        spec = WorkspaceSpec(size=row.size, ro_binds=self.ro_binds())
+        handle = await self.runtime.provision(str(row.id), spec)
+        row = await self._save(row, runtime_state=self.runtime.get_state(handle))
+        result = await provisioning.provision_home(
+            resolved, Path(handle.home), self.settings.data_dir, on_step=on_step,
+            allow_local_repositories=self.settings.allow_local_repositories)
+        if warm_hooks.LOG_KEY not in (row.snapshot or {}):
+            report = await warm_hooks.warm_workspace(self.runtime, handle, resolved, result, self.settings,
+                                                     on_step=on_step, on_output=on_output)
+            row = await self._record_warm_logs(row, report.logs)
+            if pooled and report.failed:
+                names = ", ".join(entry.get("hookName") or "?" for entry in report.failed)
+                raise BadRequest("Warm hook failed", f"failed: {names}")
+        env = {**await self._base_env(row), **result.env}
+        if result.start_hook_path:
+            env["REPLICAS_START_HOOK_FILE"] = str(result.start_hook_path)
+        return row, env
+
+    async def _layer_on(self, row: Workspace, resolved: provisioning.ResolvedEnvironment, base, on_step
+                        ) -> tuple[Workspace, dict[str, str]]:
+        """Start the home copy-on-write from the environment's base snapshot (services/base_snapshots.py):
+        its checkouts and warm hooks are done, and their log is the workspace's."""
+        started = time.perf_counter()
+        spec = WorkspaceSpec(size=row.size, ro_binds=self.ro_binds(),
+                             base_home=base_snapshots.home_of(self.runtime, base))
+        handle = await self.runtime.provision(str(row.id), spec)
+        row = await self._save(row, runtime_state=self.runtime.get_state(handle))
+        row = await self._record_warm_logs(row, base.warm_hook_logs or [])
+        if on_step is not None:
+            outcome = on_step("base_snapshot", {"snapshot_id": str(base.id), "generation": base.generation,
+                                                "seconds": round(time.perf_counter() - started, 3), "warnings": []})
+            if asyncio.iscoroutine(outcome):
+                await outcome
+        env = {**await self._base_env(row), **resolved.variables, **provisioning.kept_paths(Path(handle.home))}
+        return row, env
+
+    def ro_binds(self) -> list[str]:
+        """What every workspace sandbox sees read-only: the agent tools and the Python environment."""
+        return [str(self.settings.resolved_tools_dir), *python_environment_paths()]
+
+    async def _record_warm_logs(self, row: Workspace, logs: list) -> Workspace:
+        async with self.sessions() as session:
+            current = await lock_workspace(session, row.id)
+            if current is None:
+                return row
+            current.snapshot = {**(current.snapshot or {}), warm_hooks.LOG_KEY: logs}
+            await session.commit()
+            return current
 
     async def start_hooks(self, workspace: Workspace) -> None:
         """Run a claimed pool workspace's start hooks now (its engine deferred them at boot)."""

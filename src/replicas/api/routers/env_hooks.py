@@ -174,6 +174,8 @@ async def _workspace_frames(events):
     async for event in events:
         if event.type == "error":
             yield "error", {"message": event.message}
+        elif event.type == "output":
+            yield "output", {"output": event.text}
         else:
             row = event.workspace
             yield event.type, {"status": row.status, "workspace": pool_workspace_view(row)}
