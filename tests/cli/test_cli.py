@@ -85,10 +85,10 @@ def test_keys_users_and_repos_created_by_the_cli_work_against_the_server(tmp_pat
     personal_key = replicas("users", "create", "alice@example.com", "--org", "acme", env=env)
     assert org_key.startswith("sk_replicas_") and personal_key.startswith("sk_replicas_")
     repo_path = make_git_repo("demo", branch="trunk")
-    repo = json.loads(replicas("repos", "add", "acme/demo", str(repo_path), "--org", "acme", env=env))
+    repo = json.loads(replicas("admin", "repos", "add", "acme/demo", str(repo_path), "--org", "acme", env=env))
     assert repo["name"] == "acme/demo" and repo["default_branch"] == "trunk"
     assert repo["url"] == repo_path.as_uri()
-    assert json.loads(replicas("repos", "list", "--org", "acme", env=env)) == [repo]
+    assert json.loads(replicas("admin", "repos", "list", "--org", "acme", env=env)) == [repo]
     with serve(data_dir, env) as base:
         as_org = httpx.get(f"{base}/v1/replica/repositories", headers={"Authorization": f"Bearer {org_key}"})
         assert as_org.status_code == 200 and as_org.json() == {"repositories": [repo]}
@@ -99,14 +99,14 @@ def test_keys_users_and_repos_created_by_the_cli_work_against_the_server(tmp_pat
 
 def test_repos_commands_report_errors_without_a_traceback(tmp_path, make_git_repo):
     env = _env(tmp_path / "data")
-    missing = run_replicas("repos", "add", "acme/none", str(tmp_path / "nothing"), "--org", "acme", env=env)
+    missing = run_replicas("admin", "repos", "add", "acme/none", str(tmp_path / "nothing"), "--org", "acme", env=env)
     assert missing.returncode == 1 and "does not appear to be a git repository" in missing.stderr
     assert "Traceback" not in missing.stderr
     path = make_git_repo("demo")
-    replicas("repos", "add", "acme/demo", str(path), "--org", "acme", env=env)
-    assert replicas("repos", "remove", "acme/demo", "--org", "acme", env=env) == "removed acme/demo"
-    assert json.loads(replicas("repos", "list", "--org", "acme", env=env)) == []
-    gone = run_replicas("repos", "remove", "acme/demo", "--org", "acme", env=env)
+    replicas("admin", "repos", "add", "acme/demo", str(path), "--org", "acme", env=env)
+    assert replicas("admin", "repos", "remove", "acme/demo", "--org", "acme", env=env) == "removed acme/demo"
+    assert json.loads(replicas("admin", "repos", "list", "--org", "acme", env=env)) == []
+    gone = run_replicas("admin", "repos", "remove", "acme/demo", "--org", "acme", env=env)
     assert gone.returncode == 1 and "Repository not found" in gone.stderr
 
 

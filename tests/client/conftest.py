@@ -8,19 +8,7 @@ from collections.abc import Iterator
 import pytest
 
 from replicas.client import Replicas
-from replicas.settings import Settings
-from tests.live_server import LiveServer
-
-
-def live_settings(request, tmp_path_factory, **values) -> Settings:
-    """Settings for a module's server on the database of `request.param` ("sqlite" or "postgresql")."""
-    root = tmp_path_factory.mktemp("server")
-    if request.param == "sqlite":
-        database_url = f"sqlite:///{root / 'replicas.db'}"
-    else:
-        database_url = request.getfixturevalue("postgres_url")
-    return Settings(data_dir=root / "data", database_url=database_url, secret_key=None, cron_enabled=False,
-                    pool_enabled=False, **values)
+from tests.live_server import LiveServer, live_settings
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])

@@ -1,4 +1,9 @@
-"""`replicas`: run the control plane and administer it from the shell."""
+"""`replicas`: a client of the Replica API (log in, then `list`, `create`, `send`, `env`, ...), and the
+server's own commands (`serve`, `engine`, `keys`, `users`, `agents`, `images`, `admin`).
+
+The client commands live in their own modules (`login`, `replica_commands`, `repo_commands`, `env_commands`,
+`automation_commands`, `preview_commands`) and speak to a server through the SDK only; the admin commands
+here open a data dir's store directly, for setting up a server before it runs."""
 
 from __future__ import annotations
 
@@ -12,27 +17,44 @@ from replicas.cli.images import app as images_app
 from replicas.settings import Settings
 
 app = typer.Typer(help="Replicas: self-hosted Replica API.", no_args_is_help=True)
-keys_app = typer.Typer(help="Organization API keys.", no_args_is_help=True)
-users_app = typer.Typer(help="Organization members.", no_args_is_help=True)
+keys_app = typer.Typer(help="Organization API keys (on the data dir).", no_args_is_help=True)
+users_app = typer.Typer(help="Organization members (on the data dir).", no_args_is_help=True)
+admin_app = typer.Typer(help="Administration directly on a data dir (the server need not run).",
+                        no_args_is_help=True)
 repos_app = typer.Typer(help="Git repositories available to workspaces.", no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 app.add_typer(users_app, name="users")
+admin_app.add_typer(repos_app, name="repos")
 
 
-def _register_agents() -> None:
+def _register_server_commands() -> None:
     from replicas.cli.agents import app as agents_app
 
     app.add_typer(agents_app, name="agents")
     from replicas.cli.engine import engine_command
 
     app.command("engine", help="Run the in-workspace engine (started by the runtime).")(engine_command)
-    from replicas.cli.workspaces import app as workspaces_app
-
-    app.add_typer(workspaces_app, name="workspace")
 
 
-_register_agents()
-app.add_typer(repos_app, name="repos")
+def _register_client_commands() -> None:
+    from replicas.cli import login, replica_commands
+    from replicas.cli.automation_commands import app as automation_app
+    from replicas.cli.env_commands import app as env_app
+    from replicas.cli.preview_commands import app as preview_app
+    from replicas.cli.repo_commands import app as client_repos_app
+
+    login.register(app)
+    replica_commands.register(app)
+    app.add_typer(client_repos_app, name="repos")
+    app.add_typer(env_app, name="env")
+    app.add_typer(env_app, name="environment", hidden=True)
+    app.add_typer(automation_app, name="automation")
+    app.add_typer(preview_app, name="preview")
+
+
+_register_client_commands()
+_register_server_commands()
+app.add_typer(admin_app, name="admin")
 app.add_typer(images_app, name="images")
 
 

@@ -323,6 +323,7 @@ class AsyncEventStream:
     def __init__(self, client: AsyncReplicas, replica_id: str, cursor: EventCursor, *, reconnect: bool = True):
         self._client, self._replica_id, self.cursor, self._reconnect = client, replica_id, cursor, reconnect
         self._response: httpx.Response | None = None
+        self._closed = False
 
     @property
     def last_event_id(self) -> int | None:
@@ -341,13 +342,18 @@ class AsyncEventStream:
         await self.aclose()
 
     async def aclose(self) -> None:
+        """Stop: the iteration ends instead of reconnecting."""
+        self._closed = True
+        await self._disconnect()
+
+    async def _disconnect(self) -> None:
         if self._response is not None:
-            await self._response.aclose()
-            self._response = None
+            response, self._response = self._response, None
+            await response.aclose()
 
     async def __aiter__(self) -> AsyncIterator[Event]:
         failures = 0
-        while True:
+        while not self._closed:
             try:
                 await self.connect()
                 failures = 0
@@ -357,12 +363,18 @@ class AsyncEventStream:
                     if event is not None:
                         yield event
             except (httpx.TransportError, APIConnectionError):
+                if self._closed:
+                    return
                 failures += 1
                 if not self._reconnect or failures > MAX_RECONNECTS:
                     raise APIConnectionError("The event stream broke off",
                                              f"{failures} attempt(s) to reconnect failed") from None
+            except Exception:
+                if self._closed:  # closed from another thread while reading: whatever the read raised
+                    return
+                raise
             finally:
-                await self.aclose()
-            if not self._reconnect:
+                await self._disconnect()
+            if not self._reconnect or self._closed:
                 return
             await asyncio.sleep(RECONNECT_DELAY)

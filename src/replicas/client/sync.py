@@ -332,6 +332,7 @@ class EventStream:
     def __init__(self, client: Replicas, replica_id: str, cursor: EventCursor, *, reconnect: bool = True):
         self._client, self._replica_id, self.cursor, self._reconnect = client, replica_id, cursor, reconnect
         self._response: httpx.Response | None = None
+        self._closed = False
 
     @property
     def last_event_id(self) -> int | None:
@@ -350,13 +351,18 @@ class EventStream:
         self.close()
 
     def close(self) -> None:
+        """Stop: the iteration ends instead of reconnecting (callable from another thread)."""
+        self._closed = True
+        self._disconnect()
+
+    def _disconnect(self) -> None:
         if self._response is not None:
-            self._response.close()
-            self._response = None
+            response, self._response = self._response, None
+            response.close()
 
     def __iter__(self) -> Iterator[Event]:
         failures = 0
-        while True:
+        while not self._closed:
             try:
                 self.connect()
                 failures = 0
@@ -366,12 +372,18 @@ class EventStream:
                     if event is not None:
                         yield event
             except (httpx.TransportError, APIConnectionError):
+                if self._closed:
+                    return
                 failures += 1
                 if not self._reconnect or failures > MAX_RECONNECTS:
                     raise APIConnectionError("The event stream broke off",
                                              f"{failures} attempt(s) to reconnect failed") from None
+            except Exception:
+                if self._closed:  # closed from another thread while reading: whatever the read raised
+                    return
+                raise
             finally:
-                self.close()
-            if not self._reconnect:
+                self._disconnect()
+            if not self._reconnect or self._closed:
                 return
             time.sleep(RECONNECT_DELAY)
