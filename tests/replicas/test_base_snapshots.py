@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import os
 import subprocess
+import uuid
 
 import pytest
 from sqlalchemy import select
 
-from replicas.store.models import BaseSnapshot
+from replicas.store.models import BaseSnapshot, WarmPoolWorkspace
 from replicas.testing import Text
 from tests.api.test_env_hooks import parse_sse
 from tests.replicas.conftest import create, on_both_backends, row_of, settled, wait_for
@@ -190,3 +191,38 @@ async def _has_snapshot(client, env_id: str) -> bool:
 
 async def _count(app, expected: int) -> bool:
     return len(await snapshots(app)) == expected
+
+
+@pytest.mark.replica_settings(**FAST)
+async def test_the_stream_delivers_warm_hook_output_live_and_ends_when_warming_does(app, client, replica_env):
+    env_id = replica_env.environment_id
+    await save_warm_hook(client, env_id, "for i in 1 2 3; do echo tick $i; sleep 1; done\n")
+    pool = await enable(app, client, env_id, 1)
+    try:
+        async def seed_listed():
+            rows = await workspaces(client, pool)
+            return rows[-1] if rows else None
+
+        seed = await wait_for(seed_listed, timeout=30, what="the seed workspace")
+        # Live: while the hook still runs (warming, "tick 3" not printed yet), "tick 1" is already there for any
+        # stream, of this process or another, to send. (The in-process test client buffers a response whole,
+        # so the frames' arrival times are read off the record the stream sends from.)
+        async def midway():
+            async with app.state.sessions() as session:
+                row = await session.get(WarmPoolWorkspace, uuid.UUID(seed["id"]), populate_existing=True)
+            text = row.output or ""
+            return row.status == "warming" and "tick 1" in text and "tick 3" not in text
+
+        await wait_for(midway, timeout=60, interval=0.05, what="the first tick while the hook runs")
+        response = await asyncio.wait_for(client.get(f"/v1/warm-pool-workspaces/{seed['id']}/stream"), timeout=120)
+        frames = parse_sse(response.text)
+        output = "".join(data["output"] for kind, data in frames if kind == "output")
+        assert "tick 1\ntick 2\ntick 3\n" in output, frames
+        # Output only while warming: every output frame comes before the first status that is not warming,
+        # and the stream ends with `complete` once the workspace is ready.
+        kinds = [(kind, data.get("status")) for kind, data in frames]
+        left = next(i for i, (kind, status) in enumerate(kinds) if kind != "output" and status != "warming")
+        assert all(kind != "output" for kind, _ in kinds[left:]), kinds
+        assert kinds[-1] == ("complete", "ready"), kinds
+    finally:
+        await drain(app, client, env_id)
