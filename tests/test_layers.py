@@ -25,6 +25,8 @@ FORBIDDEN = {
     "events": {"api"},
     # The SDK runs where only the client is installed, and speaks to the server over HTTP alone.
     "client": {"services", "api", "store"},
+    # The MCP server is a client too: its tools call the REST API through the SDK, on stdio as over HTTP.
+    "mcp_server": {"services", "api", "store", "engine"},
 }
 
 

@@ -37,7 +37,7 @@ def _register_server_commands() -> None:
 
 
 def _register_client_commands() -> None:
-    from replicas.cli import login, replica_commands
+    from replicas.cli import login, mcp_command, replica_commands
     from replicas.cli.automation_commands import app as automation_app
     from replicas.cli.env_commands import app as env_app
     from replicas.cli.preview_commands import app as preview_app
@@ -50,6 +50,7 @@ def _register_client_commands() -> None:
     app.add_typer(env_app, name="environment", hidden=True)
     app.add_typer(automation_app, name="automation")
     app.add_typer(preview_app, name="preview")
+    mcp_command.register(app)
 
 
 _register_client_commands()

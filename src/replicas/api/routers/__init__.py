@@ -13,6 +13,7 @@ from replicas.api.routers import (
     env_variables,
     environments,
     integrations,
+    mcp,
     previews,
     profile,
     replicas,
@@ -42,4 +43,5 @@ ROUTERS = [
     integrations.router,
     canvas.router,
     terminal.router,
+    mcp.router,
 ]
