@@ -17,7 +17,9 @@ workspace per backend kept for the wakes. Then, per run, measurements and backen
 - cold create -> active: `create_record` + `provision` of a workspace of the N-file repository (mirror
   refresh, checkout, warm hooks, engine start, `/health`, the row `active`), then destroyed (untimed);
   of which `engine start -> /health`: `WorkspaceManager._start_engine` (runtime start, health wait);
-- create from a snapshot -> active: SLOT, "not built yet" (no snapshots in this tree);
+- create from a snapshot -> active: the same, on an environment whose pool (enabled, target 0) has a base
+  snapshot of the repository (built once per backend, untimed): the home is layered on it (overlay where the
+  control plane may mount, else a copy), no checkout, no warm hook; engine start, `/health`, `active`;
 - claim from a pool -> active (local: the app's own runtime): a warm pool of size 1 on an environment of the
   same repository, refilled by the app's filler between runs (untimed); `POST /v1/replica` through the API
   until the replica reads `active` (claimed, start hooks run, first message sent), then deleted;
@@ -45,9 +47,11 @@ import statistics
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 
 import httpx
+from sqlalchemy import select
 
 from bench.backends_bench import (
     TOOLS,
@@ -62,10 +66,11 @@ from bench.backends_bench import (
 )
 from bench.checkout_bench import make_origin
 from replicas.api.app import create_app
-from replicas.services import auth, git
+from replicas.services import auth, base_snapshots, git
 from replicas.services.principal import Principal
 from replicas.services.workspaces import WorkspaceManager
 from replicas.settings import Settings
+from replicas.store.models import WarmPoolConfig
 
 NOT_BUILT = "not built yet"
 # (row key, label, target as a function of the baseline's p50 -> (limit in s, how it reads))
@@ -90,12 +95,24 @@ class TimedManager(WorkspaceManager):
             self.engine_starts.append(time.monotonic() - started)
 
 
-# -- the slots for what others are building --------------------------------------------------------
+# -- snapshots and pools ---------------------------------------------------------------------------
 
-async def snapshot_create(backend: Backend, principal: Principal, env_id: str, created: list) -> float | None:
-    """Seconds from a create that starts from a snapshot of the repository to `active`; None while this
-    tree has no snapshots. SLOT: fill in when workspace snapshots exist."""
-    return None
+async def build_snapshot(backend: Backend, env_id: str) -> None:
+    """Build (untimed) the base snapshot of the environment's pool (enabled, target 0) on `backend`."""
+    async with backend.manager.sessions() as session:
+        config = await session.scalar(select(WarmPoolConfig).where(WarmPoolConfig.environment_id == uuid.UUID(env_id)))
+        existing = await base_snapshots.current(session, config, backend.manager.runtime.name)
+    if existing is None:
+        await base_snapshots.build(backend.manager, config)
+
+
+async def snapshot_create(backend: Backend, principal: Principal, env_id: str, created: list) -> float:
+    """Seconds from a create of the environment whose pool has a base snapshot of the repository to `active`
+    (layered home, engine start, `/health`); the workspace is destroyed afterwards (untimed)."""
+    seconds, workspace = await timed_create(backend, principal, env_id, created)
+    assert (workspace.runtime_state.get("spec") or {}).get("base_home"), "the create did not use the snapshot"
+    await destroy(backend, principal, workspace.id, created)
+    return seconds
 
 
 class PoolClaims:
@@ -177,7 +194,7 @@ async def idle_memory(backend: Backend, workspace, settle: float) -> None:
 
 
 async def measure_run(backend: Backend, principal: Principal, repo_env: str, kept, created: list,
-                      settle: float, with_memory: bool, claims: PoolClaims | None = None):
+                      settle: float, with_memory: bool, claims: PoolClaims | None, snap_envs: dict[str, str]):
     starts = backend.manager.engine_starts
     starts.clear()
     await asyncio.to_thread(os.sync)
@@ -188,7 +205,8 @@ async def measure_run(backend: Backend, principal: Principal, repo_env: str, kep
         await idle_memory(backend, workspace, settle)
     await destroy(backend, principal, workspace.id, created)
 
-    backend.record("snapshot_active_s", await snapshot_create(backend, principal, repo_env, created))
+    backend.record("snapshot_active_s", await snapshot_create(backend, principal, snap_envs[backend.name],
+                                                              created))
     backend.record("claim_active_s", await pool_claim(backend, claims))
 
     kept = await backend.manager.sleep(kept)
@@ -252,6 +270,16 @@ async def bench(names: list[str], files: int, runs: int, settle: float, memory_r
                     manager = TimedManager(chosen, app.state.sessions, app.state.box)
                     manager.engine_starts = []
                     backends.append(Backend(name, manager))
+                snap_envs: dict[str, str] = {}
+                for backend in backends:  # one environment per backend, its pool only for the snapshot
+                    made = await client.post("/v1/environments", json={"name": f"bench-snapshot-{backend.name}",
+                                                                         "repository_id": repo["id"]})
+                    snap_envs[backend.name] = made.json()["environment"]["id"]
+                    response = await client.put(f"/v1/environments/{snap_envs[backend.name]}/warm-pools",
+                                                json={"enabled": True, "target_size": 0})
+                    assert response.status_code == 200, response.text
+                    await build_snapshot(backend, snap_envs[backend.name])
+                    print(f"[{backend.name}] base snapshot built", flush=True)
                 await git_clone(origin, root / "clones", -1)  # warm-up
                 kept: dict[str, object] = {}
                 for backend in backends:
@@ -264,7 +292,7 @@ async def bench(names: list[str], files: int, runs: int, settle: float, memory_r
                     line = {"git_clone_s": round(baseline[-1], 3)}
                     for backend in backends:
                         kept[backend.name] = await measure_run(backend, principal, repo_env, kept[backend.name],
-                                                               created, settle, run < memory_runs, claims)
+                                                               created, settle, run < memory_runs, claims, snap_envs)
                         line[backend.name] = {k: (round(v[-1], 3) if isinstance(v[-1], float) else v[-1])
                                               for k, v in backend.results.items()}
                     print(f"run {run + 1}: {json.dumps(line)}", flush=True)

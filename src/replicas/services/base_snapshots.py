@@ -57,15 +57,18 @@ async def usable(session: AsyncSession, runtime: Runtime, organization_id: uuid.
         WarmPoolConfig.enabled.is_(True)))
     if config is None or await runtime.base_snapshot_refusal() is not None:
         return None
-    return await current(session, config)
+    return await current(session, config, runtime.name)
 
 
-async def current(session: AsyncSession, config: WarmPoolConfig) -> BaseSnapshot | None:
-    return await session.scalar(
+async def current(session: AsyncSession, config: WarmPoolConfig, backend: str) -> BaseSnapshot | None:
+    """The newest ready snapshot of the pool's generation on the `backend` runtime (a control plane whose
+    runtime changed has none yet)."""
+    rows = await session.scalars(
         select(BaseSnapshot).where(BaseSnapshot.environment_id == config.environment_id,
                                    BaseSnapshot.organization_id == config.organization_id,
                                    BaseSnapshot.generation == config.generation, BaseSnapshot.status == READY)
-        .order_by(BaseSnapshot.created_at.desc()).limit(1))
+        .order_by(BaseSnapshot.created_at.desc()))
+    return next((row for row in rows if (row.runtime_state or {}).get("backend") == backend), None)
 
 
 async def build(manager, config: WarmPoolConfig, *, on_output: Callable[[bytes], None] | None = None,
@@ -129,7 +132,7 @@ async def check_heads(manager, config: WarmPoolConfig) -> bool:
     branch moved past its current snapshot (True then). A repository that cannot be fetched counts as
     unchanged (the next check tries again)."""
     async with manager.sessions() as session:
-        snapshot = await current(session, config)
+        snapshot = await current(session, config, manager.runtime.name)
         if snapshot is None or not snapshot.repo_heads:
             return False
         resolved = await provisioning.resolve_workspace_config(session, manager.box,

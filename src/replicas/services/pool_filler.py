@@ -159,7 +159,7 @@ class PoolFiller:
 
     async def _has_snapshot(self, config: WarmPoolConfig) -> bool:
         async with self.sessions() as session:
-            return await base_snapshots.current(session, config) is not None
+            return await base_snapshots.current(session, config, self.manager.runtime.name) is not None
 
     async def _keep_house(self, configs) -> None:
         """Destroy unused snapshots; check the default branches of each pool every pool_branch_check_seconds."""
