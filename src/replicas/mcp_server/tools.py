@@ -6,7 +6,7 @@ and as structured content. It builds the call with the SDK's `calls` (the one pl
 and keeps the raw JSON instead of the SDK's model, so that nothing is lost or renamed on the way.
 
 A refusal of the API becomes an MCP tool error (`isError`) whose text is the API's own body with its status,
-`{"status": 404, "error": "Replica not found", "details": null}`, so the model reads what a REST client
+`{"status": 404, "error": "Workspace not found", "details": null}`, so the model reads what a REST client
 would. Which server is asked, and as whom, is the caller's `client_for`: the stdio server has one SDK client
 for its whole life (REPLICAS_API_URL, REPLICAS_API_KEY), the HTTP endpoint one per request with that
 request's key (`replicas.api.routers.mcp`).
