@@ -172,7 +172,13 @@ async def destroy_all(app) -> None:
         for row in mine:
             await session.execute(delete(Workspace).where(Workspace.id == row.id))
         await session.commit()
-    # Base snapshots (their disks, and on docker their volumes): this app's pools off, then nothing is current.
+    # Base snapshots (their disks, and on docker their volumes): this app's filler stopped and its pools off,
+    # then nothing is current.
+    for task in service._loops:
+        if task.get_name() == "warm-pool-filler":
+            task.cancel()
+            with contextlib.suppress(BaseException):
+                await task
     await service.pools.stop()
     async with app.state.sessions() as session:
         await session.execute(update(WarmPoolConfig).values(enabled=False))

@@ -244,3 +244,23 @@ async def test_old_ready_workspaces_expire_and_the_pool_stays_within_its_own_lim
         assert uuid.UUID(first["sandbox_id"])
     finally:
         await drain(app, client, env_id)
+
+
+@pytest.mark.replica_settings(**FAST)
+async def test_a_create_for_another_agent_claims_too_and_its_chat_is_that_agents(app, client, replica_env, model):
+    env_id = replica_env.environment_id
+    pool = await enable(app, client, env_id, 1)
+    try:
+        pooled = await ready(client, pool, 1)
+        model.add_turn(Text("Codex, from the pool."))
+        replica = await create(client, replica_env, "Hello Codex", name="codexed", coding_agent="codex")
+        rid = replica["id"]
+        assert rid == pooled[0]["sandbox_id"], "a codex create did not claim the ready workspace"
+        snapshot = await wait_for(lambda: settled(app, rid), timeout=120, what="Codex's first turn")
+        assert "Codex, from the pool." in str(snapshot.get("last_text"))
+        chats = (await client.get(f"/v1/replica/{rid}/chats")).json()["chats"]
+        assert [chat["provider"] for chat in chats] == ["codex"], chats
+        row = await row_of(app, rid)
+        assert row.coding_agent == "codex" and row.default_chat_id == chats[0]["id"]
+    finally:
+        await drain(app, client, env_id)

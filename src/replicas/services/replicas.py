@@ -68,7 +68,9 @@ AWAKE = ("preparing", "active")
 WAKEABLE = ("sleeping", "archived")
 WHEN_DONE = {"delete_when_done": "delete", "archive_when_done": "archive", "sleep_when_done": "sleep"}
 ENGINE_VERSION = "v1"
-POOL_AGENT, POOL_SIZE = "claude", "small"  # what pool workspaces are warmed for; other creates go cold
+# What pool workspaces are warmed as: any agent's create claims one (its chat is switched at the claim, as every
+# agent runs in any engine); only the size must match, its limits being the sandbox's own.
+POOL_AGENT, POOL_SIZE = "claude", "small"
 CAPACITY_LOCK = "workspace-capacity"  # a `leases` row used only as a lock: creates are admitted one at a time
 SLASH_COMMANDS = [
     {"command": "/plan", "description": "Plan first: the agent proposes a plan and changes nothing",
@@ -250,8 +252,8 @@ class ReplicaService:
                       webhook_url=webhook_url, pending_messages=pending, auto_stop_minutes=auto_stop_minutes,
                       webhook_secret_encrypted=self.box.encrypt(webhook_secret) if webhook_secret else None)
         claimed = None
-        if request.coding_agent == POOL_AGENT and (request.size or POOL_SIZE) == POOL_SIZE:
-            claimed = await self._claim(principal, env_ref, fields)
+        if (request.size or POOL_SIZE) == POOL_SIZE:
+            claimed = await self._claim(principal, env_ref, {**fields, "coding_agent": request.coding_agent})
         if claimed is not None:
             row = claimed
             task = self._start_transition(row, self._activate_claimed(row))
@@ -299,9 +301,16 @@ class ReplicaService:
         return row
 
     async def _activate_claimed(self, row: Workspace) -> None:
-        """A claimed pool workspace: its start hooks run now, then it is active and gets its first message."""
+        """A claimed pool workspace: its default chat is the requested agent's (pool engines start with a
+        POOL_AGENT chat: another agent gets a new chat in its place), its start hooks run now, then it is active
+        and gets its first message."""
 
         async def start_hooks_then_active() -> Workspace:
+            nonlocal row
+            if row.coding_agent != POOL_AGENT:
+                chat = await self.manager.call_engine(row, "POST", "/chats", json={"provider": row.coding_agent})
+                await self.manager.call_engine(row, "DELETE", f"/chats/{row.default_chat_id}")
+                row = await self._set(row.id, default_chat_id=chat["id"])
             await self.manager.start_hooks(row)
             return await self._set(row.id, status="active", status_changed_at=utcnow(), last_activity_at=utcnow())
 
@@ -860,10 +869,11 @@ class ReplicaService:
         row = await self.get_workspace(principal, workspace_id)
         if row.status in refuse:
             raise Conflict(f"Workspace is {row.status}")
-        await self.agents.require(body.get("provider") or row.coding_agent)
+        provider = body.get("provider") or row.coding_agent  # the replica's agent, whatever its engine started with
+        await self.agents.require(provider)
         row = await self.awake_workspace(principal, workspace_id)
         await self.touch(row)
-        return await self.manager.call_engine(row, "POST", "/chats", json=body)
+        return await self.manager.call_engine(row, "POST", "/chats", json={**body, "provider": provider})
 
     async def engine_call(self, principal: Principal, workspace_id: str, method: str, path: str,
                           **kwargs: Any) -> Any:
