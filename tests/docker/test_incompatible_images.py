@@ -176,3 +176,38 @@ async def test_a_wake_into_an_incompatible_image_is_refused(app, org, client, ma
     finally:
         await manager.destroy(workspace)
         remove_docker_leftovers(current.data_dir)
+
+
+async def test_an_active_workspace_on_an_engine_a_restarted_control_plane_cannot_speak_to_goes_to_error(
+        app, org, client, make_git_repo, settings):
+    """An engine left running across a control-plane upgrade (here: the stand-in of an older release, started
+    through the runtime as the old control plane would have): the new control plane checks each active
+    workspace's engine at start-up, stops an incompatible one and puts the workspace in error, naming it."""
+    from replicas.api.app import create_app
+    from replicas.runtime import WorkspaceSpec
+    from replicas.store.models import Workspace
+
+    environment_id = await _environment(client, make_git_repo)
+    manager = app.state.replicas.manager
+    async with app.state.sessions() as session:
+        principal = Principal.system(await session.scalar(select(Organization.id).where(Organization.name == org.name)))
+    row = await manager.create_record(principal, environment_id, name="upgraded")
+    handle = await manager.runtime.provision(str(row.id), WorkspaceSpec())
+    secret = app.state.box.decrypt(row.engine_secret_encrypted)
+    await manager.runtime.start(handle, [], {"REPLICAS_ENGINE_SECRET": secret})
+    async with app.state.sessions() as session:
+        stored = await session.get(Workspace, row.id)
+        stored.status, stored.runtime_state = "active", manager.runtime.get_state(handle)
+        await session.commit()
+
+    restarted = create_app(settings)
+    async with restarted.router.lifespan_context(restarted):
+        async def errored() -> dict | None:
+            details = (await client.get(f"/v1/replica/{row.id}")).json()["replica"]
+            return details if details["status"] == "error" else None
+
+        details = await wait_for(errored, timeout=60, what="the replica in error")
+    message = details["config"]["provisioning_error"]["message"]
+    assert message.startswith(f"Workspace engine is incompatible: image {settings.docker_image} runs an engine of "
+                              "unknown version"), message
+    assert not _running(handle.container_name)

@@ -264,3 +264,26 @@ async def test_a_create_for_another_agent_claims_too_and_its_chat_is_that_agents
         assert row.coding_agent == "codex" and row.default_chat_id == chats[0]["id"]
     finally:
         await drain(app, client, env_id)
+
+
+@pytest.mark.replica_settings(**FAST)
+async def test_a_restarted_control_plane_expires_ready_workspaces_whose_engine_is_gone(app, client, replica_env):
+    from replicas.services.pool_filler import PoolFiller
+
+    env_id = replica_env.environment_id
+    pool = await enable(app, client, env_id, 1)
+    try:
+        gone = (await ready(client, pool, 1))[0]
+        manager = app.state.replicas.manager
+        await manager.runtime.stop(manager.runtime.load_state((await row_of(app, gone["sandbox_id"])).runtime_state))
+        # What the next process's filler does at its first pass (here, beside this app's own).
+        restarted = PoolFiller(app.state.settings, app.state.sessions, manager, "restarted-process")
+        await restarted.reconcile_once()
+        records = {w["id"]: w for w in await workspaces(client, pool)}
+        assert records[gone["id"]]["status"] == "expired", records[gone["id"]]
+        assert "engine is gone" in records[gone["id"]]["error_message"]
+        fresh = await ready(client, pool, 1)
+        assert fresh[0]["id"] != gone["id"]
+        await restarted.stop()
+    finally:
+        await drain(app, client, env_id)

@@ -5,9 +5,11 @@
     await filler.stop()
 
 A pass, in order:
-1. Expire what must not be handed out: ready workspaces of a disabled pool, of an older generation (a new
-   warm hook was saved) or older than `pool_max_age_seconds`. Each is one conditional UPDATE from `ready`,
-   so a workspace a create claimed in between is left alone; an expired one is destroyed.
+1. Expire what must not be handed out: ready workspaces of a disabled pool, of an older generation (see
+   pool_generations.py), older than `pool_max_age_seconds`, or, at this process's first pass, whose engine is
+   gone (a restart of the machine, or of a control plane that then left them unwatched). Each is one
+   conditional UPDATE from `ready`, so a workspace a create claimed in between is left alone; an expired one
+   is destroyed.
 2. Fill: for each enabled pool not backing off (`next_retry_at`), start warming what is missing, within
    `max_pool_workspaces` (all pools together; pool workspaces never count against users' capacity). A pool
    that failed last time probes with one warm-up at a time.
@@ -41,6 +43,7 @@ import uuid
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from replicas.runtime import RuntimeStatus
 from replicas.services import base_snapshots, leases, loops, warm_pools
 from replicas.services.principal import Principal
 from replicas.services.workspaces import POOLED, WorkspaceManager
@@ -94,6 +97,7 @@ class PoolFiller:
         self._warming: dict[uuid.UUID, asyncio.Task] = {}
         self._building: dict[uuid.UUID, asyncio.Task] = {}  # environment id -> its snapshot's build
         self._heads_checked: dict[uuid.UUID, float] = {}  # pool id -> monotonic time of its last check
+        self._engines_checked = False  # ready workspaces' engines checked once, at this process's first pass
 
     async def run(self) -> None:
         await loops.run_every("warm pool filler", self.settings.pool_interval_seconds, self.reconcile_once,
@@ -125,7 +129,9 @@ class PoolFiller:
                     await self._finish(row, "failed", row.status, "The control plane restarted during warm-up")
                 continue
             reason = None
-            if config is None or not config.enabled:
+            if not self._engines_checked and not await self._engine_alive(row):
+                reason = "Its engine is gone (the control plane or its machine restarted)"
+            elif config is None or not config.enabled:
                 reason = "The pool was disabled"
             elif row.generation < config.generation:
                 reason = ("Stale: a newer generation (a warm hook, start hook, variable, file, repository or "
@@ -136,6 +142,7 @@ class PoolFiller:
                 await self._finish(row, "expired", "ready", reason)
             else:
                 live.append(row)
+        self._engines_checked = True
         budget = self.settings.max_pool_workspaces - len(live)
         layered = await self.manager.runtime.base_snapshot_refusal() is None
         for config in configs.values():
@@ -156,6 +163,15 @@ class PoolFiller:
                 budget -= 1
         if layered:
             await self._keep_house(configs.values())
+
+    async def _engine_alive(self, row: WarmPoolWorkspace) -> bool:
+        """Whether a ready workspace's engine still runs (a reboot, or a crash while no process watched)."""
+        try:
+            async with self.sessions() as session:
+                workspace = await session.get(Workspace, uuid.UUID(row.sandbox_id))
+            return workspace is not None and await self.manager.poll(workspace) == RuntimeStatus.RUNNING
+        except Exception:  # noqa: BLE001 - unknown: treated as gone, the pool makes another
+            return False
 
     async def _has_snapshot(self, config: WarmPoolConfig) -> bool:
         async with self.sessions() as session:

@@ -142,6 +142,7 @@ class ReplicaService:
         for row in rows:
             if row.status == "active":
                 self.pump.start(row)
+                self._background(self._check_engine(row))
                 if row.pending_messages:
                     self._background(self._deliver_pending(row.id))
             else:
@@ -167,6 +168,21 @@ class ReplicaService:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+    async def _check_engine(self, row: Workspace) -> None:
+        """An active workspace found at start-up: an engine that answers with a protocol this control plane does
+        not speak (it was upgraded under a running workspace) is stopped and the workspace put in error, naming
+        it, rather than half-used. An engine that does not answer is left to the pump and the wake path."""
+        try:
+            health = await self.manager.call_engine(row, "GET", "/health")
+        except ReplicasError:
+            return
+        if reason := incompatibility(health, image=(row.runtime_state or {}).get("image")):
+            log.warning("workspace %s: engine incompatible after a control-plane upgrade: %s", row.id, reason)
+            with contextlib.suppress(Exception):
+                await self.manager.runtime.stop(self.manager.runtime.load_state(row.runtime_state))
+            await self._fail(row, f"Workspace engine is incompatible: {reason}; delete the workspace, or wake it "
+                                  "after the image is rebuilt")
 
     async def _recover_preparing(self, row: Workspace) -> None:
         """A workspace left `preparing` by a stopped control plane: its engine may be up (a wake or a
