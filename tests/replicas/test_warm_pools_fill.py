@@ -4,7 +4,8 @@ A pool fills to its target with `ready` workspaces (warmed, engine up, start hoo
 list shows; a create claims one (same workspace: renamed, attributed, start hooks run at the claim, first turn
 runs) and the pool refills. Saving a new warm hook expires the ready ones (a claimed one keeps running); a warm
 hook that always fails makes the pool back off instead of retrying in a loop; a ready workspace older than the
-pool's maximum age is replaced; pool workspaces stay within their own limit. Local backend, SQLite.
+pool's maximum age is replaced; pool workspaces stay within their own limit. SQLite; the fill, the claim, the
+expiry and the backoff on both backends.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from replicas.store.models import WarmPoolConfig, Workspace
 from replicas.testing import Text
 from tests.api.test_env_hooks import parse_sse
 from tests.contract import assert_contract
-from tests.replicas.conftest import create, row_of, settled, status_of, wait_for
+from tests.replicas.conftest import create, on_both_backends, row_of, settled, status_of, wait_for
 
 FAST = dict(pool_enabled=True, pool_interval_seconds=0.2)
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
@@ -73,6 +74,7 @@ def home(settings, workspace_id: str):
     return settings.data_dir / "workspaces" / workspace_id / "home"
 
 
+@on_both_backends()
 @pytest.mark.replica_settings(**FAST)
 async def test_pool_fills_a_create_claims_and_the_pool_refills(app, client, settings, replica_env, model):
     env_id = replica_env.environment_id
@@ -143,6 +145,7 @@ async def _active(app, rid: str) -> bool:
     return await status_of(app, rid) == "active"
 
 
+@on_both_backends()
 @pytest.mark.replica_settings(**FAST)
 async def test_a_new_warm_hook_expires_ready_workspaces_and_leaves_claimed_ones_running(app, client, replica_env,
                                                                                       model):
@@ -173,6 +176,7 @@ async def test_a_new_warm_hook_expires_ready_workspaces_and_leaves_claimed_ones_
         await drain(app, client, env_id)
 
 
+@on_both_backends()
 @pytest.mark.replica_settings(**FAST, pool_retry_base_seconds=0.5, pool_retry_max_seconds=4)
 async def test_a_failing_warm_hook_backs_off_exponentially(app, client, replica_env):
     env_id = replica_env.environment_id
