@@ -120,6 +120,32 @@ class Settings(BaseSettings):
     docker_publish_address: str = "0.0.0.0"
     docker_engine_bind: str = "0.0.0.0"
 
+    # Kubernetes backend (`runtime = "kubernetes"`, runtime/kubernetes.py; README, "Kubernetes"). The cluster: a
+    # kubeconfig file and context (None: the pod's service account in a cluster, else KUBECONFIG / ~/.kube/config).
+    # Every workspace object lives in `k8s_namespace`.
+    k8s_kubeconfig: str | None = None
+    k8s_context: str | None = None
+    k8s_namespace: str = "replicas-workspaces"
+    # The workspace image (its CMD is the engine, unless `k8s_engine_command`) and the port the engine listens on
+    # at the pod's IP.
+    k8s_image: str = "replicas-workspace:latest"
+    k8s_image_pull_policy: Literal["Always", "IfNotPresent", "Never"] = "IfNotPresent"
+    k8s_engine_command: list[str] | None = None
+    k8s_engine_port: int = Field(default=7878, gt=0, lt=65536)
+    # Each workspace's claim: storage class (None: the cluster's default) and size per workspace size.
+    k8s_storage_class: str | None = None
+    k8s_storage_sizes: dict[str, str] = Field(default_factory=lambda: {"small": "20Gi", "large": "100Gi"})
+    # A pod Pending longer than this (unschedulable, claim unbound) is a failure with the reason.
+    k8s_pending_timeout_seconds: float = Field(default=300.0, gt=0)
+    # Nodes for workspace pods (e.g. those whose kubelet sets podPidsLimit).
+    k8s_node_selector: dict[str, str] = Field(default_factory=dict)
+    # Who may reach workspace pods (the control plane's namespace and pod labels, as deploy/kubernetes/ sets
+    # them); the CIDRs their egress never reaches (None: private, carrier-grade NAT, loopback and link-local).
+    k8s_control_plane_namespace: str = "replicas"
+    k8s_control_plane_labels: dict[str, str] = Field(
+        default_factory=lambda: {"app.kubernetes.io/name": "replicas", "app.kubernetes.io/component": "control-plane"})
+    k8s_egress_except: list[str] | None = None
+
     @property
     def resolved_tools_dir(self) -> Path:
         return (self.tools_dir or self.data_dir / "tools").resolve()

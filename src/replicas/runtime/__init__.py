@@ -5,8 +5,10 @@
     bwrap.py    the bubblewrap argv, built by a pure function
     cgroups.py  size -> CPU/memory/pids limits through cgroups
     docker.py   `DockerRuntime`: a container per workspace on a Docker engine
-
-A `kubernetes` backend will sit beside them and implement the same `Runtime`.
+    kubernetes.py  `KubernetesRuntime`: a claim and a pod per workspace on a cluster
+    k8s_objects.py the workspace's Kubernetes manifests, built by pure functions
+    k8s_api.py     a thin JSON client of the Kubernetes API (kubernetes-asyncio)
+    k8s_exec.py    pods/exec: the channel protocol and the commands sent over it
 """
 
 from __future__ import annotations
@@ -50,4 +52,8 @@ def create_runtime(settings: Settings) -> Runtime:
         from replicas.runtime.docker import DockerRuntime
 
         return DockerRuntime(settings)
+    if settings.runtime == "kubernetes":
+        from replicas.runtime.kubernetes import KubernetesRuntime
+
+        return KubernetesRuntime(settings)
     raise RuntimeFailure("Runtime not available", f"the {settings.runtime!r} runtime is not implemented yet")
