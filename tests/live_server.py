@@ -37,22 +37,24 @@ def live_settings(request, tmp_path_factory, **values) -> Settings:
 
 class LiveServer:
     def __init__(self, settings: Settings):
-        self.settings = settings
-        self.app = create_app(settings)
+        # The socket first: the settings then name the port the server really listens on (the workspaces
+        # get it as REPLICAS_API_URL).
+        self._socket = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self._socket.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self._socket.bind(("127.0.0.1", 0))
+        self.port: int = self._socket.getsockname()[1]
+        self.settings = settings.model_copy(update={"host": "127.0.0.1", "port": self.port})
+        self.app = create_app(self.settings)
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self.port: int | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> LiveServer:
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        self.port = sock.getsockname()[1]
+        sock = self._socket
         config = uvicorn.Config(self.app, log_level="warning", lifespan="on", timeout_graceful_shutdown=2)
         self._server = uvicorn.Server(config)
 
@@ -116,3 +118,29 @@ class LiveServer:
             return key
 
         return self.call(mint())
+
+
+def replica_settings(request, tmp_path_factory, agent_tools, **values) -> Settings:
+    """`live_settings` for servers whose workspaces run the real agent CLIs (local runtime, fast timers)."""
+    return live_settings(request, tmp_path_factory, tools_dir=agent_tools, runtime="local",
+                         lifecycle_interval_seconds=0.2, **values)
+
+
+def shop_environment(server: LiveServer, key: str, origin, model) -> dict:
+    """Through the API as a user would: repository `acme/shop` at `origin`, environment `shop` bound to it,
+    with the variables that point the agents at the scripted `model`. Returns the environment."""
+    from replicas.client import Replicas
+
+    with Replicas(server.url, api_key=key) as client:
+        repository = client.repositories.create(name="acme/shop", url=str(origin))
+        environment = client.environments.create(name="shop", repository_id=repository.id)
+        for name, value in {**model.anthropic_env(), **model.openai_env(), "REPLICAS_AGENT_MAX_RETRIES": "1"}.items():
+            client.environments.variables.create(environment.id, key=name, value=value)
+    return environment.to_json()
+
+
+def destroy_workspaces(server: LiveServer) -> None:
+    """Stop and remove every workspace this server started (their processes outlive a control plane)."""
+    from tests.replicas.conftest import destroy_all
+
+    server.call(destroy_all(server.app))

@@ -42,8 +42,9 @@ def render_line(line: Line) -> str:
 
 
 def diff_stat(client: Replicas, replica_id: str) -> str:
-    """`shop +1 -0, api +3 -2`, or `no changes`."""
-    statuses = client.replicas.get(replica_id).repository_statuses
+    """`shop +1 -0, api +3 -2`, or `no changes`: asked of the engine (the stored status may not have caught
+    up with the turn that just ended)."""
+    statuses = client.replicas.diff(replica_id)
     parts = [f"{s.repository} +{s.git_diff.added} -{s.git_diff.removed}" for s in statuses
              if s.git_diff and (s.git_diff.added or s.git_diff.removed)]
     return ", ".join(parts) or "no changes"
@@ -52,24 +53,21 @@ def diff_stat(client: Replicas, replica_id: str) -> str:
 @dataclass
 class TurnWatch:
     """Which turn ends the view: the one of `message_id` in `chat_id` (a message sent), else the first turn
-    to complete (a new replica's first message). None of both and `until_turn_end=False`: never (watch)."""
+    to complete (a new replica's first message); with `until_turn_end=False`, none (watch)."""
 
     until_turn_end: bool = True
     chat_id: str | None = None
     message_id: str | None = None
     started: bool = field(default=False)
 
-    def ends(self, event: Event) -> bool | None:
-        """None while the turn goes on; else whether it completed (isComplete)."""
+    def is_end(self, event: Event) -> bool:
+        """Whether `event` ends the view (call it with every event, in order)."""
         payload = event.payload
-        if self.chat_id and payload.get("chatId") not in (None, self.chat_id):
-            return None
-        if event.type == "chat.turn.started" and (self.message_id is None or payload.get("messageId")
-                                                  == self.message_id):
+        if not self.until_turn_end or (self.chat_id and payload.get("chatId") not in (None, self.chat_id)):
+            return False
+        if event.type == "chat.turn.started" and self.message_id in (None, payload.get("messageId")):
             self.started = True
-        if event.type == "chat.turn.completed" and self.until_turn_end and (self.started or self.message_id is None):
-            return bool(payload.get("isComplete"))
-        return None
+        return event.type == "chat.turn.completed" and (self.started or self.message_id is None)
 
 
 class LiveView:
@@ -172,10 +170,12 @@ class LiveView:
                 if item.type in ("engine.ready", "chat.turn.started"):
                     preparing = False
                 self.show(item)
-                ended = watch.ends(item)
-                if ended is not None:
-                    self.turn_ended(ended)
-                    return 0 if ended else 1
+                end = watch.is_end(item)
+                if item.type == "chat.turn.completed":
+                    complete = bool(item.payload.get("isComplete"))
+                    self.turn_ended(complete)
+                    if end:
+                        return 0 if complete else 1
         finally:
             self.idle()
             stream.close()

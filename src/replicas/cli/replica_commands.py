@@ -105,7 +105,7 @@ def create(
                                      coding_agent=_agent(agent), model=model, plan_mode=plan or None,
                                      thinking_level=thinking, lifecycle_policy=lifecycle)
     if as_json:
-        session.print_json(replica)
+        session.print_json(replica, compact=follow)  # with --follow: one JSON object a line, events after it
     else:
         typer.echo(f"Created {replica.name} ({replica.id}) in {env.name}: {replica.status}")
     if follow:
@@ -129,7 +129,7 @@ def send(replica_id: ReplicaId, message: Message,
     sent = client.replicas.send(replica_id, message, chat_id=chat, coding_agent=_agent(agent), model=model,
                                 plan_mode=plan or None, thinking_level=thinking)
     if as_json:
-        session.print_json(sent)
+        session.print_json(sent, compact=follow)
     else:
         where = f" (position {sent.position})" if sent.status == "queued" else ""
         typer.echo(f"{sent.status}{where}: message {sent.message_id} in chat {sent.chat_id}")

@@ -105,8 +105,9 @@ def to_json(value: Any) -> Any:
     return value
 
 
-def print_json(value: Any) -> None:
-    typer.echo(json.dumps(to_json(value), indent=2))
+def print_json(value: Any, *, compact: bool = False) -> None:
+    """The value's JSON: indented, or on one line (`compact`) where JSON lines follow it."""
+    typer.echo(json.dumps(to_json(value), indent=None if compact else 2))
 
 
 def table(rows: Iterable[Sequence[Any]], headers: Sequence[str]) -> None:

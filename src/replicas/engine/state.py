@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import sys
 import tempfile
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
@@ -19,6 +20,12 @@ from pathlib import Path
 from replicas.engine.journal import utc_timestamp
 
 PROVIDERS = ("claude", "codex", "opencode", "cursor")
+
+
+def path_with(directory: str, path: str | None) -> str:
+    """`path` (a PATH value) with `directory` first, unless it is on it already."""
+    entries = [entry for entry in (path or os.defpath).split(os.pathsep) if entry]
+    return os.pathsep.join(entries if directory in entries else [directory, *entries])
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,8 @@ class EngineConfig:
         # same sandbox, so hiding the secret from it would protect nothing.
         agent_env = dict(environ)
         agent_env["HOME"] = str(home)
+        # ... and finds the `replicas` CLI that uses them installed beside the engine's own Python.
+        agent_env["PATH"] = path_with(os.path.dirname(sys.executable), environ.get("PATH"))
         return cls(
             home=home,
             secret=environ.get("REPLICAS_ENGINE_SECRET", ""),

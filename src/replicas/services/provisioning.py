@@ -368,7 +368,22 @@ async def _mcp(resolved, home, result) -> None:
         result.warnings.append(f"MCP configuration not written: {exc}")
 
 
+BUILTIN_SKILLS = Path(__file__).resolve().parent.parent / "data" / "skills"
+
+
+def _write_builtin_skills(home: Path, warnings: list[str]) -> None:
+    """Our own skills (the `replicas` CLI's agent-mode verbs), in every workspace as the hosted CLI bundles
+    one; an environment's skill of the same slug, installed after, replaces it."""
+    for skill_file in sorted(BUILTIN_SKILLS.glob("*/SKILL.md")):
+        for rel in agent_config.SKILL_DIRS:
+            try:
+                home_files.write_text(home, f"{rel}/{skill_file.parent.name}/SKILL.md", skill_file.read_text())
+            except home_files.PathRefused as exc:
+                warnings.append(f"Skill {skill_file.parent.name!r} not written: {exc}")
+
+
 async def _skills(resolved, home, data_dir, refresh, result, allow_local) -> None:
+    await asyncio.to_thread(_write_builtin_skills, home, result.warnings)
     for skill in resolved.skills.values():
         if await install_skill(skill, resolved.registries, home, data_dir, refresh=refresh,
                                warnings=result.warnings, allow_local=allow_local):
