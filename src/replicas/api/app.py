@@ -10,9 +10,10 @@ from fastapi import FastAPI, Request
 from replicas import __version__, outbound
 from replicas.api.errors import error_response, install_error_handlers
 from replicas.api.proxy import mount_preview_proxy
-from replicas.api.routers import ROUTERS
+from replicas.api.routers import ROUTERS, replica_extensions, sessions
 from replicas.api.url_text import RefuseNulInUrl
 from replicas.crypto import SecretBox
+from replicas.dashboard import mount_dashboard
 from replicas.services import auth
 from replicas.services import automations as automation_service
 from replicas.services.cron_scheduler import start_cron_scheduler, stop_cron_scheduler
@@ -87,5 +88,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
     for router in ROUTERS:
         app.include_router(router)
+    app.include_router(sessions.router)
+    app.include_router(replica_extensions.router)
+    mount_dashboard(app)
     mount_preview_proxy(app)
     return app

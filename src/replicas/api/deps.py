@@ -8,8 +8,9 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from replicas.api.session_cookies import CSRF_HEADER, SESSION_COOKIE
 from replicas.crypto import SecretBox
-from replicas.services import auth
+from replicas.services import auth, sessions
 from replicas.services.principal import Principal
 from replicas.settings import Settings
 
@@ -22,11 +23,21 @@ async def get_session(request: Request) -> AsyncIterator[AsyncSession]:
 SessionDep = Annotated[AsyncSession, Depends(get_session)]
 
 
+async def authenticate_caller(request: Request, session: AsyncSession, authorization: str | None) -> Principal:
+    """The caller of an API request: by its `Authorization: Bearer` key, else by the dashboard's session
+    cookie (which must also carry the CSRF header on writes; services/sessions.py)."""
+    token = request.cookies.get(SESSION_COOKIE)
+    if authorization is None and token:
+        return await sessions.authenticate(session, token, request.method, request.headers.get(CSRF_HEADER))
+    return await auth.authenticate(session, authorization)
+
+
 async def get_principal(
+    request: Request,
     session: SessionDep,
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
-    principal = await auth.authenticate(session, authorization)
+    principal = await authenticate_caller(request, session, authorization)
     # End the read transaction so the request's session gives its pooled connection back: otherwise it is
     # held until the response is sent (for SSE, the whole stream) while the services open their own.
     await session.commit()

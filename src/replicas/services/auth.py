@@ -42,6 +42,11 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Prin
     if last is None or now - last > _LAST_USED_RESOLUTION:
         key.last_used_at = now
         await session.commit()
+    return await principal_for_key(session, key)
+
+
+async def principal_for_key(session: AsyncSession, key: ApiKey) -> Principal:
+    """Who acts with `key`: its organization's bot (an org key, admin) or its user with their role."""
     if key.user_id is None:
         return Principal(key.organization_id, key.id, None, "admin", f"api_key:{key.name}")
     user = await session.get(User, key.user_id)

@@ -608,3 +608,17 @@ class IntegrationSecret(Base):
     secret_encrypted: Mapped[str] = mapped_column(Text)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()
+
+
+class DashboardSession(Base):
+    """A browser's signed-in session (the dashboard's cookie), made by exchanging an API key. Only the
+    SHA-256 of the cookie's token is kept; the session acts as the key that signed in (same organization,
+    same user, same role) and ends with it: deleting the key deletes its sessions."""
+
+    __tablename__ = "dashboard_sessions"
+    id: Mapped[uuid.UUID] = _id()
+    organization_id: Mapped[uuid.UUID] = _org()
+    api_key_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("api_keys.id", ondelete="CASCADE"), index=True)
+    token_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    created_at: Mapped[datetime] = _created()
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True))

@@ -17,11 +17,10 @@ from fastapi import APIRouter, Depends, Header, Path, Request, Response
 from pydantic import BaseModel, Field
 
 from replicas.api.agent_auth import WORKSPACE_ID_HEADER, AgentWorkspaceDep, authenticate_agent
-from replicas.api.deps import SessionDep, SettingsDep
+from replicas.api.deps import SessionDep, SettingsDep, authenticate_caller
 from replicas.api.schemas.common import ERROR_RESPONSES, iso
 from replicas.api.schemas.common import Request as RequestBody
 from replicas.errors import NotFound
-from replicas.services import auth
 from replicas.services import previews as service
 from replicas.settings import Settings
 from replicas.store.models import Preview, Workspace
@@ -75,7 +74,7 @@ async def get_caller_workspace(
         if not same:
             raise NotFound("Workspace not found")
         return workspace
-    principal = await auth.authenticate(session, authorization)
+    principal = await authenticate_caller(request, session, authorization)
     return await request.app.state.replicas.get_workspace(principal, workspace_id)
 
 
