@@ -142,6 +142,18 @@ async def replica_env(app, client, make_git_repo, model) -> ReplicaEnv:  # noqa:
         assert left == [], f"destroy_all left docker objects behind: {left}"
 
 
+@pytest.fixture
+async def own_database():
+    """A PostgreSQL database for this test alone, for `replicas serve` processes whose loops must see no other
+    test's rows (the session's database is shared); dropped at the end."""
+    from tests.conftest import PG_ADMIN_URL, _pg_execute
+
+    name = f"replicas_own_{uuid.uuid4().hex[:10]}"
+    await _pg_execute(f'CREATE DATABASE "{name}"')
+    yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    await _pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 async def destroy_all(app) -> None:
     """Cancel running transitions, then stop and remove every sandbox of this app (and its record: the
     PostgreSQL database is shared by the whole test session). Through the app's runtime, so on docker

@@ -11,7 +11,6 @@ runs its first turn with the real agent is tested in test_warm_pools_fill.py.
 from __future__ import annotations
 
 import asyncio
-import uuid
 
 import httpx
 import pytest
@@ -24,21 +23,11 @@ from replicas.settings import Settings
 from replicas.store.db import make_engine, make_sessionmaker
 from replicas.store.models import Organization, WarmPoolConfig, WarmPoolWorkspace
 from tests.cli.test_cli import _env
-from tests.conftest import PG_ADMIN_URL, _pg_execute
 from tests.replicas.test_events_restart import KEY, Server, auth
 
 pytestmark = [pytest.mark.slow]
 CREATES = 50
 SECRET = "two-processes-secret-key"
-
-
-@pytest.fixture
-async def own_database():
-    """A PostgreSQL database for this test alone: the servers' loops must see no other test's rows."""
-    name = f"replicas_claims_{uuid.uuid4().hex[:10]}"
-    await _pg_execute(f'CREATE DATABASE "{name}"')
-    yield f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
-    await _pg_execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 async def test_fifty_concurrent_creates_on_two_processes_claim_each_workspace_once(tmp_path, own_database,

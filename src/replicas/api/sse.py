@@ -14,6 +14,8 @@ from typing import Any
 
 from fastapi.responses import StreamingResponse
 
+from replicas import draining
+
 MEDIA_TYPE = "text/event-stream"
 # A comment after this many idle seconds (spec §10 #5) keeps proxies from closing a quiet stream.
 HEARTBEAT_SECONDS = 15.0
@@ -44,14 +46,20 @@ async def _frames(events: AsyncIterable[tuple[str, dict[str, Any]] | str]) -> As
     the source's clean-up (a hook run kills its script)."""
     source = aiter(events)
     pending: asyncio.Future | None = None
+    loop = asyncio.get_running_loop()
+    quiet_since = loop.time()
     try:
-        while True:
+        while not draining.active():  # a stream ends when its process drains (draining.py)
             if pending is None:
                 pending = asyncio.ensure_future(anext(source))
-            done, _ = await asyncio.wait({pending}, timeout=HEARTBEAT_SECONDS)
+            wait = min(draining.CHECK_SECONDS, quiet_since + HEARTBEAT_SECONDS - loop.time())
+            done, _ = await asyncio.wait({pending}, timeout=max(0.0, wait))
             if not done:
-                yield comment()
+                if loop.time() - quiet_since >= HEARTBEAT_SECONDS:
+                    quiet_since = loop.time()
+                    yield comment()
                 continue
+            quiet_since = loop.time()
             step, pending = pending, None
             try:
                 item = step.result()

@@ -104,8 +104,43 @@ def serve(
     settings = Settings(**overrides)
     logging.basicConfig(level=settings.log_level.upper(),
                         format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
-    uvicorn.run(create_app(settings), host=settings.host, port=settings.port,
-                log_level=settings.log_level, proxy_headers=True)
+    lock = _single_process_lock(settings)  # held until this process exits
+    from replicas import draining
+
+    class Server(uvicorn.Server):
+        """On SIGTERM/SIGINT: stop taking connections (uvicorn), end the open streams at once (their clients
+        reconnect elsewhere), let requests in flight finish, then the lifespan hands the leases back."""
+
+        def handle_exit(self, sig, frame) -> None:
+            draining.begin()
+            super().handle_exit(sig, frame)
+
+    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
+                            log_level=settings.log_level, proxy_headers=True, timeout_graceful_shutdown=10)
+    Server(config).run()
+    del lock
+
+
+def _single_process_lock(settings: Settings):
+    """SQLite (and the local runtime beside it) serve from one process: a second `replicas serve` on the same
+    SQLite database is refused with a clear error, not left to corrupt or race the first. The lock is an
+    flock on a file beside the database, released by the kernel when the process ends, however it ends."""
+    import fcntl
+
+    url = settings.resolved_database_url
+    if not url.startswith("sqlite"):
+        return None
+    database = Path(url.split(":///", 1)[1])
+    database.parent.mkdir(parents=True, exist_ok=True)
+    handle = open(database.with_name(database.name + ".serve-lock"), "a+")  # noqa: SIM115 - held for the process
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        typer.echo(f"Error: another `replicas serve` is running on the SQLite database {database}. SQLite and the "
+                   "local runtime serve from one process; to run several, use PostgreSQL (REPLICAS_DATABASE_URL) "
+                   "and the docker or kubernetes runtime.", err=True)
+        raise typer.Exit(1) from None
+    return handle
 
 
 @keys_app.command("create")

@@ -35,18 +35,19 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from replicas import outbound
+from replicas import draining, outbound
 from replicas.crypto import SecretBox
 from replicas.engine_protocol import incompatibility
 from replicas.errors import BadRequest, Conflict, NotFound, ReplicasError, ServiceUnavailable, TooManyRequests
-from replicas.events import EventHub, EventPump, follow
+from replicas.events import EventHub, EventPump, follow, notify
 from replicas.events.pump import connect_via
 from replicas.events.webhooks import WebhookDispatcher, enqueue
-from replicas.services import credentials, hook_runner, loops, provisioning, usage, warm_hooks, warm_pools
+from replicas.services import credentials, hook_runner, leases, loops, provisioning, usage, warm_hooks, warm_pools
 from replicas.services.agent_availability import AgentAvailabilityCache
 from replicas.services.environments import parse_uuid
 from replicas.services.pool_filler import PoolFiller
 from replicas.services.principal import Principal
+from replicas.services.pump_leases import PumpLeases
 from replicas.services.replica_views import (
     active_agent,
     assistant_text,
@@ -71,6 +72,7 @@ ENGINE_VERSION = "v1"
 # What pool workspaces are warmed as: any agent's create claims one (its chat is switched at the claim, as every
 # agent runs in any engine); only the size must match, its limits being the sandbox's own.
 POOL_AGENT, POOL_SIZE = "claude", "small"
+LIFECYCLE_LEASE = "lifecycle-reaper"
 CAPACITY_LOCK = "workspace-capacity"  # a `leases` row used only as a lock: creates are admitted one at a time
 SLASH_COMMANDS = [
     {"command": "/plan", "description": "Plan first: the agent proposes a plan and changes nothing",
@@ -130,6 +132,8 @@ class ReplicaService:
         self._tasks: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
         self.pools = PoolFiller(settings, sessions, self.manager, self.owner_id)
+        self.pumps = PumpLeases(sessions, self.pump, self.owner_id)
+        self.listener: notify.EventListener | None = None
 
     # -- process lifecycle -------------------------------------------------------------------------
 
@@ -137,11 +141,15 @@ class ReplicaService:
         """Say which agents this server can run, reattach to the workspaces this store knows, then run the
         webhook and lifecycle loops."""
         await self.agents.log_summary(log)
+        if self.settings.resolved_database_url.startswith("postgres"):
+            self.listener = notify.EventListener(self.settings.resolved_database_url, self.sessions, self.hub,
+                                                 local=self.pump.running)
+            await self.listener.start()
         async with self.sessions() as session:
             rows = list(await session.scalars(select(Workspace).where(Workspace.status.in_(AWAKE))))
         for row in rows:
             if row.status == "active":
-                self.pump.start(row)
+                await self.pumps.claim(row)  # else another process pumps it (pump_leases.py)
                 self._background(self._check_engine(row))
                 if row.pending_messages:
                     self._background(self._deliver_pending(row.id))
@@ -150,6 +158,7 @@ class ReplicaService:
         self._background(hook_runner.remove_abandoned_sandboxes(self.manager.runtime, self.settings))
         self._loops = [asyncio.create_task(self.dispatcher.run_forever(self.settings.webhook_poll_seconds),
                                            name="webhook-dispatcher"),
+                       asyncio.create_task(self.pumps.run(), name="pump-leases"),
                        asyncio.create_task(self._lifecycle_loop(), name="lifecycle-reaper")]
         if self.settings.pool_enabled:
             self._loops.append(asyncio.create_task(self.pools.run(), name="warm-pool-filler"))
@@ -161,7 +170,11 @@ class ReplicaService:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
         await self.pools.stop()
-        await self.pump.stop_all()
+        await self.pumps.release_all()
+        if self.listener is not None:
+            await self.listener.stop()
+        with contextlib.suppress(Exception):
+            await leases.release(self.sessions, LIFECYCLE_LEASE, self.owner_id)
 
     def _background(self, coro: Coroutine) -> asyncio.Task:
         task = asyncio.create_task(coro)
@@ -426,7 +439,7 @@ class ReplicaService:
                 self._webhook(session, current, "replica.ready", {})
             await session.commit()
             row = current
-        self.pump.start(row)
+        await self.pumps.claim(row)
         await self._deliver_pending(row.id)
 
     async def _fail(self, row: Workspace, message: str) -> None:
@@ -441,7 +454,7 @@ class ReplicaService:
             await usage.close_sessions(session, current.id)
             self._webhook(session, current, "replica.error", {"message": message})
             await session.commit()
-        await self.pump.stop(row.id)
+        await self.pumps.release(row.id)
 
     # -- webhooks ----------------------------------------------------------------------------------
 
@@ -506,6 +519,7 @@ class ReplicaService:
         row.snapshot = snapshot
         if activity:
             row.last_activity_at = utcnow()
+        await notify.announce(session, workspace_id, events[-1]["seq"])  # other processes' streams (PostgreSQL)
 
     # -- messages ----------------------------------------------------------------------------------
 
@@ -739,7 +753,7 @@ class ReplicaService:
         await self._put_to_sleep(row)
 
     async def _put_to_sleep(self, row: Workspace, status: str = "sleeping") -> None:
-        await self.pump.stop(row.id)
+        await self.pumps.release(row.id)
         row = await self.manager.sleep(row)
         async with self.sessions() as session:
             current = await lock_workspace(session, row.id)
@@ -774,7 +788,7 @@ class ReplicaService:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        await self.pump.stop(row.id)
+        await self.pumps.release(row.id)
         row = await self._reload(row.id) or row
         if row.runtime_state:
             try:
@@ -1018,8 +1032,8 @@ class ReplicaService:
         ping = self.settings.sse_ping_seconds
         await self._attach(row.id, ping)
         start = row.last_event_seq if after is None else after
-        async for event in follow(self.sessions, self.hub, row.id, start, poll_interval=min(2.0, ping),
-                                  heartbeat=ping):
+        events = follow(self.sessions, self.hub, row.id, start, poll_interval=min(2.0, ping), heartbeat=ping)
+        async for event in draining.until_drained(events):  # a draining process ends it: the client reconnects
             if event is None:
                 if not await self._attach(row.id, ping):
                     return
@@ -1042,7 +1056,7 @@ class ReplicaService:
 
     async def _lifecycle_loop(self) -> None:
         await loops.run_every("lifecycle reaper", self.settings.lifecycle_interval_seconds, self.reap_once,
-                              lease=loops.Lease(self.sessions, "lifecycle-reaper", self.owner_id))
+                              lease=loops.Lease(self.sessions, LIFECYCLE_LEASE, self.owner_id))
 
     async def reap_once(self) -> list[tuple[str, str]]:
         """One pass of the lifecycle rules; returns the (workspace id, action) pairs taken."""

@@ -1,0 +1,231 @@
+"""Several `replicas serve` processes on one PostgreSQL, with the docker backend: any process serves any replica.
+
+A replica created through process 1 is streamed through process 2 and messaged through process 3, and every
+event arrives once, in order (pump leases, LISTEN/NOTIFY). The process that pumps a workspace is killed with
+SIGKILL mid-turn: another takes the pump over within seconds, a client that reconnects to a survivor with
+Last-Event-ID gets every event once, the turn completes, and each webhook is delivered once. SIGTERM drains a
+process: its streams end at once (the client reconnects elsewhere) and its pump leases are handed back without
+waiting for them to expire. A second `replicas serve` on one SQLite database is refused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import time
+from contextlib import asynccontextmanager
+
+import httpx
+import pytest
+
+from replicas.testing.script import ShellCall, Text
+from tests.cli.test_cli import REPLICAS, _env
+from tests.replicas.conftest import Receiver, backend_env, remove_docker_leftovers
+from tests.replicas.test_events_restart import KEY, Server, auth, is_completed, read_sse, setup_environment
+
+pytestmark = [pytest.mark.slow]
+FAST = {"REPLICAS_SSE_PING_SECONDS": "1", "REPLICAS_CRON_ENABLED": "false", "REPLICAS_POOL_ENABLED": "false",
+        "REPLICAS_ALLOW_PRIVATE_OUTBOUND": "true", "REPLICAS_WEBHOOK_POLL_SECONDS": "0.2"}
+
+
+@asynccontextmanager
+async def processes(tmp_path, agent_tools, database_url: str, count: int = 3):
+    """`count` servers on one PostgreSQL database and one data dir, with the docker backend; at the end every
+    replica is deleted through a live one and no container or volume may be left."""
+    from tests.replicas.conftest import ensure_base_image
+
+    if reason := ensure_base_image():
+        pytest.skip(f"docker backend: {reason}")
+    data_dir = tmp_path / "data"
+    env = _env(data_dir, REPLICAS_BOOTSTRAP_API_KEY=KEY, REPLICAS_TOOLS_DIR=str(agent_tools),
+               REPLICAS_DATABASE_URL=database_url, REPLICAS_SECRET_KEY="many-processes", **FAST,
+               **backend_env("docker"))
+    servers = [Server(data_dir, env) for _ in range(count)]
+    for server in servers:
+        await server.start()
+    try:
+        yield servers
+    finally:
+        alive = [s for s in servers if s.process is not None and s.process.poll() is None]
+        if alive:
+            async with httpx.AsyncClient(base_url=alive[0].base, headers=auth(), timeout=60) as client:
+                for item in (await client.get("/v1/replica", params={"limit": 100})).json().get("replicas", []):
+                    await client.delete(f"/v1/replica/{item['id']}")
+        for server in servers:
+            server.stop()
+        remove_docker_leftovers(data_dir)
+
+
+def client_of(server: Server) -> httpx.AsyncClient:
+    return httpx.AsyncClient(base_url=server.base, headers=auth(), timeout=60)
+
+
+async def pump_owner(client: httpx.AsyncClient, servers: list[Server], replica_id: str, database_url: str):
+    """The server whose process holds the replica's pump lease (read from the store)."""
+    import asyncpg
+
+    connection = await asyncpg.connect(database_url)
+    try:
+        owner = await connection.fetchval("SELECT owner FROM leases WHERE name = $1 AND expires_at > now()",
+                                          f"pump:{replica_id}")
+    finally:
+        await connection.close()
+    if owner is None:
+        return None
+    pid = int(owner.split(":")[1])
+    return next((s for s in servers if s.process.pid == pid), None)
+
+
+async def wait_active(client: httpx.AsyncClient, replica_id: str, timeout: float = 120) -> None:
+    deadline = time.monotonic() + timeout
+    while (await client.get(f"/v1/replica/{replica_id}")).json()["replica"]["status"] != "active":
+        assert time.monotonic() < deadline, "the replica did not become active"
+        await asyncio.sleep(0.2)
+
+
+def ids_of(frames: list[dict]) -> list[int]:
+    return [int(f["id"]) for f in frames if "id" in f]
+
+
+async def test_one_replica_through_three_processes_every_event_once_in_order(tmp_path, agent_tools, model,
+                                                                            make_git_repo, own_database):
+    async with processes(tmp_path, agent_tools, own_database) as servers:
+        first, second, third = servers
+        async with client_of(first) as one, client_of(second) as two, client_of(third) as three:
+            env_id = await setup_environment(one, make_git_repo, model)
+            model.add_turn(Text("First, through one."), ShellCall("sleep 1; echo step"), Text("First done."))
+            created = await one.post("/v1/replica", json={"name": "spread", "environment_id": env_id,
+                                                          "message": "hello"})
+            assert created.status_code == 201, created.text
+            replica_id = created.json()["replica"]["id"]
+
+            frames: list[dict] = []
+            completed = 0
+
+            def second_turn_done(frame: dict) -> bool:
+                nonlocal completed
+                completed += is_completed(frame)
+                return completed == 2
+
+            async def watch() -> None:
+                async with two.stream("GET", f"/v1/replica/{replica_id}/events", params={"after": 0},
+                                      timeout=httpx.Timeout(120, read=120)) as response:
+                    assert response.status_code == 200
+                    await read_sse(response, frames, second_turn_done)
+
+            watcher = asyncio.create_task(watch())
+            deadline = time.monotonic() + 120
+            while not any(is_completed(f) for f in frames):
+                assert time.monotonic() < deadline and not watcher.done(), "the first turn did not arrive"
+                await asyncio.sleep(0.1)
+            model.add_turn(Text("Second, through three."))
+            sent = await three.post(f"/v1/replica/{replica_id}/messages", json={"message": "again"})
+            assert sent.status_code in (200, 202), sent.text
+            await asyncio.wait_for(watcher, 120)
+
+        ids = ids_of(frames)
+        assert ids == list(range(1, len(ids) + 1)), f"gap or duplicate in {ids}"
+        texts = " ".join(str(f["data"]) for f in frames)
+        assert "First done." in texts and "Second, through three." in texts
+
+
+async def test_kill_9_the_pumping_process_mid_turn_another_takes_over(tmp_path, agent_tools, model, make_git_repo,
+                                                                      own_database):
+    receiver = Receiver()
+    try:
+        async with processes(tmp_path, agent_tools, own_database) as servers:
+            async with client_of(servers[0]) as client:
+                env_id = await setup_environment(client, make_git_repo, model)
+                model.add_turn(Text("Slowly."), ShellCall("sleep 2; echo one"), ShellCall("sleep 2; echo two"),
+                               Text("Finished after the kill."))
+                created = await client.post("/v1/replica", json={
+                    "name": "takeover", "environment_id": env_id, "message": "slow work",
+                    "webhook_url": receiver.url})
+                assert created.status_code == 201, created.text
+                replica_id = created.json()["replica"]["id"]
+                await wait_active(client, replica_id)
+                pumper = await pump_owner(client, servers, replica_id, own_database)
+                assert pumper is not None, "nobody holds the pump lease"
+
+            seen: list[dict] = []
+            async with client_of(pumper) as client:
+                async with client.stream("GET", f"/v1/replica/{replica_id}/events", params={"after": 0},
+                                         timeout=httpx.Timeout(60, read=60)) as response:
+                    await asyncio.wait_for(read_sse(response, seen, lambda f: sum(
+                        x.get("event") == "chat.turn.delta" for x in seen) >= 2), 90)
+            assert not any(is_completed(f) for f in seen), "the turn should still be running when killed"
+            pumper.kill()
+            killed_at = time.monotonic()
+            survivors = [s for s in servers if s is not pumper]
+
+            rest: list[dict] = []
+            async with client_of(survivors[0]) as client:
+                async with client.stream("GET", f"/v1/replica/{replica_id}/events",
+                                         headers={"Last-Event-ID": [f for f in seen if "id" in f][-1]["id"]},
+                                         timeout=httpx.Timeout(90, read=90)) as response:
+                    await asyncio.wait_for(read_sse(response, rest, is_completed), 90)
+                new_pumper = await pump_owner(client, survivors, replica_id, own_database)
+            assert new_pumper in survivors, "no survivor took the pump over"
+            print(f"\ntake-over and the turn's end within {time.monotonic() - killed_at:.1f} s of the kill")
+            ids = ids_of(seen) + ids_of(rest)
+            assert ids == list(range(ids[0], ids[0] + len(ids))), f"gap or duplicate in {ids}"
+            assert rest[-1]["data"]["payload"]["isComplete"] is True
+            completions = await receiver.wait("replica.turn_completed")
+            await asyncio.sleep(1.0)  # a second delivery of the same event would have come by now
+            assert len([e for e in receiver.events() if e["type"] == "replica.turn_completed"]) == 1, completions
+            delivery_ids = [headers.get("X-Replicas-Delivery") for headers, _ in receiver.received]
+            assert len(delivery_ids) == len(set(delivery_ids)), "a webhook was delivered twice"
+    finally:
+        receiver.close()
+
+
+async def test_sigterm_ends_the_streams_at_once_and_hands_the_pumps_back(tmp_path, agent_tools, model, make_git_repo,
+                                                                         own_database):
+    async with processes(tmp_path, agent_tools, own_database, count=2) as servers:
+        async with client_of(servers[0]) as client:
+            env_id = await setup_environment(client, make_git_repo, model)
+            model.add_turn(Text("Here."))
+            created = await client.post("/v1/replica", json={"name": "drain", "environment_id": env_id,
+                                                              "message": "hello"})
+            replica_id = created.json()["replica"]["id"]
+            await wait_active(client, replica_id)
+        pumper = await pump_owner(None, servers, replica_id, own_database)
+        other = next(s for s in servers if s is not pumper)
+        async with client_of(pumper) as client:
+            async with client.stream("GET", f"/v1/replica/{replica_id}/events",
+                                     timeout=httpx.Timeout(60, read=60)) as response:
+                lines = response.aiter_lines()
+                await anext(lines)  # attached
+                pumper.process.send_signal(signal.SIGTERM)
+                started = time.monotonic()
+                async for _ in lines:
+                    pass
+                ended = time.monotonic() - started
+        assert ended < 5, f"the stream took {ended:.1f} s to end after SIGTERM"
+        # uvicorn re-raises the signal once it has shut down cleanly (lifespan included).
+        assert pumper.process.wait(timeout=30) in (0, -signal.SIGTERM)
+        assert "Application shutdown complete" in pumper.log_path.read_text()
+        # Handed back, not left to expire: the other process pumps it within its next pass (2 s), not the TTL.
+        deadline = time.monotonic() + 4
+        while await pump_owner(None, [other], replica_id, own_database) is not other:
+            assert time.monotonic() < deadline, "the pump lease was not taken over promptly"
+            await asyncio.sleep(0.2)
+
+
+def test_a_second_serve_on_one_sqlite_database_is_refused(tmp_path):
+    data_dir = tmp_path / "data"
+    env = _env(data_dir, REPLICAS_CRON_ENABLED="false", REPLICAS_POOL_ENABLED="false")
+    first = Server(data_dir, env)
+    asyncio.run(first.start())
+    try:
+        second = subprocess.run([REPLICAS, "serve", "--port", "0", "--data-dir", str(data_dir)], env=env,
+                                capture_output=True, text=True, timeout=60)
+        assert second.returncode == 1, second.stderr
+        assert "another `replicas serve` is running on the SQLite database" in second.stderr
+        assert "PostgreSQL" in second.stderr
+        assert first.process.poll() is None, "the first server must go on"
+    finally:
+        first.stop()
+    assert os.path.exists(data_dir / "replicas.db.serve-lock")
