@@ -367,7 +367,7 @@ class KubernetesRuntime(Runtime):
         if outcome.exit_code != 0:
             raise RuntimeFailure("Workspace upload failed", f"{h.workspace_id}: tar exited {outcome.exit_code}: "
                                  f"{outcome.output[-1000:].decode(errors='replace')}")
-        await asyncio.to_thread(_remove_tree, Path(h.workspace_dir))
+        await asyncio.to_thread(_empty, Path(h.workspace_dir))
         log.info("workspace uploaded workspace_id=%s bytes=%d in %.2fs", h.workspace_id, size,
                  time.monotonic() - started)
 
@@ -492,6 +492,18 @@ class KubernetesRuntime(Runtime):
             await self.api.request("GET", self._path("pods"), query={"limit": "1"})
         except RuntimeFailure as exc:
             raise SandboxUnavailable("Sandbox unavailable", f"{exc.error}: {exc.details}") from None
+
+
+def _empty(staging: Path) -> None:
+    """Drop what was staged (the marker first: a crash half-way never uploads a half again). The directory
+    itself stays until destroy: to this host it is only a name, which a local stand-in for a cluster may
+    have mounted a claim on."""
+    Path(staging, STAGED_MARKER).unlink(missing_ok=True)
+    for entry in staging.iterdir():
+        if entry.is_dir() and not entry.is_symlink():
+            _remove_tree(entry)
+        else:
+            entry.unlink()
 
 
 def _unowned(info: tarfile.TarInfo) -> tarfile.TarInfo:
