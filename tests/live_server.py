@@ -144,3 +144,15 @@ def destroy_workspaces(server: LiveServer) -> None:
     from tests.replicas.conftest import destroy_all
 
     server.call(destroy_all(server.app))
+
+
+def settle(client, replica_id: str, turns: int, timeout: float = 90) -> None:
+    """Wait until the replica is active and idle, with `turns` of Claude Code's turns ended in its history."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        replica = client.replicas.get(replica_id)
+        ended = [e for e in client.replicas.history(replica_id, limit=500).events if e.type == "claude-result"]
+        if replica.status == "active" and not any(c.processing for c in replica.chats) and len(ended) >= turns:
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"replica {replica_id} did not settle after {turns} turn(s)")

@@ -17,6 +17,7 @@ from replicas.testing import ShellCall, Text
 from tests.cli.client_cli import REPLICAS, Cli
 from tests.conftest import git
 from tests.live_server import LiveServer, destroy_workspaces, replica_settings, shop_environment
+from tests.live_server import settle as wait_settled
 
 pytestmark = pytest.mark.slow
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
@@ -44,17 +45,9 @@ def cli(server, tmp_path, model) -> Iterator[Cli]:
     destroy_workspaces(server)
 
 
-def settle(cli: Cli, replica_id: str, turns: int, timeout: float = 90) -> None:
-    """Wait until the replica is active, idle, and its history holds `turns` results of the agent."""
-    deadline = time.monotonic() + timeout
+def settle(cli: Cli, replica_id: str, turns: int) -> None:
     with Replicas(cli.url, api_key=cli.api_key) as client:
-        while time.monotonic() < deadline:
-            replica = client.replicas.get(replica_id)
-            done = [e for e in client.replicas.history(replica_id, limit=500).events if e.type == "claude-result"]
-            if replica.status == "active" and not any(c.processing for c in replica.chats) and len(done) >= turns:
-                return
-            time.sleep(0.3)
-    raise AssertionError(f"replica {replica_id} did not settle after {turns} turn(s)")
+        wait_settled(client, replica_id, turns)
 
 
 def spawn(cli: Cli, *args: str) -> pexpect.spawn:

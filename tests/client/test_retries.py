@@ -14,9 +14,8 @@ from replicas.client import RateLimitError, Replicas, RetryPolicy
 from replicas.testing import Text
 from tests.agents.test_real_clis import agent_tools, model  # noqa: F401 - fixtures
 from tests.cli.client_cli import Cli
-from tests.client.test_sdk_replicas import settle
 from tests.conftest import git
-from tests.live_server import LiveServer, destroy_workspaces, replica_settings, shop_environment
+from tests.live_server import LiveServer, destroy_workspaces, replica_settings, settle, shop_environment
 
 pytestmark = pytest.mark.slow
 
@@ -39,30 +38,31 @@ def test_429_is_retried_after_retry_after_then_reported(server, tmp_path, model)
     git(origin, "commit", "-q", "-m", "initial")
     key = server.new_org_key()
     env_id = shop_environment(server, key, origin, model)["id"]
-    client = Replicas(server.url, api_key=key)
-    model.add_turn(Text("Awake."))
-    first = client.replicas.create(name="first", message="Wake up", environment_id=env_id)
-    settle(client, first.id, 1)
+    with Replicas(server.url, api_key=key) as client:
+        model.add_turn(Text("Awake."))
+        first = client.replicas.create(name="first", message="Wake up", environment_id=env_id)
+        settle(client, first.id, 1)
 
-    impatient = Replicas(server.url, api_key=key, retry=RetryPolicy(max_retries=0))
-    with pytest.raises(RateLimitError) as refused:
-        impatient.replicas.create(name="second", message="Hi", environment_id=env_id)
-    assert refused.value.status == 429 and refused.value.retry_after == 1.0
-    assert refused.value.error == "At capacity: too many active workspaces"
+        with Replicas(server.url, api_key=key, retry=RetryPolicy(max_retries=0)) as impatient:
+            with pytest.raises(RateLimitError) as refused:
+                impatient.replicas.create(name="second", message="Hi", environment_id=env_id)
+        assert refused.value.status == 429 and refused.value.retry_after == 1.0
+        assert refused.value.error == "At capacity: too many active workspaces"
 
-    cli = Cli(server.url, tmp_path / "config", api_key=key)
-    started = time.monotonic()
-    told = cli.fails(1, "create", "second", "-m", "Hi", "-e", "shop")
-    assert time.monotonic() - started >= 3  # three retries, a second apart, before giving up
-    assert "Rate limited: At capacity: too many active workspaces" in told.stderr and "(retry in 1 s)" in told.stderr
+        cli = Cli(server.url, tmp_path / "config", api_key=key)
+        started = time.monotonic()
+        told = cli.fails(1, "create", "second", "-m", "Hi", "-e", "shop")
+        assert time.monotonic() - started >= 3  # three retries, a second apart, before giving up
+        assert "Rate limited: At capacity: too many active workspaces" in told.stderr
+        assert "(retry in 1 s)" in told.stderr
 
-    # Capacity frees up while the SDK waits: its retry gets through.
-    model.add_turn(Text("Second one."))
-    sleeper = threading.Timer(1.5, client.replicas.sleep, args=(first.id,))
-    sleeper.start()
-    started = time.monotonic()
-    second = client.replicas.create(name="second", message="Hi", environment_id=env_id)
-    sleeper.join()
-    assert second.status == "preparing" and time.monotonic() - started >= 1.5
-    settle(client, second.id, 1)
+        # Capacity frees up while the SDK waits: its retry gets through.
+        model.add_turn(Text("Second one."))
+        sleeper = threading.Timer(1.5, client.replicas.sleep, args=(first.id,))
+        sleeper.start()
+        started = time.monotonic()
+        second = client.replicas.create(name="second", message="Hi", environment_id=env_id)
+        sleeper.join()
+        assert second.status == "preparing" and time.monotonic() - started >= 1.5
+        settle(client, second.id, 1)
     assert model.exhausted == []

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import asyncio
 import re
-import time
 from collections.abc import Iterator
 
 import pytest
@@ -16,7 +15,7 @@ from replicas.testing import ShellCall, Text
 from tests.agents.test_real_clis import agent_tools, model  # noqa: F401 - fixtures
 from tests.client.tcp_proxy import TcpProxy
 from tests.conftest import git
-from tests.live_server import LiveServer, destroy_workspaces, replica_settings, shop_environment
+from tests.live_server import LiveServer, destroy_workspaces, replica_settings, settle, shop_environment
 
 pytestmark = pytest.mark.slow
 
@@ -41,17 +40,6 @@ def shop(server, tmp_path, model) -> Iterator[tuple[Replicas, str]]:  # noqa: F8
     with Replicas(server.url, api_key=key) as client:
         yield client, environment["id"]
     destroy_workspaces(server)
-
-
-def settle(client: Replicas, replica_id: str, turns: int, timeout: float = 90) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        replica = client.replicas.get(replica_id)
-        results = [e for e in client.replicas.history(replica_id, limit=500).events if e.type == "claude-result"]
-        if replica.status == "active" and not any(c.processing for c in replica.chats) and len(results) >= turns:
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"replica {replica_id} did not settle after {turns} turn(s)")
 
 
 def test_replica_methods(shop, model):  # noqa: F811
