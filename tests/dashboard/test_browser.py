@@ -1,0 +1,142 @@
+"""The dashboard in a real Chromium against a real control plane, with the real Claude Code behind the scripted
+model: each test is one flow a person goes through (sign in, create and watch, diff, follow-up queued,
+terminal, variables, warm-hook test, sign out, another organization)."""
+
+from __future__ import annotations
+
+import pytest
+from playwright.sync_api import expect
+
+from replicas.client import Replicas
+from replicas.testing import ShellCall, Text
+from tests.dashboard.pom import SLOW, EnvironmentPage, ReplicaPage, ReplicasListPage, SignInPage
+
+pytestmark = pytest.mark.slow
+
+
+def signed_in(page, server, artifacts, key) -> SignInPage:
+    sign_in = SignInPage(page, server.url, artifacts)
+    sign_in.sign_in(key)
+    return sign_in
+
+
+def test_create_a_replica_watch_the_answer_stream_and_read_its_diff(browser_page, server, artifacts, shop, model):
+    key, _ = shop
+    signed_in(browser_page, server, artifacts, key)
+    model.add_turn(ShellCall("printf 'hello\\n' > hello.txt"),
+                   Text("I wrote **hello.txt** for you."))
+    replicas = ReplicasListPage(browser_page, server.url, artifacts)
+    replicas.open()
+    replica_id = replicas.create("first", "Please write hello.txt")
+    page = ReplicaPage(browser_page, server.url, artifacts)
+    page.expect_text("Please write hello.txt")
+    page.expect_text("I wrote hello.txt for you.")
+    expect(browser_page.locator("details.tool summary").first).to_contain_text("Bash: printf")
+    expect(browser_page.get_by_text("Turn complete")).to_be_visible(timeout=SLOW)
+    page.screenshot("replica-chat")
+
+    page.view("Diff")
+    expect(browser_page.get_by_role("button", name="hello.txt")).to_be_visible(timeout=SLOW)
+    expect(browser_page.get_by_role("table", name="Changes in hello.txt")).to_contain_text("hello")
+    page.screenshot("replica-diff")
+
+    replicas.open()
+    expect(replicas.row("first")).to_contain_text("active")
+    page.screenshot("replicas-list")
+    assert replica_id
+
+
+def test_a_follow_up_sent_while_the_agent_works_is_queued(browser_page, server, artifacts, shop, model):
+    key, env = shop
+    signed_in(browser_page, server, artifacts, key)
+    model.add_turn(ShellCall("sleep 6"), Text("Done sleeping."))
+    model.add_turn(Text("Second answer."))
+    with Replicas(server.url, api_key=key) as client:
+        replica = client.replicas.create(name="busy", message="Sleep a while", environment_id=env["id"])
+    page = ReplicaPage(browser_page, server.url, artifacts)
+    page.open(replica.id)
+    expect(browser_page.locator("details.tool summary").first).to_contain_text("sleep 6", timeout=SLOW)
+    page.send("And then this")
+    expect(browser_page.get_by_text("Queued at position")).to_be_visible()
+    expect(page.queue).to_contain_text("And then this")
+    page.screenshot("replica-queue")
+    page.expect_text("Done sleeping.")
+    page.expect_text("Second answer.")
+    expect(page.queue).to_have_count(0)
+
+
+def test_the_terminal_runs_a_command(browser_page, server, artifacts, shop, model):
+    key, env = shop
+    signed_in(browser_page, server, artifacts, key)
+    model.add_turn(Text("Ready."))
+    with Replicas(server.url, api_key=key) as client:
+        replica = client.replicas.create(name="shell", message="Hello", environment_id=env["id"])
+    page = ReplicaPage(browser_page, server.url, artifacts)
+    page.open(replica.id)
+    page.expect_text("Ready.")
+    page.view("Terminal")
+    page.terminal_type("echo hi-from-$((40+2))\n")
+    expect(page.terminal_text()).to_contain_text("hi-from-42", timeout=SLOW)
+    page.screenshot("replica-terminal")
+
+
+def test_an_edited_variable_stays_masked(browser_page, server, artifacts, shop):
+    key, env = shop
+    signed_in(browser_page, server, artifacts, key)
+    page = EnvironmentPage(browser_page, server.url, artifacts)
+    page.open(env["id"], "shop")
+    page.section("Variables")
+    page.add_variable("DEPLOY_TOKEN", "first-secret")
+    row = page.variable_row("DEPLOY_TOKEN")
+    expect(row).to_contain_text("••••")
+    page.edit_variable("DEPLOY_TOKEN", "second-secret")
+    expect(row.get_by_label("Hidden value")).to_be_visible()
+    expect(browser_page.locator("main")).not_to_contain_text("second-secret")
+    page.screenshot("environment-variables")
+    row.get_by_role("button", name="Reveal DEPLOY_TOKEN").click()
+    expect(row).to_contain_text("second-secret")
+
+
+def test_a_warm_hook_test_streams_its_output(browser_page, server, artifacts, shop):
+    key, env = shop
+    signed_in(browser_page, server, artifacts, key)
+    page = EnvironmentPage(browser_page, server.url, artifacts)
+    page.open(env["id"], "shop")
+    page.section("Hooks")
+    page.test_warm_hook("echo warming-up\nsleep 1\necho warm-done\n")
+    expect(page.warm_hook_output).to_contain_text("warming-up", timeout=SLOW)
+    expect(page.warm_hook_output).to_contain_text("warm-done", timeout=SLOW)
+    expect(browser_page.get_by_text("Exit code 0")).to_be_visible(timeout=SLOW)
+    page.screenshot("environment-warm-hook-test")
+
+
+def test_after_sign_out_the_pages_are_refused(browser_page, server, artifacts, shop):
+    key, env = shop
+    sign_in = signed_in(browser_page, server, artifacts, key)
+    assert browser_page.request.get(f"{server.url}/v1/environments").status == 200
+    sign_in.screenshot("sign-in-done")
+    sign_in.sign_out()
+    sign_in.screenshot("signed-out")
+    assert browser_page.request.get(f"{server.url}/v1/environments").status == 401
+    assert browser_page.request.get(f"{server.url}/v1/replica").status == 401
+    for route in ("#/replicas", f"#/environments/{env['id']}", "#/audit"):
+        sign_in.goto(route)
+        sign_in.expect_shown()
+
+
+def test_a_session_of_one_organization_sees_nothing_of_another(browser_page, server, artifacts, shop, model):
+    key, env = shop
+    model.add_turn(Text("Theirs."))
+    with Replicas(server.url, api_key=key) as client:
+        theirs = client.replicas.create(name="their-replica", message="Hi", environment_id=env["id"])
+    other = server.new_org_key()
+    signed_in(browser_page, server, artifacts, other)
+    replicas = ReplicasListPage(browser_page, server.url, artifacts)
+    expect(browser_page.get_by_text("No replicas yet")).to_be_visible()
+    expect(browser_page.get_by_role("link", name="their-replica")).to_have_count(0)
+    ReplicaPage(browser_page, server.url, artifacts).open(theirs.id)
+    expect(browser_page.get_by_role("alert")).to_contain_text("not found", ignore_case=True)
+    replicas.goto(f"#/environments/{env['id']}")
+    expect(browser_page.get_by_role("alert")).to_contain_text("not found", ignore_case=True)
+    assert browser_page.request.get(f"{server.url}/v1/replica/{theirs.id}").status == 404
+    assert browser_page.request.get(f"{server.url}/v1/replicas/search?q=their").json()["total"] == 0
