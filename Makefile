@@ -3,7 +3,7 @@ PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: run test install lint bench migration
+.PHONY: run test install lint bench migration dashboard-vendor dashboard-check
 
 $(STAMP): pyproject.toml
 	test -x $(VENV)/bin/python || $(PYTHON) -m venv $(VENV)
@@ -34,3 +34,11 @@ migration: install
 	REPLICAS_MIGRATION_URL=sqlite:///.replicas/migration-scratch/dev.db $(VENV)/bin/python -c \
 	  "from alembic import command; from replicas.store.db import alembic_config; c = alembic_config(); \
 	   command.upgrade(c, 'head'); command.revision(c, message='$(MESSAGE)', autogenerate=True)"
+
+## The dashboard's vendored libraries (src/replicas/dashboard/static/vendor/) from npm, at the versions in
+## src/replicas/dashboard/vendor.lock.json; dashboard-check verifies them against the tarballs, changing nothing.
+dashboard-vendor: install
+	$(VENV)/bin/python -m replicas.dashboard.vendoring
+
+dashboard-check: install
+	$(VENV)/bin/python -m replicas.dashboard.vendoring --check

@@ -2,6 +2,7 @@
 
     python -m replicas.dashboard.vendoring          # (make dashboard-vendor) fetch, verify, copy, re-lock
     python -m replicas.dashboard.vendoring --check  # fetch and verify only: exit 1 if any file differs
+                                                    # (exit 2: npm could not fetch a package)
 
 Each package is fetched with `npm pack <name>@<version>` (the npm client, through the configured registry),
 its tarball checked against the lock's `integrity` (npm's sha512; recorded the first time), and the listed
@@ -60,7 +61,11 @@ def vendor(check: bool) -> int:
     with tempfile.TemporaryDirectory() as scratch:
         for package in lock["packages"]:
             name, version = package["name"], package["version"]
-            tarball, integrity = _pack(name, version, Path(scratch))
+            try:
+                tarball, integrity = _pack(name, version, Path(scratch))
+            except (subprocess.SubprocessError, OSError) as exc:
+                print(f"npm pack {name}@{version} failed: {exc}", file=sys.stderr)
+                return 2
             if package.get("integrity") and package["integrity"] != integrity:
                 problems.append(f"{name}@{version}: the tarball's integrity {integrity} is not the locked one")
                 continue
