@@ -464,8 +464,7 @@ async def test_without_bubblewrap_auto_runs_unsandboxed_and_says_so_once(make_ru
 
 def test_create_runtime_picks_the_configured_backend(data_dir):
     assert isinstance(create_runtime(Settings(data_dir=data_dir, runtime="local")), LocalRuntime)
-    with pytest.raises(RuntimeFailure):
-        create_runtime(Settings(data_dir=data_dir, runtime="kubernetes"))
+    assert create_runtime(Settings(data_dir=data_dir, runtime="kubernetes")).name == "kubernetes"
 
 
 # -- cgroups on a fake tree: the files written, with no privileges needed ---------------------------
