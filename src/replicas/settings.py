@@ -89,6 +89,22 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(default=10.0, gt=0)
     webhook_retry_delays: list[float] = Field(default_factory=lambda: [10.0, 60.0, 300.0])
     webhook_poll_seconds: float = Field(default=1.0, gt=0)
+    # The agent in the team's loop (services/team_loop.py; README, "Integrations"). `@<mention_handle>` in a GitHub
+    # or GitLab comment, or a Linear comment, starts a workspace or reaches the one already on that thread.
+    mention_handle: str = "replicas"
+    # The team loop's watcher: a pass every this many seconds sends due follow-ups, posts turn results back and
+    # archives workspaces whose pull requests closed.
+    team_loop_interval_seconds: float = Field(default=2.0, gt=0)
+    # Review comments on one pull request are held this many quiet seconds, then sent as one message.
+    review_batch_seconds: float = Field(default=10.0, ge=0)
+    # A workspace whose last tracked pull request merged or closed is archived this long after (unless its
+    # `keep_open_on_pr_merge` / `keep_open_on_pr_close` preference says otherwise).
+    pr_close_grace_seconds: float = Field(default=300.0, ge=0)
+    # A turn's result is posted once the repositories' state after the turn is in, or this long after the turn.
+    reply_wait_seconds: float = Field(default=10.0, ge=0)
+    # Calls to the providers' APIs (comments, reactions, job logs): timeout per attempt, delays between retries.
+    provider_timeout_seconds: float = Field(default=15.0, gt=0)
+    provider_retry_delays: list[float] = Field(default_factory=lambda: [1.0, 5.0, 30.0])
 
     # Docker backend (`runtime = "docker"`, runtime/docker.py). The Docker engine: None honours DOCKER_HOST
     # (unix socket, tcp://, ssh://), else the local socket.

@@ -19,6 +19,8 @@ trigger is fired with the raw payload (`trigger_payload`), the normalised summar
 and `<provider>:<delivery id>` (so a redelivery fires nothing new). With `group_pr_events` (GitHub, GitLab)
 or `group_thread_replies` (Slack), a later event for a PR/MR or thread that already has a live workspace
 from that automation goes to it as a follow-up message instead (still recorded as an execution).
+Before the automations, GitHub, GitLab, Slack and Linear deliveries go to the team loop (team_loop.py):
+mentions that start or steer workspaces, pull request follow-ups, and closing.
 Linear has no trigger type in the contract: its deliveries are verified and logged, and fire automations
 only once a `linear` trigger type exists (`{event: issue.created|issue.updated|comment.created, team_keys?}`).
 """
@@ -42,7 +44,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from replicas.crypto import SecretBox
 from replicas.errors import BadRequest, Forbidden, NotFound, ReplicasError
-from replicas.services import audit
+from replicas.services import audit, integration_credentials, team_loop
 from replicas.services import automations as automations_service
 from replicas.services.automation_triggers import (
     actor_excluded,
@@ -118,27 +120,34 @@ async def _get(session: AsyncSession, organization_id: uuid.UUID, provider: str)
 
 
 async def set_secret(session: AsyncSession, box: SecretBox, principal: Principal, provider: str,
-                     secret: str) -> IntegrationSecret:
-    """Create or replace the organization's secret for `provider` (admins only; audited, never the secret)."""
+                     secret: str | None, loop: dict[str, Any] | None = None) -> IntegrationSecret:
+    """Create or replace the organization's secret for `provider`, and set the team loop's token and options
+    given in `loop` (integration_credentials.py). Admins only; audited, never a secret. The secret may be left
+    out once one is stored."""
     _require_admin(principal)
     check_provider(provider)
-    if not isinstance(secret, str) or not secret.strip() or len(secret) > MAX_SECRET_LENGTH:
-        raise BadRequest("Invalid request", f"secret: must be 1 to {MAX_SECRET_LENGTH} characters")
     row = await _get(session, principal.organization_id, provider)
+    if secret is None and row is None:
+        raise BadRequest("Invalid request", "secret: required to configure an integration")
+    if secret is not None and (not isinstance(secret, str) or not secret.strip() or len(secret) > MAX_SECRET_LENGTH):
+        raise BadRequest("Invalid request", f"secret: must be 1 to {MAX_SECRET_LENGTH} characters")
+    changed = await integration_credentials.apply(session, box, principal.organization_id, provider, loop or {})
     action = "integration.updated" if row else "integration.configured"
     if row is None:
         # The id is derived from (organization, provider), so two concurrent first PUTs cannot both insert.
         row = IntegrationSecret(id=uuid.uuid5(principal.organization_id, f"integration:{provider}"),
                                 organization_id=principal.organization_id, provider=provider)
         session.add(row)
-    row.secret_encrypted = box.encrypt(secret)
+    if secret is not None:
+        row.secret_encrypted = box.encrypt(secret)
     row.updated_at = utcnow()
-    audit.record(session, principal, action, "integration", provider, after={"provider": provider})
+    after = {"provider": provider, **({"changed": changed} if changed else {})}
+    audit.record(session, principal, action, "integration", provider, after=after)
     try:
         await session.commit()
     except IntegrityError:
         await session.rollback()
-        return await set_secret(session, box, principal, provider, secret)
+        return await set_secret(session, box, principal, provider, secret, loop)
     return row
 
 
@@ -149,13 +158,17 @@ async def list_secrets(session: AsyncSession, principal: Principal) -> list[Inte
 
 
 async def delete_secret(session: AsyncSession, principal: Principal, provider: str) -> None:
-    """Remove the secret: that provider's deliveries get 404 from then on."""
+    """Remove the secret (and the team loop's token and options): that provider's deliveries get 404 from
+    then on."""
     _require_admin(principal)
     row = await _get(session, principal.organization_id, check_provider(provider))
     if row is None:
         raise NotFound("Integration not configured")
     audit.record(session, principal, "integration.deleted", "integration", provider, before={"provider": provider})
     await session.delete(row)
+    credential = await integration_credentials.get_row(session, principal.organization_id, provider)
+    if credential is not None:  # the token and the team loop's options go with it
+        await session.delete(credential)
     await session.commit()
 
 
@@ -513,6 +526,7 @@ async def receive(services: Any, provider: str, organization_ref: str, body: byt
                     organization_id, exc)
         raise
     payload = _payload(provider, body)
+    await team_loop.route(services, provider, organization_id, headers, payload)  # mentions, PR follow-ups
     event = PARSERS[provider](headers, payload)
     if event.event is None:
         log.info("integration delivery ignored provider=%s organization_id=%s delivery_id=%s what=%s", provider,

@@ -1,11 +1,14 @@
 """/v1/integrations (ours): per-organization secrets for inbound provider webhooks, and the receivers.
 
     GET     /v1/integrations                                       configured providers (never a secret)
-    PUT     /v1/integrations/{provider}                            {secret} (admins; audited)
+    PUT     /v1/integrations/{provider}                            {secret, token, api_url, allowed_logins, ...}
+                                                                   (admins; audited)
     DELETE  /v1/integrations/{provider}                            (admins; audited)
     POST    /v1/integrations/{provider}/webhook/{organization_id}  no auth: verified with that org's secret
 
-`provider` is github, gitlab, slack, sentry or linear. A delivery that fails verification gets 401
+`provider` is github, gitlab, slack, sentry or linear. GitHub, GitLab, Slack and Linear also take the
+team loop's API token (stored encrypted, never shown again) and options
+(services/integration_credentials.py). A delivery that fails verification gets 401
 `{"error": "Invalid signature"}` (the reason is logged, not returned) and fires nothing; an unknown
 organization or an unconfigured provider gets 404. A verified event answers 202
 `{accepted: true, executions: [...]}` as soon as the executions are recorded (workspaces boot in the
@@ -27,6 +30,7 @@ from replicas.api.schemas.integrations import (
     integration_view,
 )
 from replicas.errors import PayloadTooLarge, Unauthorized
+from replicas.services import integration_credentials
 from replicas.services import integrations as service
 
 router = APIRouter(prefix="/v1/integrations", tags=["Integrations"], responses=ERROR_RESPONSES)
@@ -37,15 +41,18 @@ MAX_DELIVERY_BYTES = 1024 * 1024  # GitHub caps deliveries at 25 MB; PR and aler
 @router.get("", response_model=IntegrationList)
 async def list_integrations(session: SessionDep, principal: PrincipalDep, settings: SettingsDep):
     rows = await service.list_secrets(session, principal)
-    return {"integrations": [integration_view(row, settings) for row in rows]}
+    credentials = await integration_credentials.for_organization(session, principal.organization_id)
+    return {"integrations": [integration_view(row, settings, credentials.get(row.provider)) for row in rows]}
 
 
 @router.put("/{provider}", response_model=IntegrationView)
 async def set_integration(provider: str, body: SetIntegrationRequest, session: SessionDep,
                           principal: PrincipalDep, box: BoxDep, settings: SettingsDep):
-    """Set (or replace) the provider's secret; answers the webhook URL to configure at the provider."""
-    row = await service.set_secret(session, box, principal, provider, body.secret)
-    return integration_view(row, settings)
+    """Set (or replace) the provider's secret and the team loop's token and options; answers the webhook URL to
+    configure at the provider."""
+    row = await service.set_secret(session, box, principal, provider, body.secret, body.loop_changes())
+    credential = await integration_credentials.get_row(session, principal.organization_id, provider)
+    return integration_view(row, settings, credential)
 
 
 @router.delete("/{provider}", response_model=SuccessResponse)

@@ -1,0 +1,98 @@
+"""Answering where the team works: a comment on the GitHub issue or pull request, a note on GitLab, a reply in
+the Slack thread, a comment on the Linear issue, and Slack's 👀 on a mention. Each goes through the provider's
+client (services/providers/) with the organization's stored token; a failure (after the client's retries) is
+recorded on the thread (`details.last_error`) and logged, and never reaches the workspace.
+
+    await post(services, thread, "Opened https://github.com/acme/shop/pull/7 ...")
+    text = turn_result(workspace, chat_id, thread)     # the PR links and the turn's last words
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from typing import Any
+
+from replicas.services import integration_credentials
+from replicas.services.providers import ProviderError, client_for
+from replicas.services.team_threads import pull_request_key
+from replicas.store.models import Workspace, utcnow
+from replicas.store.team_models import TeamThread
+
+log = logging.getLogger("replicas.team_loop")
+MAX_SUMMARY = 6000
+POSTED_KEPT = 50  # comment ids remembered per thread, so that the server's own comments never loop
+
+
+async def _credential(services: Any, organization_id: uuid.UUID, provider: str):
+    async with services.sessions() as session:
+        return await integration_credentials.load(session, services.box, organization_id, provider)
+
+
+async def send(services: Any, organization_id: uuid.UUID, provider: str, target: dict[str, Any],
+               text: str) -> str | None:
+    """Post `text` where `target` says; returns the posted comment's id. Raises ProviderError."""
+    credential = await _credential(services, organization_id, provider)
+    async with client_for(provider, credential.token, credential.api_url, services.settings) as client:
+        if provider == "github":
+            return str((await client.comment(target["repository"], int(target["number"]), text)).get("id"))
+        if provider == "gitlab":
+            return str((await client.note(target["project_id"], target["noteable"], int(target["iid"]), text))
+                       .get("id"))
+        if provider == "slack":
+            return (await client.post_message(target["channel"], target["thread_ts"], text)).get("ts")
+        return (await client.comment(target["issue_id"], text)).get("id")
+
+
+async def post(services: Any, thread: TeamThread, text: str) -> bool:
+    """Post on the thread; remember the comment's id (never a follow-up) or record the failure."""
+    try:
+        posted = await send(services, thread.organization_id, thread.provider, thread.target, text)
+    except ProviderError as exc:
+        log.warning("team loop reply failed thread=%s provider=%s: %s", thread.key, thread.provider, exc)
+        await _note(services, thread.id, last_error={"message": str(exc), "at": utcnow().isoformat()})
+        return False
+    log.info("team loop replied thread=%s provider=%s", thread.key, thread.provider)
+    await _note(services, thread.id, posted=posted)
+    return True
+
+
+async def _note(services: Any, thread_id: uuid.UUID, *, posted: str | None = None,
+                last_error: dict | None = None) -> None:
+    async with services.sessions() as session:
+        row = await session.get(TeamThread, thread_id)
+        if row is None:
+            return
+        details = dict(row.details or {})
+        if posted:
+            details["posted"] = [*details.get("posted", []), posted][-POSTED_KEPT:]
+        if last_error:
+            details["last_error"] = last_error
+        row.details = details
+        await session.commit()
+
+
+async def react(services: Any, organization_id: uuid.UUID, channel: str, ts: str, name: str = "eyes") -> None:
+    """Slack's acknowledgement of a mention; a failure is logged only."""
+    credential = await _credential(services, organization_id, "slack")
+    try:
+        async with client_for("slack", credential.token, credential.api_url, services.settings) as client:
+            await client.add_reaction(channel, ts, name)
+    except ProviderError as exc:
+        log.warning("slack reaction failed channel=%s: %s", channel, exc)
+
+
+def turn_result(workspace: Workspace, chat_id: str | None, thread: TeamThread) -> str:
+    """What a finished turn leaves on the thread: the workspace's pull requests (other than the thread itself)
+    and the turn's last words."""
+    links = [pr["url"] for pr in workspace.pull_requests or []
+             if pr.get("url") and (pull_request_key(pr["url"]) or ("", ""))[1] != thread.key]
+    texts = (workspace.snapshot or {}).get("last_text") or {}
+    summary = (texts.get(str(chat_id)) if chat_id else None) or texts.get(str(workspace.default_chat_id)) or ""
+    summary = summary.strip()[-MAX_SUMMARY:]
+    parts = []
+    if links:
+        label = "Pull request" if len(links) == 1 else "Pull requests"
+        parts.append(f"{label}: " + ", ".join(links))
+    parts.append(summary or "The agent finished its turn without a summary.")
+    return "\n\n".join(parts)

@@ -1,0 +1,139 @@
+"""Loopback stand-ins for the providers' APIs the team loop answers through, one server with a prefix per
+provider (`/github`, `/gitlab`, `/slack`, `/linear`). Each records the requests it gets and answers in the
+provider's documented shape:
+
+- GitHub REST: `POST /repos/{o}/{r}/issues/{n}/comments` (201, an issue comment), `POST /repos/{o}/{r}/pulls`
+  (201, a pull request numbered from 7; what the engine's publish path opens), `GET /repos/{o}/{r}/pulls`
+  (the open ones of a head), `GET /repos/{o}/{r}/pulls/{n}`, `GET /repos/{o}/{r}/actions/runs/{id}/jobs`,
+  `GET /repos/{o}/{r}/actions/jobs/{id}/logs` (302 to the log's download URL, as GitHub does).
+- GitLab REST v4: `POST /projects/{id}/(issues|merge_requests)/{iid}/notes`, `GET /projects/{id}/jobs/{id}/trace`.
+- Slack Web API: `chat.postMessage`, `reactions.add` (200 with `ok`).
+- Linear GraphQL: `POST /graphql` with the `commentCreate` mutation.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import threading
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+
+@dataclass
+class Recorded:
+    method: str
+    path: str
+    headers: dict[str, str]
+    body: Any
+
+
+@dataclass
+class StandIn:
+    """The server, what it recorded, and what it is told to answer (job logs, pull requests, failures)."""
+
+    requests: list[Recorded] = field(default_factory=list)
+    logs: dict[int, str] = field(default_factory=dict)
+    jobs: dict[int, list[dict]] = field(default_factory=dict)  # workflow run id -> jobs
+    pulls: dict[int, dict] = field(default_factory=dict)  # GitHub pull requests, opened or told
+    fail_next: int = 0  # answer this many requests 502 first (retries)
+    next_number: int = 7
+    next_id: int = 900000
+
+    def start(self) -> StandIn:
+        stand_in = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def _answer(self, status: int, body: Any = None, headers: dict | None = None) -> None:
+                data = (body if isinstance(body, str) else json.dumps(body)).encode() if body is not None else b""
+                self.send_response(status)
+                for key, value in (headers or {}).items():
+                    self.send_header(key, value)
+                self.send_header("Content-Type", "text/plain" if isinstance(body, str) else "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def _handle(self, method: str) -> None:
+                raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                try:
+                    body = json.loads(raw) if raw else None
+                except ValueError:
+                    body = raw.decode(errors="replace")
+                stand_in.requests.append(Recorded(method, self.path, dict(self.headers), body))
+                if stand_in.fail_next > 0:
+                    stand_in.fail_next -= 1
+                    return self._answer(502, {"message": "Bad Gateway"})
+                status, answer, headers = stand_in.answer(method, self.path.split("?")[0], body, self)
+                self._answer(status, answer, headers)
+
+            def do_GET(self):
+                self._handle("GET")
+
+            def do_POST(self):
+                self._handle("POST")
+
+            def log_message(self, *args):
+                pass
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        return self
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def _id(self) -> int:
+        self.next_id += 1
+        return self.next_id
+
+    def answer(self, method: str, path: str, body: Any, handler) -> tuple[int, Any, dict | None]:
+        auth = handler.headers.get("Authorization") or handler.headers.get("PRIVATE-TOKEN")
+        if not auth and not path.startswith("/blob/"):  # a log's download URL is pre-signed
+            return 401, {"message": "Requires authentication"}, None
+        if match := re.fullmatch(r"/github/repos/([^/]+/[^/]+)/issues/(\d+)/comments", path):
+            cid = self._id()
+            return 201, {"id": cid, "body": body["body"], "user": {"login": "replicas-bot[bot]", "type": "Bot"},
+                         "html_url": f"https://github.com/{match[1]}/issues/{match[2]}#issuecomment-{cid}"}, None
+        if (match := re.fullmatch(r"/github/repos/([^/]+/[^/]+)/pulls", path)) and method == "POST":
+            number, self.next_number = self.next_number, self.next_number + 1
+            pull = {"id": self._id(), "number": number, "state": "open", "title": body["title"], "body": body["body"],
+                    "html_url": f"https://github.com/{match[1]}/pull/{number}", "mergeable": True,
+                    "head": {"ref": body["head"], "sha": "f" * 40}, "base": {"ref": body["base"]}}
+            self.pulls[number] = pull
+            return 201, pull, None
+        if re.fullmatch(r"/github/repos/([^/]+/[^/]+)/pulls", path):
+            return 200, [], None
+        if match := re.fullmatch(r"/github/repos/([^/]+/[^/]+)/pulls/(\d+)", path):
+            pull = self.pulls.get(int(match[2]))
+            return (200, pull, None) if pull else (404, {"message": "Not Found"}, None)
+        if match := re.fullmatch(r"/github/repos/[^/]+/[^/]+/actions/runs/(\d+)/jobs", path):
+            jobs = self.jobs.get(int(match[1]), [])
+            return 200, {"total_count": len(jobs), "jobs": jobs}, None
+        if match := re.fullmatch(r"/github/repos/[^/]+/[^/]+/actions/jobs/(\d+)/logs", path):
+            if int(match[1]) not in self.logs:
+                return 404, {"message": "Not Found"}, None
+            return 302, None, {"Location": f"{self.url}/blob/logs/{match[1]}.txt"}
+        if match := re.fullmatch(r"/blob/logs/(\d+)\.txt", path):
+            return 200, self.logs[int(match[1])], None
+        if re.fullmatch(r"/gitlab/projects/[^/]+/(issues|merge_requests)/\d+/notes", path):
+            return 201, {"id": self._id(), "body": body["body"], "author": {"username": "replicas-bot"}}, None
+        if match := re.fullmatch(r"/gitlab/projects/[^/]+/jobs/(\d+)/trace", path):
+            return 200, self.logs.get(int(match[1]), ""), None
+        if path == "/slack/chat.postMessage":
+            return 200, {"ok": True, "channel": body["channel"], "ts": f"1712000000.{self._id()}",
+                         "message": {"text": body["text"], "bot_id": "B0BOT", "thread_ts": body["thread_ts"]}}, None
+        if path == "/slack/reactions.add":
+            return 200, {"ok": True}, None
+        if path == "/linear/graphql":
+            cid = f"comment-{self._id()}"
+            return 200, {"data": {"commentCreate": {"success": True, "comment": {
+                "id": cid, "url": f"https://linear.app/acme/issue/ENG-123#comment-{cid}"}}}}, None
+        return 404, {"message": "Not Found"}, None
+
+    def made(self, method: str, pattern: str) -> list[Recorded]:
+        return [r for r in self.requests if r.method == method and re.search(pattern, r.path)]

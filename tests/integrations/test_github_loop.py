@@ -1,0 +1,200 @@
+"""The agent in GitHub's loop, end to end: signed deliveries in GitHub's documented shapes into the real receiver,
+the real Claude Code behind the scripted model in a real workspace, and GitHub's REST API played by a loopback
+stand-in that records what GitHub would see.
+
+The agent "opens a pull request" the way a workspace does: it commits on a branch, and the engine's publish path
+pushes it and calls `POST /repos/acme/shop/pulls` (GITHUB_API_URL points at the stand-in). The checkout's origin
+is renamed to the GitHub URL for that, with git's `insteadOf` sending the push to the local bare origin.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import json
+import uuid
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from replicas.store.models import Workspace
+from replicas.store.team_models import TeamMessage, TeamThread
+from replicas.testing import ShellCall, Text
+from tests.automations.test_receivers import _sent_text, github, post
+from tests.integrations.conftest import FAST, connect
+from tests.replicas.conftest import create, row_of, status_of, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.replica_settings(**FAST),
+              pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
+
+PAYLOADS = Path(__file__).parent / "payloads"
+BRANCH = "replicas/fix-checkout"
+
+
+def payload(name: str) -> dict:
+    return json.loads((PAYLOADS / f"{name}.json").read_text())
+
+
+def open_pull_request(branch: str = BRANCH) -> ShellCall:
+    """What the agent runs: commit on a branch of a checkout whose origin is github.com/acme/shop; the engine
+    pushes it after the turn (git's `insteadOf` sends the push to a bare repository in the workspace, GitHub's git
+    side for this test) and opens the pull request through GitHub's API."""
+    return ShellCall(
+        "cd ~/workspaces/shop && git init -q --bare ~/github-acme-shop.git"
+        " && git config url.$HOME/github-acme-shop.git.insteadOf https://github.com/acme/shop.git"
+        " && git remote set-url origin https://github.com/acme/shop.git"
+        f" && git switch -q -c {branch} && printf 'def checkout(cart):\\n    return 400\\n' > checkout.py"
+        f" && git add checkout.py && git commit -qm 'Fix the empty-cart 500'")
+
+
+async def github_variables(client, env, stand_in) -> None:
+    for key, value in {"GITHUB_TOKEN": "ghs_workspace_token", "GITHUB_API_URL": f"{stand_in.url}/github"}.items():
+        response = await client.post(f"/v1/environments/{env.environment_id}/variables",
+                                     json={"key": key, "value": value})
+        assert response.status_code == 201, response.text
+
+
+async def comments_on(stand_in, number: int, count: int = 1) -> list[dict]:
+    async def found():
+        made = stand_in.made("POST", rf"/github/repos/acme/shop/issues/{number}/comments$")
+        return made if len(made) >= count else None
+
+    return [r.body for r in await wait_for(found, timeout=120, what=f"{count} comment(s) on #{number}")]
+
+
+async def prompt_with(model, text: str) -> str:
+    """The newest text sent to the model that holds `text` (waited for: the agent's next turn)."""
+    async def found():
+        return next((sent for index in range(len(model.model_requests()) - 1, -1, -1)
+                     if text in (sent := _sent_text(model, index))), None)
+
+    return await wait_for(found, timeout=60, what=f"a model request with {text!r}")
+
+
+def turns(model) -> int:
+    """How many turns the agent started (prompts the scripted model saw)."""
+    return model.cursor.turn + 1
+
+
+async def github_workspaces(app) -> list[Workspace]:
+    async with app.state.sessions() as session:
+        return list(await session.scalars(select(Workspace).where(Workspace.source == "github")))
+
+
+async def test_mention_to_pull_request_to_comment_then_reviews_checks_and_merge(loop_app, client, anonymous,
+                                                                                replica_env, model, stand_in):
+    app = loop_app
+    await github_variables(client, replica_env, stand_in)
+    path = await connect(client, stand_in, "github", allowed_logins=["octocat", "@Hubot"],
+                         bot_login="replicas-bot[bot]")
+    model.add_turn(open_pull_request(),
+                   Text("Plan: answer 400 for an empty cart. Done: checkout() now returns 400."))
+
+    # An allowed login mentions @replicas on an issue: a workspace (source github) on acme/shop.
+    mention = payload("github_issue_comment_mention")
+    response = await post(anonymous, path, github(mention, event="issue_comment", delivery="d-mention"))
+    assert response.status_code == 202, response.text
+    [workspace] = await wait_for(lambda: github_workspaces(app), what="the github workspace")
+    assert workspace.config["capabilities"]["pr_followups"] is True
+
+    # The turn opened the pull request through the engine's publish path, then the issue got the comment.
+    [comment] = await comments_on(stand_in, 12)
+    [opened] = stand_in.made("POST", r"/github/repos/acme/shop/pulls$")
+    assert opened.body["head"] == BRANCH and opened.body["base"] == "main"
+    assert opened.headers["Authorization"] == "Bearer ghs_workspace_token"
+    assert "Pull request: https://github.com/acme/shop/pull/7" in comment["body"]
+    assert "checkout() now returns 400" in comment["body"]
+    [posted] = stand_in.made("POST", r"/issues/12/comments$")
+    assert posted.headers["Authorization"] == "Bearer ghs_installation_token"
+    first = _sent_text(model, 0)
+    assert "Checkout returns a 500 for an empty cart" in first and "Expected a friendly message" in first
+    assert "@replicas can you fix this?" in first and "Plan first" in first
+
+    # A redelivery and the server's own comment (GitHub delivers it too) reach nobody.
+    assert (await post(anonymous, path, github(mention, event="issue_comment", delivery="d-mention"))
+            ).status_code == 202
+    own = copy.deepcopy(mention)
+    own["comment"].update(id=comment_id(stand_in), body=comment["body"] + "\n\n@replicas", user={
+        "login": "replicas-bot[bot]", "id": 99999, "type": "Bot"})
+    own["sender"] = own["comment"]["user"]
+    assert (await post(anonymous, path, github(own, event="issue_comment"))).status_code == 202
+    # Someone not on the allow-list cannot start or steer anything.
+    stranger = copy.deepcopy(mention)
+    stranger["comment"]["user"] = stranger["sender"] = {"login": "mallory", "id": 1, "type": "User"}
+    assert (await post(anonymous, path, github(stranger, event="issue_comment"))).status_code == 202
+
+    # Two review comments in a burst: one follow-up message to the same workspace, then a comment on the PR.
+    model.add_turn(Text("Addressed both review comments."))
+    review = payload("github_pull_request_review_comment")
+    second = copy.deepcopy(review)
+    second["comment"].update(id=1800000002, path="checkout.py", line=2, body="Add a test for this.")
+    for body, delivery in ((review, "d-review-1"), (second, "d-review-2")):
+        assert (await post(anonymous, path, github(body, event="pull_request_review_comment", delivery=delivery))
+                ).status_code == 202
+    sent = await prompt_with(model, "Review comments on")
+    assert "Review comments on https://github.com/acme/shop/pull/7" in sent
+    assert "`app.py:3` (@hubot): An empty cart should answer 400" in sent
+    assert "`checkout.py:2` (@hubot): Add a test for this." in sent
+    [reply] = await comments_on(stand_in, 7)
+    assert "Addressed both review comments." in reply["body"]
+    assert len(await github_workspaces(app)) == 1
+
+    # A failed check run: the job's name and the tail of its log.
+    stand_in.logs[31000000001] = "\n".join(f"line {n}" for n in range(200)) + \
+        "\nFAILED tests/test_app.py::test_empty_cart - assert 500 == 400\n"
+    model.add_turn(Text("Fixed the failing test."))
+    check = payload("github_check_run_failed")
+    assert (await post(anonymous, path, github(check, event="check_run", delivery="d-check"))).status_code == 202
+    sent = await prompt_with(model, "CI failed on")
+    assert "CI failed on" in sent and "### test (3.12) (failure)" in sent
+    assert "FAILED tests/test_app.py::test_empty_cart - assert 500 == 400" in sent and "line 199" in sent
+    assert "line 10\n" not in sent  # only the tail
+    await comments_on(stand_in, 7, count=2)
+    # The same job reported again (a redelivery, or the workflow run) is not sent twice.
+    assert (await post(anonymous, path, github(check, event="check_run", delivery="d-check-again"))
+            ).status_code == 202
+
+    # Merged: the last tracked pull request closed, so the workspace is archived after the grace period.
+    closed = payload("github_pull_request_closed")
+    assert (await post(anonymous, path, github(closed, event="pull_request", delivery="d-merged"))
+            ).status_code == 202
+    await wait_for(lambda: _status_is(app, str(workspace.id), "archived"), timeout=30, what="the archive")
+    assert turns(model) == 3
+    async with app.state.sessions() as session:
+        kinds = sorted(m.kind for m in await session.scalars(select(TeamMessage)))
+    assert kinds == ["check_failed", "mention", "pr_closed", "review", "review"]
+
+
+def comment_id(stand_in) -> int:
+    return stand_in.next_id  # the id of the comment the stand-in made last
+
+
+async def _status_is(app, workspace_id: str, status: str) -> bool:
+    return await status_of(app, workspace_id) == status
+
+
+async def test_keep_open_on_pr_merge_keeps_the_workspace(loop_app, client, anonymous, replica_env, model, stand_in):
+    """Any workspace's pull request is tracked (here one created through the API): merged, it stays open when
+    its preference says so."""
+    app = loop_app
+    await github_variables(client, replica_env, stand_in)
+    path = await connect(client, stand_in, "github", allowed_logins=["octocat"])
+    model.add_turn(open_pull_request(), Text("Opened the pull request."))
+    created = await create(client, replica_env, "Fix the empty cart",
+                           config={"preferences": {"keep_open_on_pr_merge": True}})
+
+    async def has_pull_request():
+        row = await row_of(app, created["id"])
+        return row.pull_requests if row.pull_requests and row.status == "active" else None
+
+    [pull] = await wait_for(has_pull_request, timeout=120, what="the pull request")
+    assert pull["url"] == "https://github.com/acme/shop/pull/7"
+    response = await post(anonymous, path, github(payload("github_pull_request_closed"), event="pull_request"))
+    assert response.status_code == 202
+    async with app.state.sessions() as session:
+        [thread] = list(await session.scalars(select(TeamThread).where(TeamThread.key == "github:acme/shop#7")))
+    assert thread.state == "merged" and thread.archive_at is None and thread.workspace_id == uuid.UUID(created["id"])
+    await asyncio.sleep(FAST["pr_close_grace_seconds"] + 4 * FAST["team_loop_interval_seconds"])
+    assert await status_of(app, created["id"]) == "active"
+
