@@ -40,6 +40,11 @@ class Settings(BaseSettings):
     # a list admits only these host names (`.example.com` also its subdomains) and IP literals, checked before DNS.
     outbound_allowed_hosts: list[str] | None = None
     log_level: str = "info"
+    # `text` lines, or one JSON object per line (request id, organization and replica on each; logs.py).
+    log_format: Literal["text", "json"] = "text"
+    # `GET /metrics` in the Prometheus format (metrics.py); unauthenticated, like most exporters: keep the
+    # port off the internet, or turn this off.
+    metrics_enabled: bool = True
     # Where the pinned agent CLIs are installed (`replicas agents install`); default `<data_dir>/tools`.
     tools_dir: Path | None = None
     # Each agent's model when a request names none (README, "Models and gateways"). Passed to workspaces as

@@ -5,10 +5,11 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 
-from replicas import __version__, outbound
+from replicas import __version__, metrics, outbound
 from replicas.api.errors import error_response, install_error_handlers
+from replicas.api.observability import Observability
 from replicas.api.proxy import mount_preview_proxy
 from replicas.api.routers import ROUTERS, replica_extensions, sessions
 from replicas.api.url_text import RefuseNulInUrl
@@ -25,6 +26,33 @@ log = logging.getLogger("replicas")
 
 API_VERSION_HEADER = "X-Replicas-Api-Version"
 SUPPORTED_API_VERSIONS = frozenset({"2026-05-17"})
+
+
+class ApiVersion:
+    """`X-Replicas-Api-Version`: a version we do not serve is refused (400); one we serve is echoed on the
+    response. A plain ASGI middleware: no per-request task, and streams pass through untouched."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        requested = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-replicas-api-version"), None)
+        if requested is not None and requested not in SUPPORTED_API_VERSIONS:
+            response = error_response(400, f"Unsupported {API_VERSION_HEADER}",
+                                      f"{requested!r} is not one of: {', '.join(sorted(SUPPORTED_API_VERSIONS))}")
+            return await response(scope, receive, send)
+        if requested is None:
+            return await self.app(scope, receive, send)
+
+        async def echoing(message):
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []),
+                                      (API_VERSION_HEADER.lower().encode(), requested.encode("latin-1"))]
+            await send(message)
+
+        await self.app(scope, receive, echoing)
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -69,22 +97,21 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.add_middleware(RefuseNulInUrl)
 
-    @app.middleware("http")
-    async def api_version(request: Request, call_next):
-        requested = request.headers.get(API_VERSION_HEADER)
-        if requested is not None and requested not in SUPPORTED_API_VERSIONS:
-            return error_response(
-                400, f"Unsupported {API_VERSION_HEADER}",
-                f"{requested!r} is not one of: {', '.join(sorted(SUPPORTED_API_VERSIONS))}",
-            )
-        response = await call_next(request)
-        if requested is not None:
-            response.headers[API_VERSION_HEADER] = requested
-        return response
+    app.add_middleware(ApiVersion)
+    app.add_middleware(Observability)  # outermost: times and counts every request, binds the log context
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz():
         return {"status": "ok", "version": __version__}
+
+    if settings.metrics_enabled:
+        @app.get("/metrics", include_in_schema=False)
+        async def metrics_endpoint(request: Request) -> Response:
+            await metrics.refresh(request.app.state.sessions)
+            metrics.PUMP_LAG.clear()
+            for workspace_id, lag in (await request.app.state.replicas.pump_lags()).items():
+                metrics.PUMP_LAG.labels(workspace_id=workspace_id).set(lag)
+            return Response(metrics.render(), media_type=metrics.CONTENT_TYPE)
 
     for router in ROUTERS:
         app.include_router(router)

@@ -8,6 +8,7 @@ from typing import Annotated
 from fastapi import Depends, Header, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from replicas import logs
 from replicas.api.session_cookies import CSRF_HEADER, SESSION_COOKIE
 from replicas.crypto import SecretBox
 from replicas.services import auth, sessions
@@ -38,6 +39,7 @@ async def get_principal(
     authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
 ) -> Principal:
     principal = await authenticate_caller(request, session, authorization)
+    logs.bind(organization_id=str(principal.organization_id))
     # End the read transaction so the request's session gives its pooled connection back: otherwise it is
     # held until the response is sent (for SSE, the whole stream) while the services open their own.
     await session.commit()

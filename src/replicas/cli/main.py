@@ -88,7 +88,6 @@ def serve(
     data_dir: DataDir = None,
 ) -> None:
     """Start the control plane."""
-    import logging
 
     import uvicorn
 
@@ -102,8 +101,9 @@ def serve(
     if data_dir:
         overrides["data_dir"] = data_dir
     settings = Settings(**overrides)
-    logging.basicConfig(level=settings.log_level.upper(),
-                        format="%(asctime)s level=%(levelname)s logger=%(name)s %(message)s")
+    from replicas import logs
+
+    logs.configure(settings.log_level, settings.log_format)
     lock = _single_process_lock(settings)  # held until this process exits
     from replicas import draining
 
@@ -115,8 +115,9 @@ def serve(
             draining.begin()
             super().handle_exit(sig, frame)
 
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port,
-                            log_level=settings.log_level, proxy_headers=True, timeout_graceful_shutdown=10)
+    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_config=None,
+                            log_level=settings.log_level, proxy_headers=True, timeout_graceful_shutdown=10,
+                            access_log=False)  # ours: logs.py, api/observability.py
     Server(config).run()
     del lock
 

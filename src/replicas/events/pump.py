@@ -20,11 +20,13 @@ import logging
 import uuid
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from replicas import metrics
 from replicas.events.fanout import EventHub
 from replicas.events.store import OnStored, WorkspaceGone, last_seq, store_events
 from replicas.store.models import Workspace
@@ -49,6 +51,15 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
             data = []
         elif line.startswith("data:"):
             data.append(line[5:].removeprefix(" "))
+
+
+def _observe_delay(ts: str | None) -> None:
+    """Engine timestamp -> stored, into `replicas_event_store_delay_seconds` (clocks of one machine, or NTP's)."""
+    try:
+        stamped = datetime.fromisoformat(str(ts).replace("Z", "+00:00"))
+    except ValueError:
+        return
+    metrics.STORE_DELAY.observe(max(0.0, (datetime.now(UTC) - stamped).total_seconds()))
 
 
 class EventPump:
@@ -88,6 +99,7 @@ class EventPump:
                 # finishes, briefly, on its own; the event it holds is stored, not lost.
                 stored = await asyncio.shield(asyncio.ensure_future(self._store(workspace.id, event)))
                 for item in stored:
+                    _observe_delay(item.get("ts"))
                     await self.hub.publish(workspace.id, item)
 
     async def _store(self, workspace_id: uuid.UUID, event: dict) -> list[dict]:

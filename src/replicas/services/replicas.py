@@ -35,7 +35,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from replicas import draining, outbound
+from replicas import draining, metrics, outbound
 from replicas.crypto import SecretBox
 from replicas.engine_protocol import incompatibility
 from replicas.errors import BadRequest, Conflict, NotFound, ReplicasError, ServiceUnavailable, TooManyRequests
@@ -343,7 +343,7 @@ class ReplicaService:
             await self.manager.start_hooks(row)
             return await self._set(row.id, status="active", status_changed_at=utcnow(), last_activity_at=utcnow())
 
-        await self._activate(row, start_hooks_then_active)
+        await self._activate(row, start_hooks_then_active, "claim")
 
     async def _admit(self, row: Workspace) -> None:
         """Capacity: at most `max_active_workspaces` awake. Counted after the insert, one create at a time
@@ -413,13 +413,14 @@ class ReplicaService:
         return task
 
     async def _bring_up(self, row: Workspace, principal: Principal) -> None:
-        await self._activate(row, lambda: self.manager.provision(row, principal))
+        await self._activate(row, lambda: self.manager.provision(row, principal), "create")
 
-    async def _activate(self, row: Workspace, bring_up: Callable[[], Awaitable[Workspace]]) -> None:
+    async def _activate(self, row: Workspace, bring_up: Callable[[], Awaitable[Workspace]], kind: str) -> None:
         """Run `bring_up` (a cold provision, or a claimed workspace's start hooks); a failure is recorded on the
-        workspace, which stays queryable; success makes it active (`_became_active`)."""
+        workspace, which stays queryable; success makes it active (`_became_active`), timed as `kind`."""
         try:
-            row = await bring_up()
+            with metrics.TRANSITIONS.labels(kind=kind).time():
+                row = await bring_up()
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - recorded on the workspace, which stays queryable
@@ -712,7 +713,8 @@ class ReplicaService:
     async def _wake_task(self, row: Workspace) -> None:
         row = await self._reload(row.id) or row
         try:
-            row = await self.manager.wake(row)
+            with metrics.TRANSITIONS.labels(kind="wake").time():
+                row = await self.manager.wake(row)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # noqa: BLE001 - a failed wake leaves the workspace in error
@@ -1017,20 +1019,28 @@ class ReplicaService:
     async def stream(self, row: Workspace, after: int | None) -> AsyncIterator[str]:
         """The SSE body: a snapshot of the current state (no `id:`), then every stored event with
         seq > `after` (default: from now), live, with `: ping` every `sse_ping_seconds`."""
-        snapshot = row.snapshot or {}
-        now = iso(utcnow())
-        frames = []
-        if row.status == "active":
-            frames.append(("engine.ready", {"version": ENGINE_VERSION}))
-        if snapshot.get("status"):
-            frames.append(("engine.status.changed", {"status": snapshot["status"]}))
-        frames.append(("repo.status.changed", {"repos": snapshot.get("repos", [])}))
-        hooks = snapshot.get("hooks", {"running": False, "completed": row.status == "active"})
-        frames.append(("hooks.status", hooks))
-        for kind, payload in frames:
-            yield _frame({"id": f"snapshot-{kind}", "ts": now, "type": kind, "payload": payload}, None)
-        ping = self.settings.sse_ping_seconds
-        await self._attach(row.id, ping)
+        metrics.SSE_CLIENTS.inc()
+        try:
+            snapshot = row.snapshot or {}
+            now = iso(utcnow())
+            frames = []
+            if row.status == "active":
+                frames.append(("engine.ready", {"version": ENGINE_VERSION}))
+            if snapshot.get("status"):
+                frames.append(("engine.status.changed", {"status": snapshot["status"]}))
+            frames.append(("repo.status.changed", {"repos": snapshot.get("repos", [])}))
+            hooks = snapshot.get("hooks", {"running": False, "completed": row.status == "active"})
+            frames.append(("hooks.status", hooks))
+            for kind, payload in frames:
+                yield _frame({"id": f"snapshot-{kind}", "ts": now, "type": kind, "payload": payload}, None)
+            ping = self.settings.sse_ping_seconds
+            await self._attach(row.id, ping)
+            async for frame in self._live(row, after, ping):
+                yield frame
+        finally:
+            metrics.SSE_CLIENTS.dec()
+
+    async def _live(self, row: Workspace, after: int | None, ping: float) -> AsyncIterator[str]:
         start = row.last_event_seq if after is None else after
         events = follow(self.sessions, self.hub, row.id, start, poll_interval=min(2.0, ping), heartbeat=ping)
         async for event in draining.until_drained(events):  # a draining process ends it: the client reconnects
@@ -1041,6 +1051,20 @@ class ReplicaService:
                 continue
             yield _frame({"id": event["id"] or str(event["seq"]), "ts": event["ts"], "type": event["type"],
                           "payload": event["payload"]}, event["seq"])
+
+    async def pump_lags(self) -> dict[str, int]:
+        """For each workspace this process pumps: the engine's last seq minus the stored one (its `/health`)."""
+
+        async def lag(key: str) -> tuple[str, int] | None:
+            try:
+                row = await self._reload(uuid.UUID(key))
+                health = await self.manager.call_engine(row, "GET", "/health")
+                return key, max(0, int(health.get("lastSeq", 0)) - int(row.last_event_seq or 0))
+            except Exception:  # noqa: BLE001 - unreachable right now: no figure this scrape
+                return None
+
+        found = await asyncio.gather(*(lag(key) for key in list(self.pumps.held)))
+        return dict(item for item in found if item is not None)
 
     async def _attach(self, workspace_id: uuid.UUID, ping: float) -> bool:
         """An SSE client is attached: keep the workspace awake for two more ping intervals. False once the
