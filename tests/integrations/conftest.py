@@ -7,15 +7,17 @@ from __future__ import annotations
 import pytest
 
 from replicas.services import loops, team_watcher
+from replicas.testing import ShellCall
 from tests.agents.test_real_clis import agent_tools, model  # noqa: F401 - fixtures
-from tests.automations.test_receivers import configure
+from tests.automations.test_receivers import _sent_text, configure
 from tests.integrations.stand_ins import StandIn
-from tests.replicas.conftest import replica_backend, replica_env, settings  # noqa: F401 - fixtures
+from tests.replicas.conftest import replica_backend, replica_env, settings, wait_for  # noqa: F401 - fixtures
 
 FAST = {"team_loop_interval_seconds": 0.2, "review_batch_seconds": 1.0, "reply_wait_seconds": 3.0,
         "pr_close_grace_seconds": 0.5, "provider_retry_delays": [0.05, 0.1], "provider_timeout_seconds": 5.0}
 TOKENS = {"github": "ghs_installation_token", "gitlab": "glpat-token", "slack": "xoxb-bot-token",
           "linear": "lin_api_key"}
+BRANCH = "replicas/fix-checkout"
 
 
 @pytest.fixture
@@ -47,3 +49,36 @@ async def connect(client, stand_in: StandIn, provider: str, **options) -> str:
     body = response.json()
     assert body["token_configured"] is True and "token" not in body
     return path
+
+
+def open_pull_request(branch: str = BRANCH) -> ShellCall:
+    """What the agent runs: commit on a branch of a checkout whose origin is github.com/acme/shop; the engine
+    pushes it after the turn (git's `insteadOf` sends the push to a bare repository in the workspace, GitHub's git
+    side for this test) and opens the pull request through GitHub's API."""
+    return ShellCall(
+        "cd ~/workspaces/shop && git init -q --bare ~/github-acme-shop.git"
+        " && git config url.$HOME/github-acme-shop.git.insteadOf https://github.com/acme/shop.git"
+        " && git remote set-url origin https://github.com/acme/shop.git"
+        f" && git switch -q -c {branch} && printf 'def checkout(cart):\\n    return 400\\n' > checkout.py"
+        f" && git add checkout.py && git commit -qm 'Fix the empty-cart 500'")
+
+
+async def github_variables(client, env, stand_in) -> None:
+    for key, value in {"GITHUB_TOKEN": "ghs_workspace_token", "GITHUB_API_URL": f"{stand_in.url}/github"}.items():
+        response = await client.post(f"/v1/environments/{env.environment_id}/variables",
+                                     json={"key": key, "value": value})
+        assert response.status_code == 201, response.text
+
+
+async def prompt_with(scripted, text: str) -> str:
+    """The newest text sent to the scripted model that holds `text` (waited for: the agent's next turn)."""
+    async def found():
+        return next((sent for index in range(len(scripted.model_requests()) - 1, -1, -1)
+                     if text in (sent := _sent_text(scripted, index))), None)
+
+    return await wait_for(found, timeout=60, what=f"a model request with {text!r}")
+
+
+def turns(scripted) -> int:
+    """How many turns the agent started (prompts the scripted model saw)."""
+    return scripted.cursor.turn + 1

@@ -20,39 +20,19 @@ from sqlalchemy import select
 
 from replicas.store.models import Workspace
 from replicas.store.team_models import TeamMessage, TeamThread
-from replicas.testing import ShellCall, Text
+from replicas.testing import Text
 from tests.automations.test_receivers import _sent_text, github, post
-from tests.integrations.conftest import FAST, connect
+from tests.integrations.conftest import BRANCH, FAST, connect, github_variables, open_pull_request, prompt_with, turns
 from tests.replicas.conftest import create, row_of, status_of, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.replica_settings(**FAST),
               pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 
 PAYLOADS = Path(__file__).parent / "payloads"
-BRANCH = "replicas/fix-checkout"
 
 
 def payload(name: str) -> dict:
     return json.loads((PAYLOADS / f"{name}.json").read_text())
-
-
-def open_pull_request(branch: str = BRANCH) -> ShellCall:
-    """What the agent runs: commit on a branch of a checkout whose origin is github.com/acme/shop; the engine
-    pushes it after the turn (git's `insteadOf` sends the push to a bare repository in the workspace, GitHub's git
-    side for this test) and opens the pull request through GitHub's API."""
-    return ShellCall(
-        "cd ~/workspaces/shop && git init -q --bare ~/github-acme-shop.git"
-        " && git config url.$HOME/github-acme-shop.git.insteadOf https://github.com/acme/shop.git"
-        " && git remote set-url origin https://github.com/acme/shop.git"
-        f" && git switch -q -c {branch} && printf 'def checkout(cart):\\n    return 400\\n' > checkout.py"
-        f" && git add checkout.py && git commit -qm 'Fix the empty-cart 500'")
-
-
-async def github_variables(client, env, stand_in) -> None:
-    for key, value in {"GITHUB_TOKEN": "ghs_workspace_token", "GITHUB_API_URL": f"{stand_in.url}/github"}.items():
-        response = await client.post(f"/v1/environments/{env.environment_id}/variables",
-                                     json={"key": key, "value": value})
-        assert response.status_code == 201, response.text
 
 
 async def comments_on(stand_in, number: int, count: int = 1) -> list[dict]:
@@ -61,20 +41,6 @@ async def comments_on(stand_in, number: int, count: int = 1) -> list[dict]:
         return made if len(made) >= count else None
 
     return [r.body for r in await wait_for(found, timeout=120, what=f"{count} comment(s) on #{number}")]
-
-
-async def prompt_with(model, text: str) -> str:
-    """The newest text sent to the model that holds `text` (waited for: the agent's next turn)."""
-    async def found():
-        return next((sent for index in range(len(model.model_requests()) - 1, -1, -1)
-                     if text in (sent := _sent_text(model, index))), None)
-
-    return await wait_for(found, timeout=60, what=f"a model request with {text!r}")
-
-
-def turns(model) -> int:
-    """How many turns the agent started (prompts the scripted model saw)."""
-    return model.cursor.turn + 1
 
 
 async def github_workspaces(app) -> list[Workspace]:
