@@ -1,12 +1,11 @@
 """Team-loop fixtures: the Replica API fixtures (real agent CLIs behind the scripted model, an environment bound
-to `acme/shop`), the signed receivers, the team loop's watcher wherever app.py does not start it yet, and one
-loopback stand-in for the providers' APIs (stand_ins.py) that each integration's `api_url` points at."""
+to `acme/shop`; the app runs the signed receivers and the team loop's watcher), and one loopback stand-in for
+the providers' APIs (stand_ins.py) that each integration's `api_url` points at."""
 
 from __future__ import annotations
 
 import pytest
 
-from replicas.services import loops, team_watcher
 from replicas.testing import ShellCall
 from tests.agents.test_real_clis import agent_tools, model  # noqa: F401 - fixtures
 from tests.automations.test_receivers import _sent_text, configure
@@ -18,18 +17,6 @@ FAST = {"team_loop_interval_seconds": 0.2, "review_batch_seconds": 1.0, "reply_w
 TOKENS = {"github": "ghs_installation_token", "gitlab": "glpat-token", "slack": "xoxb-bot-token",
           "linear": "lin_api_key"}
 BRANCH = "replicas/fix-checkout"
-
-
-@pytest.fixture
-async def loop_app(app):
-    """The app with the team loop's watcher running."""
-    task = None
-    if getattr(app.state, "team_watcher", None) is None:
-        task = app.state.team_watcher = team_watcher.start(app.state)
-    yield app
-    if task is not None:
-        await loops.cancel(task)
-        app.state.team_watcher = None
 
 
 @pytest.fixture

@@ -48,9 +48,8 @@ async def github_workspaces(app) -> list[Workspace]:
         return list(await session.scalars(select(Workspace).where(Workspace.source == "github")))
 
 
-async def test_mention_to_pull_request_to_comment_then_reviews_checks_and_merge(loop_app, client, anonymous,
+async def test_mention_to_pull_request_to_comment_then_reviews_checks_and_merge(app, client, anonymous,
                                                                                 replica_env, model, stand_in):
-    app = loop_app
     await github_variables(client, replica_env, stand_in)
     path = await connect(client, stand_in, "github", allowed_logins=["octocat", "@Hubot"],
                          bot_login="replicas-bot[bot]")
@@ -140,10 +139,9 @@ async def _status_is(app, workspace_id: str, status: str) -> bool:
     return await status_of(app, workspace_id) == status
 
 
-async def test_keep_open_on_pr_merge_keeps_the_workspace(loop_app, client, anonymous, replica_env, model, stand_in):
+async def test_keep_open_on_pr_merge_keeps_the_workspace(app, client, anonymous, replica_env, model, stand_in):
     """Any workspace's pull request is tracked (here one created through the API): merged, it stays open when
     its preference says so."""
-    app = loop_app
     await github_variables(client, replica_env, stand_in)
     path = await connect(client, stand_in, "github", allowed_logins=["octocat"])
     model.add_turn(open_pull_request(), Text("Opened the pull request."))

@@ -49,9 +49,8 @@ async def workspaces_from(app, source: str) -> list[Workspace]:
         return list(await session.scalars(select(Workspace).where(Workspace.source == source)))
 
 
-async def test_a_slack_thread_is_one_workspace_with_follow_ups_and_replies(loop_app, client, anonymous,
+async def test_a_slack_thread_is_one_workspace_with_follow_ups_and_replies(app, client, anonymous,
                                                                            replica_env, model, stand_in):
-    app = loop_app
     path = await connect(client, stand_in, "slack")
     model.add_turn(Text("The checkout now answers 400 for an empty cart."))
 
@@ -96,8 +95,7 @@ async def test_a_slack_thread_is_one_workspace_with_follow_ups_and_replies(loop_
 
 
 async def test_a_linear_issue_assigned_to_replicas_gets_a_workspace_and_the_pull_request_link(
-        loop_app, client, anonymous, replica_env, model, stand_in):
-    app = loop_app
+        app, client, anonymous, replica_env, model, stand_in):
     await github_variables(client, replica_env, stand_in)
     path = await connect(client, stand_in, "linear", bot_user_id=REPLICAS_USER,
                          default_environment_id=replica_env.environment_id)

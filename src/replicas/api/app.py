@@ -15,7 +15,7 @@ from replicas.api.routers import ROUTERS, replica_extensions, sessions
 from replicas.api.url_text import RefuseNulInUrl
 from replicas.crypto import SecretBox
 from replicas.dashboard import mount_dashboard
-from replicas.services import auth
+from replicas.services import auth, loops, team_watcher
 from replicas.services import automations as automation_service
 from replicas.services.cron_scheduler import start_cron_scheduler, stop_cron_scheduler
 from replicas.services.replicas import ReplicaService
@@ -74,6 +74,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.state.replicas = ReplicaService(settings, app.state.sessions, app.state.box)
         await app.state.replicas.start()
         app.state.automation_reconciler = automation_service.start_reconciler(app.state)
+        app.state.team_watcher = team_watcher.start(app.state)  # the team loop's replies, batches and archives
         app.state.cron_scheduler = start_cron_scheduler(app.state) if settings.cron_enabled else None
         log.info("replicas control plane ready database=%s runtime=%s",
                  engine.url.get_backend_name(), settings.runtime)
@@ -82,6 +83,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         finally:
             await stop_cron_scheduler(app.state.cron_scheduler)
             await automation_service.stop_reconciler(app.state.automation_reconciler)
+            await loops.cancel(app.state.team_watcher)
             await app.state.preview_proxy.aclose()
             await app.state.replicas.stop()
             await engine.dispose()
