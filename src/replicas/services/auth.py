@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from datetime import timedelta
 
@@ -24,6 +25,22 @@ def _as_aware(dt):
     return dt if dt is None or dt.tzinfo else dt.replace(tzinfo=UTC)
 
 
+# Resolved keys, by hash, for CACHE_SECONDS: most requests then cost no database round trip for auth. A key
+# deleted here is forgotten at once; one deleted through another process (or a user's role changed) is seen
+# here within CACHE_SECONDS.
+CACHE_SECONDS = 5.0
+_CACHE_MAX = 10_000
+_cache: dict[str, tuple[float, Principal]] = {}
+
+
+def forget_key(key_hash: str | None = None) -> None:
+    """Drop a key (or every key) from this process's cache: it is re-read on its next use."""
+    if key_hash is None:
+        _cache.clear()
+    else:
+        _cache.pop(key_hash, None)
+
+
 async def authenticate(session: AsyncSession, authorization: str | None) -> Principal:
     """Resolve an `Authorization: Bearer sk_replicas_...` header to a Principal, or raise 401."""
     if not authorization:
@@ -34,7 +51,11 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Prin
         raise Unauthorized("Missing authorization token")
     if not token.startswith(API_KEY_PREFIX):
         raise Unauthorized("Invalid token")
-    key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == hash_api_key(token)))
+    key_hash = hash_api_key(token)
+    cached = _cache.get(key_hash)
+    if cached is not None and cached[0] > time.monotonic():
+        return cached[1]
+    key = await session.scalar(select(ApiKey).where(ApiKey.key_hash == key_hash))
     if key is None:
         raise Unauthorized("Invalid token")
     now = utcnow()
@@ -42,7 +63,11 @@ async def authenticate(session: AsyncSession, authorization: str | None) -> Prin
     if last is None or now - last > _LAST_USED_RESOLUTION:
         key.last_used_at = now
         await session.commit()
-    return await principal_for_key(session, key)
+    principal = await principal_for_key(session, key)
+    if len(_cache) >= _CACHE_MAX:
+        _cache.clear()
+    _cache[key_hash] = (time.monotonic() + CACHE_SECONDS, principal)
+    return principal
 
 
 async def principal_for_key(session: AsyncSession, key: ApiKey) -> Principal:
@@ -152,3 +177,4 @@ async def delete_personal_key(session: AsyncSession, principal: Principal, key_i
                  before={"name": row.name, "key_prefix": row.key_prefix, "scope": "user"})
     await session.delete(row)
     await session.commit()
+    forget_key(row.key_hash)
