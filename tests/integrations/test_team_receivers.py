@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from replicas.store.models import AuditEvent, Workspace
 from replicas.store.team_models import IntegrationCredential, TeamMessage, TeamThread
-from tests.automations.test_receivers import configure, github, post
+from tests.automations.test_receivers import github, post
 from tests.integrations.conftest import connect
 from tests.replicas.conftest import wait_for
 
