@@ -34,8 +34,20 @@ const marked = new Marked({
   },
 });
 
+// A transcript re-renders on every event; each message's HTML is computed once (the cache forgets the
+// oldest entries past its size, so a long session does not grow it without end).
+const rendered = new Map();
+const CACHE_SIZE = 2000;
+
 export function renderMarkdown(text) {
-  return marked.parse(text || "");
+  const source = text || "";
+  let out = rendered.get(source);
+  if (out === undefined) {
+    out = marked.parse(source);
+    rendered.set(source, out);
+    if (rendered.size > CACHE_SIZE) rendered.delete(rendered.keys().next().value);
+  }
+  return out;
 }
 
 export function Markdown({ text }) {

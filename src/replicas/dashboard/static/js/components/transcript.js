@@ -1,6 +1,8 @@
 // Agent events (spec §4.2: Claude Code, Codex, and the open shapes of the others) turned into transcript
 // items: {kind: "user" | "assistant" | "thinking" | "tool" | "result" | "other", ...}. A tool call and its
-// result share one item (matched by the call id), so the page shows each call as one foldable line.
+// result share one item (matched by the call id), so the page shows each call as one foldable line. Items are
+// only ever appended, except a tool call whose result arrives: that bumps its `revision`, so a view may
+// skip re-rendering an item whose object and revision it has already drawn.
 
 function textOf(content) {
   if (typeof content === "string") return content;
@@ -32,7 +34,7 @@ export class Transcript {
 
   toolResult(callId, output, isError = false) {
     const item = this.tools.get(callId);
-    if (item) { item.output = textOf(output); item.isError = !!isError; }
+    if (item) { item.output = textOf(output); item.isError = !!isError; item.revision = (item.revision || 0) + 1; }
     else this.push({ kind: "tool", id: callId, name: "result", summary: "tool result", output: textOf(output), isError });
   }
 

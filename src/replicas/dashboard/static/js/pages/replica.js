@@ -1,6 +1,7 @@
 // One replica: its chats as tabs with the transcript streaming live (the replica's event stream from its
 // first event, resumed with Last-Event-ID after a drop), the composer, queue and interrupt; the diff per
 // repository, the terminal, hook logs, canvas files, pull requests and previews; sleep, wake, archive, delete.
+import { Component } from "preact";
 import { useEffect, useRef, useState } from "preact/hooks";
 import { html } from "../html.js";
 import { replicas } from "../api.js";
@@ -120,7 +121,7 @@ function ChatView({ replica, chats, chat, live, onSelect, queueReload }) {
     </div>
     ${chat ? html`<div class="transcript" role="log" aria-live="polite" aria-label=${`Transcript of ${chat.title}`}>
         ${items.length === 0 ? html`<p class="state">${replica.status === "preparing" ? "The workspace is starting…" : "No messages yet."}</p>` : null}
-        ${items.map((item, index) => html`<${Item} key=${index} item=${item} />`)}
+        ${items.map((item, index) => html`<${TranscriptItem} key=${index} item=${item} revision=${item.revision || 0} />`)}
         ${chat.processing ? html`<p class="state" role="status">Working…</p>` : null}
         <div ref=${end}></div>
       </div>
@@ -128,6 +129,17 @@ function ChatView({ replica, chats, chat, live, onSelect, queueReload }) {
       <${Composer} replica=${replica} chat=${chat} />`
       : html`<p class="state">${replica.status === "preparing" ? "The workspace is starting…" : "No chats."}</p>`}
   </div>`;
+}
+
+// Drawn once per item and revision: a new event re-renders only what it added or changed, not the whole log.
+class TranscriptItem extends Component {
+  shouldComponentUpdate(next) {
+    return next.item !== this.props.item || next.revision !== this.props.revision;
+  }
+
+  render({ item }) {
+    return html`<${Item} item=${item} />`;
+  }
 }
 
 function Item({ item }) {
