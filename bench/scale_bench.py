@@ -1,0 +1,138 @@
+"""Issue 18's API targets: latency at a fixed request rate, and throughput with one and with two processes.
+
+    .venv/bin/python -m bench.scale_bench [--rate 200] [--seconds 10] [--rates 100,200,300,400,600,800]
+
+One PostgreSQL database (created, dropped at the end), the scripted model, one replica made through process 1
+(its first turn done), then, for `GET /v1/replica/{id}`:
+
+1. one process, an open-loop load of `--rate` requests per second for `--seconds` (each request leaves at its
+   slot whether or not the earlier ones have answered, on a pool of keep-alive connections): p50/p99;
+2. the highest rate of `--rates` at which p99 stays under 50 ms with no error, with one process, then with two
+   (a second `replicas serve` on the same database; the load alternates between them): the ratio.
+
+The load generator (httpx, in this process) shares the machine's cores with the servers, PostgreSQL, the
+engine and the model, so the two-process ratio is bounded by the cores there are: the table says how many.
+SSE delays with 100 clients are `bench.replica_api_bench`'s. Nothing asserts a time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import tempfile
+import time
+import uuid
+from pathlib import Path
+
+import httpx
+
+from bench.replica_api_bench import PG_ADMIN_URL, Server, _pg, auth, create_replica, percentile
+from bench.workspace_bench import make_repo
+from replicas.engine.agents import install
+from replicas.testing.scripted_model import ScriptedModelServer
+
+TOOLS = Path(os.environ.get("REPLICAS_TEST_TOOLS_DIR", "~/.cache/replicas-test-tools")).expanduser()
+P99_LIMIT = 0.050
+
+
+async def open_loop(bases: list[str], path: str, rate: float, seconds: float) -> dict:
+    """`rate` GETs per second for `seconds`, alternating over `bases`; latency from each request's slot."""
+    clients = [httpx.AsyncClient(base_url=base, headers=auth(), timeout=30,
+                                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
+               for base in bases]
+    latencies: list[float] = []
+    errors = 0
+    try:
+        await asyncio.gather(*(client.get(path) for client in clients for _ in range(8)))  # connections warm
+        count = int(rate * seconds)
+        start = time.perf_counter() + 0.1
+
+        async def one(index: int) -> None:
+            nonlocal errors
+            slot = start + index / rate
+            await asyncio.sleep(max(0.0, slot - time.perf_counter()))
+            try:
+                response = await clients[index % len(clients)].get(path)
+                if response.status_code != 200:
+                    errors += 1
+            except httpx.HTTPError:
+                errors += 1
+            latencies.append(time.perf_counter() - slot)
+
+        await asyncio.gather(*(one(i) for i in range(count)))
+        took = time.perf_counter() - start
+    finally:
+        for client in clients:
+            await client.aclose()
+    ordered = sorted(latencies)
+    return {"rate": rate, "achieved": round(len(ordered) / took, 1), "errors": errors,
+            "p50_ms": round(percentile(ordered, 50) * 1000, 1), "p99_ms": round(percentile(ordered, 99) * 1000, 1),
+            "mean_ms": round(statistics.mean(ordered) * 1000, 1)}
+
+
+async def best_rate(bases: list[str], path: str, rates: list[float], seconds: float) -> tuple[float, list[dict]]:
+    runs, best = [], 0.0
+    for rate in rates:
+        run = await open_loop(bases, path, rate, seconds)
+        runs.append(run)
+        print(f"  {len(bases)} process(es), {rate:g}/s: {json.dumps(run)}", flush=True)
+        if run["errors"] or run["p99_ms"] >= P99_LIMIT * 1000:
+            break
+        best = rate
+    return best, runs
+
+
+async def main(options: argparse.Namespace) -> None:
+    await install.install(TOOLS)
+    name = f"replicas_scale_{uuid.uuid4().hex[:10]}"
+    await _pg(PG_ADMIN_URL, f'CREATE DATABASE "{name}"')
+    database_url = f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{name}"
+    servers: list[Server] = []
+    try:
+        with tempfile.TemporaryDirectory(prefix="replicas-scale-") as scratch:
+            root = Path(scratch)
+            origin = make_repo(root / "origin", 20)
+            async with ScriptedModelServer() as model:
+                first = Server(root, database_url, "warning")
+                first.env["REPLICAS_SECRET_KEY"] = "scale-bench"
+                servers.append(first)
+                await first.start()
+                async with httpx.AsyncClient(base_url=first.base, headers=auth(), timeout=60) as client:
+                    replica_id = await create_replica(client, origin, model)
+                path = f"/v1/replica/{replica_id}"
+                fixed = await open_loop([first.base], path, options.rate, options.seconds)
+                print(f"one process at {options.rate:g}/s: {json.dumps(fixed)}", flush=True)
+                rates = [float(r) for r in options.rates.split(",")]
+                one, one_runs = await best_rate([first.base], path, rates, options.seconds)
+                second = Server(root, database_url, "warning")
+                second.env.update(first.env)
+                second.env["REPLICAS_SECRET_KEY"] = "scale-bench"
+                second.log_path = root / "serve-2.log"
+                servers.append(second)
+                await second.start()
+                two, two_runs = await best_rate([first.base, second.base], path, rates, options.seconds)
+                async with httpx.AsyncClient(base_url=first.base, headers=auth(), timeout=60) as client:
+                    await client.delete(path)
+    finally:
+        for server in servers:
+            server.stop()
+        await _pg(PG_ADMIN_URL, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    ratio = (two / one) if one else float("nan")
+    print(f"\nscale bench: GET /v1/replica/{{id}}, PostgreSQL, {os.cpu_count()} CPUs shared with the load generator")
+    print(f"one process at {options.rate:g} req/s: p50 {fixed['p50_ms']} ms, p99 {fixed['p99_ms']} ms "
+          f"(target p99 < 20 ms: {'met' if fixed['p99_ms'] < 20 and not fixed['errors'] else 'MISSED'})")
+    print(f"highest rate with p99 < 50 ms: one process {one:g}/s, two processes {two:g}/s: {ratio:.2f}x "
+          f"(target >= 1.7x where the cores allow)")
+    print(json.dumps({"fixed": fixed, "one": one, "two": two, "ratio": ratio, "one_runs": one_runs,
+                      "two_runs": two_runs, "cpus": os.cpu_count()}))
+
+
+if __name__ == "__main__":
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rate", type=float, default=200.0)
+    parser.add_argument("--seconds", type=float, default=10.0)
+    parser.add_argument("--rates", default="100,200,300,400,500,600,800,1000")
+    asyncio.run(main(parser.parse_args()))
