@@ -15,6 +15,7 @@ import os
 import signal
 import subprocess
 import time
+import uuid
 from contextlib import asynccontextmanager
 
 import httpx
@@ -229,3 +230,108 @@ def test_a_second_serve_on_one_sqlite_database_is_refused(tmp_path):
     finally:
         first.stop()
     assert os.path.exists(data_dir / "replicas.db.serve-lock")
+
+
+async def test_a_rolling_restart_under_watch_loses_no_event_and_no_message(tmp_path, agent_tools, model, make_git_repo,
+                                                                           own_database):
+    """20 SSE clients spread over three processes, a script sending a message every second or so, and each
+    process restarted in turn (SIGTERM, then started again). Each client follows its stream across the
+    restarts (reconnecting to any live process with Last-Event-ID) and gets every event once, in order; each
+    message is delivered once."""
+    import asyncpg
+
+    async with processes(tmp_path, agent_tools, own_database) as servers:
+        async with client_of(servers[0]) as client:
+            env_id = await setup_environment(client, make_git_repo, model)
+            model.add_turn(Text("Started."))
+            created = await client.post("/v1/replica", json={"name": "rolling", "environment_id": env_id,
+                                                              "message": "start"})
+            replica_id = created.json()["replica"]["id"]
+            await wait_active(client, replica_id)
+        first_seq = 0
+        final_seq: list[int] = []
+
+        def alive() -> list[Server]:
+            return [s for s in servers if s.process is not None and s.process.poll() is None]
+
+        async def watcher(index: int) -> list[int]:
+            seen: list[int] = []
+            attempt = index
+            while not (final_seq and seen and seen[-1] >= final_seq[0]):
+                candidates = alive()
+                if not candidates:
+                    await asyncio.sleep(0.2)
+                    continue
+                server = candidates[attempt % len(candidates)]
+                attempt += 1
+                headers = {"Last-Event-ID": str(seen[-1] if seen else first_seq)}
+                try:
+                    async with client_of(server) as c, c.stream("GET", f"/v1/replica/{replica_id}/events",
+                                                                headers=headers,
+                                                                timeout=httpx.Timeout(10, read=5)) as response:
+                        if response.status_code != 200:
+                            continue
+                        frame: dict = {}
+                        async for line in response.aiter_lines():
+                            if line.startswith("id: "):
+                                frame["id"] = int(line[4:])
+                            elif line == "" and "id" in frame:
+                                seen.append(frame["id"])
+                                frame = {}
+                            if final_seq and seen and seen[-1] >= final_seq[0]:
+                                break  # checked at every line, pings included: the last event may be long past
+                except (httpx.HTTPError, OSError):
+                    await asyncio.sleep(0.1)
+            return seen
+
+        async def sender(count: int) -> list[str]:
+            sent = []
+            for n in range(count):
+                text = f"message {n}"
+                model.add_turn(Text(f"Answer {n}."))
+                while True:
+                    candidates = alive()
+                    try:
+                        async with client_of(candidates[n % len(candidates)]) as c:
+                            answer = await c.post(f"/v1/replica/{replica_id}/messages", json={"message": text})
+                        assert answer.status_code in (200, 202), answer.text
+                        break
+                    except (httpx.ConnectError, IndexError):  # never reached a process: safe to send again
+                        await asyncio.sleep(0.2)
+                sent.append(text)
+                await asyncio.sleep(1.0)
+            return sent
+
+        watchers = [asyncio.create_task(watcher(i)) for i in range(20)]
+        sending = asyncio.create_task(sender(6))
+        await asyncio.sleep(1.0)
+        for server in servers:  # one at a time, as a deploy would
+            server.process.send_signal(signal.SIGTERM)
+            server.process.wait(timeout=30)
+            await server.start()
+            await asyncio.sleep(0.5)
+        sent = await asyncio.wait_for(sending, 120)
+
+        connection = await asyncpg.connect(own_database)
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                completed = await connection.fetchval(
+                    "SELECT count(*) FROM workspace_events WHERE workspace_id = $1 AND type = 'chat.turn.completed'",
+                    uuid.UUID(replica_id))
+                if completed >= 1 + len(sent):
+                    break
+                assert time.monotonic() < deadline, f"{completed} turns completed of {1 + len(sent)}"
+                await asyncio.sleep(0.5)
+            final_seq.append(await connection.fetchval("SELECT last_event_seq FROM workspaces WHERE id = $1",
+                                                       uuid.UUID(replica_id)))
+        finally:
+            await connection.close()
+        sequences = await asyncio.wait_for(asyncio.gather(*watchers), 120)
+        for seen in sequences:
+            assert seen == list(range(first_seq + 1, final_seq[0] + 1)), f"gap or duplicate: {seen}"
+        async with client_of(alive()[0]) as client:
+            history = (await client.get(f"/v1/replica/{replica_id}/history", params={"limit": 500})).json()
+        said = [str(event) for event in history["events"] if event["type"] == "claude-user"]
+        for text in sent:
+            assert sum(text in entry for entry in said) == 1, f"{text!r} delivered {sum(text in e for e in said)}x"
