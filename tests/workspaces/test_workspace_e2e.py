@@ -7,6 +7,7 @@ with the reason, where dockerd or the base image cannot be had."""
 
 from __future__ import annotations
 
+import os
 import time
 from datetime import datetime
 from pathlib import Path
@@ -26,16 +27,26 @@ from tests.runtime.test_docker_remote import docker_proxy  # noqa: F401 - fixtur
 pytestmark = [pytest.mark.slow, pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 
 
-@pytest.fixture(params=["local", "docker", "docker-host-python", "docker-remote"])
+@pytest.fixture(params=["local", "docker", "docker-host-python", "docker-remote", "kubernetes"])
 def backend(request, agent_tools) -> dict:
     """Settings overrides that put the workspace on one runtime backend. `docker` is the docker backend as a
     user sets it up (README, "Docker"): the default settings and the image `replicas images build` makes,
     which runs its own engine and Claude Code (`ensure_workspace_image`). `docker-host-python` runs the
     control plane's Python in the test base image instead (the development mode). `docker-remote` is the
     docker backend on a Docker engine it reaches over `tcp://` (a proxy to the local one): a plain volume,
-    the engine over TCP, and the engine and Claude Code from the image."""
+    the engine over TCP, and the engine and Claude Code from the image. `kubernetes` runs only against a live
+    cluster (REPLICAS_K8S_LIVE_KUBECONFIG, as tests/kubernetes: its namespace and image from
+    REPLICAS_K8S_LIVE_NAMESPACE and REPLICAS_K8S_LIVE_IMAGE, whose pods must reach this machine's scripted model),
+    and is skipped with that reason otherwise: no cluster can run here."""
     if request.param == "local":
         return {"runtime": "local"}
+    if request.param == "kubernetes":
+        kubeconfig = os.environ.get("REPLICAS_K8S_LIVE_KUBECONFIG")
+        if not kubeconfig:
+            pytest.skip("kubernetes backend: no live cluster; set REPLICAS_K8S_LIVE_KUBECONFIG to run it against one")
+        return {"runtime": "kubernetes", "k8s_kubeconfig": kubeconfig,
+                "k8s_namespace": os.environ.get("REPLICAS_K8S_LIVE_NAMESPACE", "replicas-test"),
+                "k8s_image": os.environ.get("REPLICAS_K8S_LIVE_IMAGE", "replicas-workspace:latest")}
     reason = ensure_base_image()
     if reason:
         print(f"\nSKIP {request.param} backend: {reason}")
