@@ -17,9 +17,12 @@ install: $(STAMP)
 run: install
 	$(VENV)/bin/replicas serve
 
-## Install everything, then run the whole suite (SQLite and PostgreSQL at 127.0.0.1:5432).
+## Install everything, then run the whole suite (SQLite and PostgreSQL at 127.0.0.1:5432). Two pytest-xdist
+## workers, each taking whole files (module fixtures stay in one process): the suite waits on agents, engines and
+## containers as much as it computes, so two workers fit a 2-core machine. A short base temp dir: the workers'
+## own folders would otherwise push some tests' unix socket paths past the kernel's 108 bytes.
 test: install
-	$(VENV)/bin/python -m pytest
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --basetemp=/tmp/rpl-t
 
 ## Benchmarks (figures go in the closing notes, never in timed tests).
 bench: install

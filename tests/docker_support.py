@@ -41,7 +41,35 @@ _MMDEBSTRAP_ARGS = [
     "bookworm",
 ]
 DOCKERD_LOG = "/tmp/dockerd.log"
-_lock = threading.RLock()
+
+
+class _MachineLock:
+    """Re-entrant across threads of this process and exclusive across processes of this machine (pytest-xdist
+    workers): one image build at a time, and a second worker finds the first one's image instead of building
+    it again."""
+
+    def __init__(self, path: str):
+        self.path, self.thread_lock, self.depth, self.file = path, threading.RLock(), 0, None
+
+    def __enter__(self) -> _MachineLock:
+        import fcntl
+
+        self.thread_lock.acquire()
+        if self.depth == 0:
+            self.file = open(self.path, "a+")  # noqa: SIM115 - held until the outermost exit
+            fcntl.flock(self.file, fcntl.LOCK_EX)
+        self.depth += 1
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.depth -= 1
+        if self.depth == 0 and self.file is not None:
+            self.file.close()  # releases the flock
+            self.file = None
+        self.thread_lock.release()
+
+
+_lock = _MachineLock(os.path.join(tempfile.gettempdir(), "replicas-tests-docker.lock"))
 _results: dict[str, str | None] = {}
 
 

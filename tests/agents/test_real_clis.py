@@ -34,8 +34,13 @@ IDLE_TIMEOUT = {"claude": 6.0, "codex": 6.0, "opencode": 15.0}
 
 @pytest.fixture(scope="session")
 def agent_tools() -> Path:
-    """The pinned CLIs, installed once into the cache directory."""
-    statuses = asyncio.run(agent_install.install(TOOLS_CACHE))
+    """The pinned CLIs, installed once into the cache directory (one pytest-xdist worker at a time)."""
+    import fcntl
+
+    TOOLS_CACHE.parent.mkdir(parents=True, exist_ok=True)
+    with open(TOOLS_CACHE.parent / "replicas-test-tools.lock", "a+") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        statuses = asyncio.run(agent_install.install(TOOLS_CACHE))
     failures = [f"{status.agent}: {'; '.join(status.missing)}" for status in statuses if not status.ok]
     if failures:
         pytest.fail("cannot install the agent CLIs:\n" + "\n".join(failures))

@@ -4,8 +4,10 @@ went to sleep meanwhile); out of retries it raises RateLimitError, and the CLI s
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 
 import pytest
@@ -14,7 +16,7 @@ from replicas.client import RateLimitError, Replicas, RetryPolicy
 from replicas.testing import Text
 from tests.agents.test_real_clis import agent_tools, model  # noqa: F401 - fixtures
 from tests.cli.client_cli import Cli
-from tests.conftest import git
+from tests.conftest import PG_ADMIN_URL, _pg_execute, git
 from tests.live_server import LiveServer, destroy_workspaces, replica_settings, settle, shop_environment
 
 pytestmark = pytest.mark.slow
@@ -24,9 +26,20 @@ pytestmark = pytest.mark.slow
 def server(request, tmp_path_factory, agent_tools) -> Iterator[LiveServer]:  # noqa: F811
     settings = replica_settings(request, tmp_path_factory, agent_tools, max_active_workspaces=1,
                                 capacity_retry_after_seconds=1)
-    with LiveServer(settings) as live:
-        yield live
-        destroy_workspaces(live)
+    own = None
+    if request.param == "postgresql":
+        # Capacity counts every awake workspace of the database: this server gets one of its own, or another
+        # test's workspaces on the session's database would count against its limit of one.
+        own = f"replicas_retries_{uuid.uuid4().hex[:10]}"
+        asyncio.run(_pg_execute(f'CREATE DATABASE "{own}"'))
+        settings = settings.model_copy(update={"database_url": f"{PG_ADMIN_URL.rsplit('/', 1)[0]}/{own}"})
+    try:
+        with LiveServer(settings) as live:
+            yield live
+            destroy_workspaces(live)
+    finally:
+        if own:
+            asyncio.run(_pg_execute(f'DROP DATABASE IF EXISTS "{own}" WITH (FORCE)'))
 
 
 def test_429_is_retried_after_retry_after_then_reported(server, tmp_path, model):  # noqa: F811
@@ -61,7 +74,9 @@ def test_429_is_retried_after_retry_after_then_reported(server, tmp_path, model)
         sleeper = threading.Timer(1.5, client.replicas.sleep, args=(first.id,))
         sleeper.start()
         started = time.monotonic()
-        second = client.replicas.create(name="second", message="Hi", environment_id=env_id)
+        # Patient: a sleep can take a few seconds on a loaded machine (the engine stops with a grace period).
+        with Replicas(server.url, api_key=key, retry=RetryPolicy(max_retries=20)) as patient:
+            second = patient.replicas.create(name="second", message="Hi", environment_id=env_id)
         sleeper.join()
         assert second.status == "preparing" and time.monotonic() - started >= 1.5
         settle(client, second.id, 1)
