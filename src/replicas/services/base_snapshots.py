@@ -177,9 +177,11 @@ async def collect(manager, building: set[uuid.UUID], abandoned_after: float) -> 
                 continue
         elif row.status == READY and config is not None and row.generation == config.generation:
             continue
+        if (row.runtime_state or {}).get("backend") != manager.runtime.name:
+            continue  # another runtime's: a process on that runtime collects it
         try:
             handle = manager.runtime.load_state(row.runtime_state or {})
-        except Exception:  # noqa: BLE001 - a handle of another runtime: only the row can go
+        except Exception:  # noqa: BLE001 - an invalid handle: only the row can go
             handle = None
         if handle is not None and handle.home in in_use:
             continue

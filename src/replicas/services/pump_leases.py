@@ -41,8 +41,9 @@ def lease_name(workspace_id: uuid.UUID | str) -> str:
 
 class PumpLeases:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], pump: EventPump, owner_id: str, *,
-                 ttl: float = 6.0, interval: float = 2.0):
-        self.sessions, self.pump, self.owner_id = sessions, pump, owner_id
+                 runtime: str | None = None, ttl: float = 6.0, interval: float = 2.0):
+        # `runtime`: take over only workspaces of this runtime backend (a process reaches no other's engines).
+        self.sessions, self.pump, self.owner_id, self.runtime = sessions, pump, owner_id, runtime
         self.ttl, self.interval = ttl, interval
         self.held: set[str] = set()  # workspace ids whose lease this process holds
 
@@ -84,8 +85,10 @@ class PumpLeases:
                                       .values(expires_at=now + timedelta(seconds=self.ttl))
                                       .execution_options(synchronize_session=False))
                 await session.commit()
-            active = {str(row.id): row for row in await session.scalars(
-                select(Workspace).where(Workspace.status == "active"))}
+            query = select(Workspace).where(Workspace.status == "active")
+            if self.runtime is not None:
+                query = query.where(Workspace.runtime == self.runtime)
+            active = {str(row.id): row for row in await session.scalars(query)}
             owned = {name.removeprefix(PREFIX): (owner, expires) for name, owner, expires in (await session.execute(
                 select(Lease.name, Lease.owner, Lease.expires_at).where(Lease.name.like(f"{PREFIX}%")))).all()}
         for key in list(self.held):

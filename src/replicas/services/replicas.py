@@ -132,7 +132,7 @@ class ReplicaService:
         self._tasks: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
         self.pools = PoolFiller(settings, sessions, self.manager, self.owner_id)
-        self.pumps = PumpLeases(sessions, self.pump, self.owner_id)
+        self.pumps = PumpLeases(sessions, self.pump, self.owner_id, runtime=settings.runtime)
         self.listener: notify.EventListener | None = None
 
     # -- process lifecycle -------------------------------------------------------------------------
