@@ -21,8 +21,10 @@ run: install
 ## workers, each taking whole files (module fixtures stay in one process): the suite waits on agents, engines and
 ## containers as much as it computes, so two workers fit a 2-core machine. A short base temp dir: the workers'
 ## own folders would otherwise push some tests' unix socket paths past the kernel's 108 bytes.
+## The base temp dir is new for each run: a folder left by an earlier run (one whose files the sandboxes' user
+## namespaces own, or still mounted) must not stop this one.
 test: install
-	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --basetemp=/tmp/rpl-t
+	$(VENV)/bin/python -m pytest -n 2 --dist loadfile --basetemp="$$(mktemp -d /tmp/rpl.XXXX)"
 
 ## Benchmarks (figures go in the closing notes, never in timed tests).
 bench: install
