@@ -4,11 +4,14 @@ the providers' APIs (stand_ins.py) that each integration's `api_url` points at."
 
 from __future__ import annotations
 
+import json
+import uuid
+
 import pytest
 
 from replicas.testing import ShellCall
 from tests.agents.test_real_clis import agent_tools, model  # noqa: F401 - fixtures
-from tests.automations.test_receivers import _sent_text, configure
+from tests.automations.test_receivers import SECRET, _sent_text, configure
 from tests.integrations.stand_ins import StandIn
 from tests.replicas.conftest import replica_backend, replica_env, settings, wait_for  # noqa: F401 - fixtures
 
@@ -17,6 +20,7 @@ FAST = {"team_loop_interval_seconds": 0.2, "review_batch_seconds": 1.0, "reply_w
 TOKENS = {"github": "ghs_installation_token", "gitlab": "glpat-token", "slack": "xoxb-bot-token",
           "linear": "lin_api_key"}
 BRANCH = "replicas/fix-checkout"
+GITLAB_ORIGIN = "https://gitlab.example.com/acme/shop.git"
 
 
 @pytest.fixture
@@ -38,16 +42,26 @@ async def connect(client, stand_in: StandIn, provider: str, **options) -> str:
     return path
 
 
-def open_pull_request(branch: str = BRANCH) -> ShellCall:
+def open_pull_request(branch: str = BRANCH, origin: str = "https://github.com/acme/shop.git") -> ShellCall:
     """What the agent runs: commit on a branch of a checkout whose origin is github.com/acme/shop; the engine
     pushes it after the turn (git's `insteadOf` sends the push to a bare repository in the workspace, GitHub's git
-    side for this test) and opens the pull request through GitHub's API."""
+    side for this test) and opens the pull request through GitHub's API. With a GitLab `origin` the engine only
+    pushes, and the team loop opens the merge request."""
     return ShellCall(
-        "cd ~/workspaces/shop && git init -q --bare ~/github-acme-shop.git"
-        " && git config url.$HOME/github-acme-shop.git.insteadOf https://github.com/acme/shop.git"
-        " && git remote set-url origin https://github.com/acme/shop.git"
+        "cd ~/workspaces/shop && git init -q --bare ~/origin-acme-shop.git"
+        f" && git config url.$HOME/origin-acme-shop.git.insteadOf {origin}"
+        f" && git remote set-url origin {origin}"
         f" && git switch -q -c {branch} && printf 'def checkout(cart):\\n    return 400\\n' > checkout.py"
         f" && git add checkout.py && git commit -qm 'Fix the empty-cart 500'")
+
+
+def gitlab_hook(payload: dict, event: str, delivery: str | None = None, token: str = SECRET):
+    """A GitLab webhook delivery: `X-Gitlab-Event` names the hook ("Note Hook", "Pipeline Hook", "Merge Request
+    Hook", "Issue Hook"), `X-Gitlab-Token` carries the secret, `X-Gitlab-Event-UUID` identifies the delivery."""
+    return json.dumps(payload).encode(), {
+        "Content-Type": "application/json", "User-Agent": "GitLab/17.6.0", "X-Gitlab-Event": event,
+        "X-Gitlab-Token": token, "X-Gitlab-Event-UUID": delivery or str(uuid.uuid4()),
+        "X-Gitlab-Instance": "https://gitlab.example.com"}
 
 
 async def github_variables(client, env, stand_in) -> None:

@@ -6,7 +6,11 @@ provider's documented shape:
   (201, a pull request numbered from 7; what the engine's publish path opens), `GET /repos/{o}/{r}/pulls`
   (the open ones of a head), `GET /repos/{o}/{r}/pulls/{n}`, `GET /repos/{o}/{r}/actions/runs/{id}/jobs`,
   `GET /repos/{o}/{r}/actions/jobs/{id}/logs` (302 to the log's download URL, as GitHub does).
-- GitLab REST v4: `POST /projects/{id}/(issues|merge_requests)/{iid}/notes`, `GET /projects/{id}/jobs/{id}/trace`.
+- GitLab REST v4 (a project named by its id or its URL-encoded path): `POST /projects/{id}/(issues|merge_requests)/
+  {iid}/notes` (201, a note), `POST /projects/{id}/merge_requests` (201, numbered from 1; 409 when the source branch
+  has an open one), `GET /projects/{id}/merge_requests?source_branch=&state=opened`,
+  `GET /projects/{id}/pipelines/{id}/jobs` (`scope[]` filters by status), `GET /projects/{id}/jobs/{id}/trace`
+  (the raw log).
 - Slack Web API: `chat.postMessage`, `reactions.add` (200 with `ok`).
 - Linear GraphQL: `POST /graphql` with the `commentCreate` mutation.
 """
@@ -19,6 +23,7 @@ import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+from urllib.parse import parse_qs, unquote
 
 
 @dataclass
@@ -37,6 +42,9 @@ class StandIn:
     logs: dict[int, str] = field(default_factory=dict)
     jobs: dict[int, list[dict]] = field(default_factory=dict)  # workflow run id -> jobs
     pulls: dict[int, dict] = field(default_factory=dict)  # GitHub pull requests, opened or told
+    merge_requests: dict[int, dict] = field(default_factory=dict)  # GitLab merge requests, opened or told
+    pipeline_jobs: dict[int, list[dict]] = field(default_factory=dict)  # GitLab pipeline id -> jobs
+    gitlab_host: str = "https://gitlab.example.com"
     fail_next: int = 0  # answer this many requests 502 first (retries)
     next_number: int = 7
     next_id: int = 900000
@@ -65,7 +73,8 @@ class StandIn:
                 if stand_in.fail_next > 0:
                     stand_in.fail_next -= 1
                     return self._answer(502, {"message": "Bad Gateway"})
-                status, answer, headers = stand_in.answer(method, self.path.split("?")[0], body, self)
+                path, _, query = self.path.partition("?")
+                status, answer, headers = stand_in.answer(method, path, body, self, parse_qs(query))
                 self._answer(status, answer, headers)
 
             def do_GET(self):
@@ -91,7 +100,8 @@ class StandIn:
         self.next_id += 1
         return self.next_id
 
-    def answer(self, method: str, path: str, body: Any, handler) -> tuple[int, Any, dict | None]:
+    def answer(self, method: str, path: str, body: Any, handler,
+               query: dict[str, list[str]] | None = None) -> tuple[int, Any, dict | None]:
         auth = handler.headers.get("Authorization") or handler.headers.get("PRIVATE-TOKEN")
         if not auth and not path.startswith("/blob/"):  # a log's download URL is pre-signed
             return 401, {"message": "Requires authentication"}, None
@@ -122,6 +132,12 @@ class StandIn:
             return 200, self.logs[int(match[1])], None
         if re.fullmatch(r"/gitlab/projects/[^/]+/(issues|merge_requests)/\d+/notes", path):
             return 201, {"id": self._id(), "body": body["body"], "author": {"username": "replicas-bot"}}, None
+        if match := re.fullmatch(r"/gitlab/projects/([^/]+)/merge_requests", path):
+            return self._gitlab_merge_requests(method, unquote(match[1]), body, query or {})
+        if match := re.fullmatch(r"/gitlab/projects/[^/]+/pipelines/(\d+)/jobs", path):
+            scopes = (query or {}).get("scope[]") or []
+            return 200, [job for job in self.pipeline_jobs.get(int(match[1]), [])
+                         if not scopes or job["status"] in scopes], None
         if match := re.fullmatch(r"/gitlab/projects/[^/]+/jobs/(\d+)/trace", path):
             return 200, self.logs.get(int(match[1]), ""), None
         if path == "/slack/chat.postMessage":
@@ -134,6 +150,26 @@ class StandIn:
             return 200, {"data": {"commentCreate": {"success": True, "comment": {
                 "id": cid, "url": f"https://linear.app/acme/issue/ENG-123#comment-{cid}"}}}}, None
         return 404, {"message": "Not Found"}, None
+
+    def _gitlab_merge_requests(self, method: str, project: str, body: Any,
+                               query: dict[str, list[str]]) -> tuple[int, Any, None]:
+        if method == "GET":
+            branch, state = (query.get("source_branch") or [None])[0], (query.get("state") or [None])[0]
+            return 200, [mr for mr in self.merge_requests.values()
+                         if (branch is None or mr["source_branch"] == branch)
+                         and (state in (None, "all") or mr["state"] == state)], None
+        for mr in self.merge_requests.values():
+            if mr["source_branch"] == body["source_branch"] and mr["state"] == "opened":
+                return 409, {"message": ["Another open merge request already exists for this source branch: "
+                                         f"!{mr['iid']}"]}, None
+        iid = len(self.merge_requests) + 1
+        path = project if "/" in project else "acme/shop"
+        mr = {"id": self._id(), "iid": iid, "project_id": 15, "title": body["title"],
+              "description": body.get("description"), "state": "opened", "source_branch": body["source_branch"],
+              "target_branch": body["target_branch"], "merge_status": "checking",
+              "web_url": f"{self.gitlab_host}/{path}/-/merge_requests/{iid}"}
+        self.merge_requests[iid] = mr
+        return 201, mr, None
 
     def made(self, method: str, pattern: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == method and re.search(pattern, r.path)]

@@ -244,8 +244,9 @@ def parse_gitlab(headers: Any, payload: dict[str, Any], options: LoopOptions) ->
     if kind == "note":
         on_mr = attrs.get("noteable_type") == "MergeRequest"
         node = payload.get("merge_request" if on_mr else "issue") or {}
-        if attrs.get("noteable_type") not in ("MergeRequest", "Issue"):
-            return []
+        if attrs.get("noteable_type") not in ("MergeRequest", "Issue") or attrs.get("system") \
+                or attrs.get("action") not in (None, "create"):
+            return []  # a system note ("mentioned in !3"), or an edited note (GitLab 16+ delivers those too)
         mentioned = mentions(attrs.get("note"), options.handle)
         diff = on_mr and (attrs.get("type") == "DiffNote" or attrs.get("position"))
         if not mentioned and not diff:
@@ -278,7 +279,9 @@ def parse_gitlab(headers: Any, payload: dict[str, Any], options: LoopOptions) ->
     if kind == "pipeline" and attrs.get("status") == "failed" and payload.get("merge_request"):
         mr = payload["merge_request"]
         event = _gitlab_base(payload, delivery, "check_failed", mr.get("iid"), True)
-        event.url, event.head_sha, event.head_branch = mr.get("url"), attrs.get("sha"), attrs.get("ref")
+        # A merge request pipeline's `ref` is `refs/merge-requests/<iid>/head`: the branch is the MR's source.
+        event.url, event.head_sha = mr.get("url"), attrs.get("sha")
+        event.head_branch = mr.get("source_branch") or attrs.get("ref")
         event.run_id, event.title = attrs.get("id"), f"pipeline {attrs.get('id')}"
         event.jobs = [{"id": build.get("id"), "name": build.get("name"), "conclusion": "failed",
                        "url": f"{(payload.get('project') or {}).get('web_url')}/-/jobs/{build.get('id')}"}

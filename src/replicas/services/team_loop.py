@@ -349,11 +349,12 @@ async def check_text(services: Any, organization_id: uuid.UUID, credential: Loop
     the tail of its log when the API gives it; None when every job was reported."""
     jobs = list(event.jobs)
     async with client_for(event.provider, credential.token, credential.api_url, services.settings) as client:
-        if not jobs and event.run_id and event.provider == "github":
+        project = event.target.get("project_id") if event.provider == "gitlab" else event.repository
+        if not jobs and event.run_id:
             try:
-                jobs = [{"id": j.get("id"), "name": j.get("name"), "url": j.get("html_url"),
-                         "conclusion": j.get("conclusion")}
-                        for j in await client.failed_jobs(event.repository, event.run_id)]
+                jobs = [{"id": j.get("id"), "name": j.get("name"), "url": j.get("html_url") or j.get("web_url"),
+                         "conclusion": j.get("conclusion") or j.get("status")}
+                        for j in await client.failed_jobs(project, event.run_id)]
             except ProviderError as exc:
                 log.warning("team loop could not list the jobs of run %s: %s", event.run_id, exc)
                 jobs = [{"id": None, "name": event.title or f"run {event.run_id}", "conclusion": "failure"}]
@@ -366,7 +367,6 @@ async def check_text(services: Any, organization_id: uuid.UUID, credential: Loop
                         continue
             log_tail = None
             if job.get("id") is not None:
-                project = event.target.get("project_id") if event.provider == "gitlab" else event.repository
                 log_tail = await client.job_log_tail(project, job["id"])
             body = f"```text\n{log_tail}\n```" if log_tail else (job.get("summary") or "(no log available)")
             sections.append(f"### {job.get('name')} ({job.get('conclusion')})\n"

@@ -85,14 +85,16 @@ async def react(services: Any, organization_id: uuid.UUID, channel: str, ts: str
 def turn_result(workspace: Workspace, chat_id: str | None, thread: TeamThread) -> str:
     """What a finished turn leaves on the thread: the workspace's pull requests (other than the thread itself)
     and the turn's last words."""
-    links = [pr["url"] for pr in workspace.pull_requests or []
-             if pr.get("url") and (pull_request_key(pr["url"]) or ("", ""))[1] != thread.key]
+    urls = [pr["url"] for pr in workspace.pull_requests or [] if pr.get("url")]
+    reviewable = [url for url in urls if pull_request_key(url)]  # a pushed branch counts when there is no PR
+    links = [url for url in reviewable or urls if (pull_request_key(url) or ("", ""))[1] != thread.key]
     texts = (workspace.snapshot or {}).get("last_text") or {}
     summary = (texts.get(str(chat_id)) if chat_id else None) or texts.get(str(workspace.default_chat_id)) or ""
     summary = summary.strip()[-MAX_SUMMARY:]
     parts = []
     if links:
-        label = "Pull request" if len(links) == 1 else "Pull requests"
+        noun = "Merge request" if thread.provider == "gitlab" else "Pull request"
+        label = noun if len(links) == 1 else f"{noun}s"
         parts.append(f"{label}: " + ", ".join(links))
     parts.append(summary or "The agent finished its turn without a summary.")
     return "\n\n".join(parts)

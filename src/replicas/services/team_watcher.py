@@ -6,6 +6,7 @@
    settled (no chat processing, nothing queued) gets the turn's result: the pull request links and the
    turn's last words (team_replies.turn_result). It waits for the repositories' state that the engine
    journals after the turn (`repo.status.changed`: the pull request it opened), or `REPLICAS_REPLY_WAIT_SECONDS`.
+   On a GitLab thread, the merge requests of the branches it pushed are opened then (team_merge_requests.py).
    The workspace's pull requests on the same provider become tracked threads of it then;
 3. threads whose `archive_at` passed archive their workspace (a closed issue; the last tracked pull request
    merged or closed, unless one is open again).
@@ -24,7 +25,7 @@ from typing import Any
 from sqlalchemy import select, update
 
 from replicas.errors import ReplicasError
-from replicas.services import loops, team_loop, team_replies
+from replicas.services import loops, team_loop, team_merge_requests, team_replies
 from replicas.services.team_threads import PR_KINDS, live_workspace, pull_request_key
 from replicas.store.models import Workspace, WorkspaceEvent, aware, utcnow
 from replicas.store.team_models import TeamMessage, TeamThread
@@ -84,6 +85,7 @@ async def _turn_result(services: Any, thread: TeamThread) -> tuple[TeamThread, s
         await session.commit()
         if claimed.rowcount != 1:
             return None
+        await team_merge_requests.open_merge_requests(services, session, workspace, thread)
         await track_pull_requests(session, workspace, thread.provider)
         return thread, team_replies.turn_result(workspace, (turn.payload or {}).get("chatId"), thread)
 
