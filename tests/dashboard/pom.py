@@ -94,6 +94,14 @@ class ReplicaPage(Dashboard):
     def terminal_text(self):
         return self.page.locator(".xterm-rows")
 
+    def diff_table(self, path: str, split: bool = False):
+        name = f"Changes in {path}, side by side" if split else f"Changes in {path}"
+        return self.page.get_by_role("table", name=name, exact=True)
+
+    def diff_mode(self, label: str):
+        """The Unified/Split radio of the (first) diff shown."""
+        return self.page.get_by_role("radio", name=label, exact=True).first
+
 
 class EnvironmentPage(Dashboard):
     def open(self, environment_id: str, name: str) -> None:
