@@ -12,7 +12,8 @@ container's mountPath, with the container's environment (secretKeyRef, fieldRef 
 expansion resolved as a kubelet does) and the image's command taken from the `images` table given here
 (e.g. the workspace image's CMD is this machine's `python -m replicas.engine.main`). Each pod gets its own
 loopback address (127.1.x.y) as its IP, so engines in different pods listen on the same port as on a
-cluster. It does not enforce securityContext, resources or NetworkPolicies (the builders' tests check
+cluster. Paths given as `hidden` (the control plane's data dirs) are empty inside containers, as a node shares
+no disk with the control plane. It does not enforce securityContext, resources or NetworkPolicies (the builders' tests check
 those fields; only a live cluster enforces them). Besides the API, `evict` plays the node evicting a pod.
 
 Phases it plays: Pending while a claim is unbound (an unknown storage class; PodScheduled False,
@@ -79,10 +80,12 @@ class Container:
 class StandInApiServer:
     """Start with `start()`; `url`, `token`, `write_kubeconfig(path)`; `close()` kills every container."""
 
-    def __init__(self, root: Path, images: dict[str, Image], *, storage_classes: tuple[str, ...] = ("standard",)):
+    def __init__(self, root: Path, images: dict[str, Image], *, storage_classes: tuple[str, ...] = ("standard",),
+                 hidden: tuple[Path, ...] = ()):
         self.root = root
         self.images = images
         self.storage_classes = storage_classes
+        self.hidden = hidden
         self.token = uuid.uuid4().hex
         self.objects: dict[tuple[str, str, str], dict[str, Any]] = {}
         self.history: list[tuple[int, str, str, str, dict[str, Any]]] = []  # rv, kind, ns, type, object
@@ -254,17 +257,20 @@ class StandInApiServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + float(request.query.get("timeoutSeconds") or 1800)
         sent = since
-        while loop.time() < deadline:
-            for revision, k, n, event, obj in self.history:
-                if revision > sent and k == kind and n == ns and self._selected(obj, request.query):
-                    await response.write(json.dumps({"type": event, "object": obj}).encode() + b"\n")
-            sent = self.revision
-            async with self.changed:
-                try:
-                    await asyncio.wait_for(self.changed.wait(), max(0.01, deadline - loop.time()))
-                except TimeoutError:
-                    break
-        await response.write_eof()
+        try:
+            while loop.time() < deadline:
+                for revision, k, n, event, obj in self.history:
+                    if revision > sent and k == kind and n == ns and self._selected(obj, request.query):
+                        await response.write(json.dumps({"type": event, "object": obj}).encode() + b"\n")
+                sent = self.revision
+                async with self.changed:
+                    try:
+                        await asyncio.wait_for(self.changed.wait(), max(0.01, deadline - loop.time()))
+                    except TimeoutError:
+                        break
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client ended the watch (it saw what it waited for, or it was killed)
         return response
 
     async def create(self, kind: str, ns: str, body: dict[str, Any]) -> web.Response:
@@ -439,8 +445,11 @@ class StandInApiServer:
         return code
 
     def _sandbox(self, argv: list[str], mounts: list[tuple[str, str]], cwd: str) -> list[str]:
-        """The container's mounts over this machine's tree (bubblewrap), then its command."""
+        """The container's mounts over this machine's tree (bubblewrap), then its command. `hidden` paths are
+        empty in there (the control plane's disk: a node shares none with it)."""
         sandbox = [self.bwrap, "--dev-bind", "/", "/"]
+        for path in self.hidden:
+            sandbox += ["--tmpfs", str(path)]
         for source, target in mounts:
             sandbox += ["--bind", source, target]
         return [*sandbox, "--die-with-parent", "--chdir", cwd, "--", *argv]

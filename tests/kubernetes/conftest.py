@@ -29,6 +29,14 @@ class Cluster:
     standin: StandInApiServer | None  # None: a live cluster
 
 
+def standin_engine_image(**env: str) -> Image:
+    """The stand-in's workspace image: this machine's engine as its CMD, with `env` (what a real image sets,
+    e.g. REPLICAS_TOOLS_DIR where its agent CLIs are)."""
+    return Image([sys.executable, "-m", "replicas.engine.main"],
+                 env={"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', os.defpath)}",
+                      "LANG": "C.UTF-8", **env})
+
+
 @pytest.fixture(scope="module", params=["standin", "live"])
 def cluster(request, tmp_path_factory):
     if request.param == "live":
@@ -40,10 +48,9 @@ def cluster(request, tmp_path_factory):
     if find_bwrap() is None:
         pytest.skip("the API server stand-in runs containers under bubblewrap, which is missing here")
     root = tmp_path_factory.mktemp("standin")
-    engine = Image([sys.executable, "-m", "replicas.engine.main"],
-                   env={"PATH": f"{Path(sys.executable).parent}:{os.environ.get('PATH', os.defpath)}",
-                        "LANG": "C.UTF-8"})
-    server = StandInApiServer(root, {STANDIN_IMAGE: engine}).start()
+    # The tests' temporary files (the control plane's data dirs among them) are not on the stand-in's "nodes".
+    server = StandInApiServer(root, {STANDIN_IMAGE: standin_engine_image()},
+                              hidden=(tmp_path_factory.getbasetemp(),)).start()
     namespace = "replicas-workspaces"
     yield Cluster(str(server.write_kubeconfig(root / "kubeconfig", namespace)), namespace, STANDIN_IMAGE, server)
     server.close()

@@ -1,0 +1,170 @@
+"""The `kubernetes` backend through the product: a real `replicas serve` with REPLICAS_RUNTIME=kubernetes, its
+cluster the API server stand-in (apiserver.py), driven through the REST API as a user drives it. A replica with a
+first message (the real Claude Code behind the scripted model), its answer in the history and the SSE stream, the
+diff, a control-plane restart (SIGKILL) that reattaches, a follow-up, sleep (pod gone, claim kept), wake (a new
+pod on the same files) and delete (nothing of the workspace left in the cluster).
+
+Stand-in only: the pods here must reach this machine's control plane and scripted model, which a live cluster's
+cannot; tests/workspaces' `kubernetes` parameter drives a live cluster end to end."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import httpx
+import pytest
+
+from replicas.runtime.bwrap import find_bwrap
+from replicas.runtime.k8s_objects import workspace_name
+from replicas.testing.script import ShellCall, Text, WriteFile
+from tests.agents.test_real_clis import agent_tools, model  # noqa: F401 - fixtures
+from tests.kubernetes.apiserver import KINDS, StandInApiServer
+from tests.kubernetes.conftest import STANDIN_IMAGE, standin_engine_image
+from tests.replicas.test_events_restart import VERSION, auth, is_completed, read_sse, running_server, \
+    setup_environment, wait_settled
+
+pytestmark = [pytest.mark.slow]
+NAMESPACE = "replicas-workspaces"
+
+
+@pytest.fixture(scope="module")
+def standin(tmp_path_factory, agent_tools):  # noqa: F811
+    """The stand-in cluster, whose workspace image carries the agent CLIs as a real image does."""
+    if find_bwrap() is None:
+        pytest.skip("the API server stand-in runs containers under bubblewrap, which is missing here")
+    root = tmp_path_factory.mktemp("standin")
+    # The test's temporary files (the control plane's data dir among them) are not on the stand-in's "nodes".
+    server = StandInApiServer(root, {STANDIN_IMAGE: standin_engine_image(REPLICAS_TOOLS_DIR=str(agent_tools))},
+                              hidden=(tmp_path_factory.getbasetemp(),))
+    server.start()
+    server.kubeconfig = server.write_kubeconfig(root / "kubeconfig", NAMESPACE)
+    yield server
+    server.close()
+
+
+def kubernetes_env(standin: StandInApiServer, **extra: str) -> dict[str, str]:
+    """`replicas serve`'s settings for the stand-in cluster, as an operator sets them (README, "Kubernetes")."""
+    return {"REPLICAS_RUNTIME": "kubernetes", "REPLICAS_K8S_KUBECONFIG": str(standin.kubeconfig),
+            "REPLICAS_K8S_NAMESPACE": NAMESPACE, "REPLICAS_K8S_IMAGE": STANDIN_IMAGE,
+            "REPLICAS_K8S_PENDING_TIMEOUT_SECONDS": "60", **extra}
+
+
+def cluster_objects(standin: StandInApiServer, replica_id: str) -> dict[str, list[str]]:
+    """Every object of the replica's workspace in the stand-in, by kind: names (pods: `name@uid`)."""
+    name = workspace_name(replica_id)
+    found: dict[str, list[str]] = {kind: [] for kind in KINDS}
+    for (kind, namespace, _), obj in list(standin.objects.items()):
+        labels = obj["metadata"].get("labels") or {}
+        if namespace == NAMESPACE and labels.get("replicas.dev/workspace") == name:
+            found[kind].append(f"{obj['metadata']['name']}@{obj['metadata']['uid']}" if kind == "pods"
+                               else obj["metadata"]["name"])
+    return found
+
+
+async def until(predicate, timeout: float = 90, what: str = "condition"):
+    deadline = time.monotonic() + timeout
+    while not (value := await predicate()):
+        assert time.monotonic() < deadline, f"timed out after {timeout}s waiting for {what}"
+        await asyncio.sleep(0.2)
+    return value
+
+
+async def replica(client: httpx.AsyncClient, replica_id: str, **params) -> dict:
+    response = await client.get(f"/v1/replica/{replica_id}", params=params)
+    assert response.status_code == 200, response.text
+    return response.json()["replica"]
+
+
+async def turn_frames(client: httpx.AsyncClient, replica_id: str, after: int) -> list[dict]:
+    """The SSE frames of the replica's stream after event `after`, until a turn completes."""
+    frames: list[dict] = []
+    async with client.stream("GET", f"/v1/replica/{replica_id}/events", params={"after": after},
+                             timeout=httpx.Timeout(120, read=120)) as response:
+        assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+        await asyncio.wait_for(read_sse(response, frames, is_completed), 120)
+    return [f for f in frames if "id" in f]
+
+
+async def test_a_replica_lives_on_kubernetes_through_the_api(tmp_path, agent_tools, model, make_git_repo,  # noqa: F811
+                                                             standin):
+    async with running_server(tmp_path, agent_tools, **kubernetes_env(standin)) as server:
+        async with httpx.AsyncClient(base_url=server.base, headers=auth(), timeout=60) as client:
+            env_id = await setup_environment(client, make_git_repo, model)
+            model.add_turn(WriteFile("hello.py", "print('hello')\n"), Text("Created hello.py."))
+            created = await client.post("/v1/replica", headers=VERSION, json={
+                "name": "on-k8s", "environment_id": env_id, "message": "Create hello.py"})
+            assert created.status_code == 201, created.text
+            replica_id = created.json()["replica"]["id"]
+
+            # The answer, on the stream and in the history.
+            first = await turn_frames(client, replica_id, 0)
+            assert first[-1]["data"]["payload"]["isComplete"] is True
+            assert any("Created hello.py." in str(f["data"]) for f in first if f["event"] == "chat.turn.delta")
+            await wait_settled(client, replica_id, timeout=90)
+            history = (await client.get(f"/v1/replica/{replica_id}/history")).json()
+            assert history["events"][-1]["type"] == "claude-result"
+            assert "Created hello.py." in str(history["events"])
+            details = await replica(client, replica_id, include="diffs")
+            assert details["status"] == "active"
+            [repo] = details["repository_statuses"]
+            assert repo["git_diff"]["added"] == 1 and "+print('hello')" in repo["git_diff"]["full_diff"]
+
+            # In the cluster: the engine's pod, its claim, Secret and NetworkPolicy, nothing else.
+            objects = cluster_objects(standin, replica_id)
+            name = workspace_name(replica_id)
+            assert {kind: [n.split("@")[0] for n in names] for kind, names in objects.items()} == \
+                {"pods": [name], "persistentvolumeclaims": [name], "secrets": [name], "networkpolicies": [name]}
+            [first_pod] = objects["pods"]
+
+            # A control plane killed mid-life: the new process finds the pod again and does not replace it.
+            server.kill()
+            await server.start()
+        async with httpx.AsyncClient(base_url=server.base, headers=auth(), timeout=60) as client:
+            assert (await replica(client, replica_id))["status"] == "active"
+            # The pod shares no disk with the control plane: its data dir (keys, database, mirrors) is not there.
+            model.add_turn(ShellCall(f"cat hello.py; ls {tmp_path / 'data' / 'mirrors'}"), Text("It prints hello."))
+            last = first[-1]["id"]
+            sent = await client.post(f"/v1/replica/{replica_id}/messages", json={"message": "What does it print?"})
+            assert sent.status_code == 200 and sent.json()["status"] == "sent", sent.text
+            second = await turn_frames(client, replica_id, int(last))
+            assert second[-1]["data"]["payload"]["isComplete"] is True
+            assert int(second[0]["id"]) == int(last) + 1
+            seen = model.model_requests()[-1].conversation_text()
+            assert "print('hello')" in seen and "No such file or directory" in seen, seen[-500:]
+            assert cluster_objects(standin, replica_id)["pods"] == [first_pod]
+
+            # Sleep: the pod and its Secret go, the claim (the files) stays.
+            slept = await client.post(f"/v1/workspaces/{replica_id}/sleep")
+            assert slept.status_code == 200 and slept.json() == {"success": True}, slept.text
+            assert (await replica(client, replica_id))["status"] in ("sleeping", "preparing")
+            asleep = cluster_objects(standin, replica_id)
+            assert asleep == {"pods": [], "persistentvolumeclaims": [name], "secrets": [],
+                              "networkpolicies": [name]}
+
+            # Wake (a read wakes it): a new pod on the same claim, the same files and chat.
+            async def awake():
+                body = await replica(client, replica_id, include="diffs")
+                return body if body["status"] == "active" and not body["waking"] else None
+
+            woken = await until(awake, what="the wake")
+            [new_pod] = cluster_objects(standin, replica_id)["pods"]
+            assert new_pod != first_pod
+            assert woken["repository_statuses"][0]["git_diff"]["added"] == 1
+            model.add_turn(ShellCall("cat hello.py"), Text("Still hello."))
+            sent = await client.post(f"/v1/replica/{replica_id}/messages", json={"message": "Still there?"})
+            assert sent.status_code == 200, sent.text
+            third = await turn_frames(client, replica_id, int(second[-1]["id"]))
+            assert third[-1]["data"]["payload"]["isComplete"] is True
+            assert "print('hello')" in model.model_requests()[-1].conversation_text()
+            assert "What does it print?" in model.model_requests()[-1].conversation_text()  # same session
+
+            # Delete: nothing of the workspace is left in the cluster.
+            deleted = await client.delete(f"/v1/replica/{replica_id}")
+            assert deleted.json() == {"success": True}, deleted.text
+            assert (await client.get(f"/v1/replica/{replica_id}")).status_code == 404
+
+            async def gone():
+                return cluster_objects(standin, replica_id) == {kind: [] for kind in KINDS}
+
+            await until(gone, timeout=30, what="the workspace's objects to go")
