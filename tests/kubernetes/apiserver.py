@@ -13,8 +13,8 @@ expansion resolved as a kubelet does) and the image's command taken from the `im
 (e.g. the workspace image's CMD is this machine's `python -m replicas.engine.main`). Each pod gets its own
 loopback address (127.1.x.y) as its IP, so engines in different pods listen on the same port as on a
 cluster. Paths given as `hidden` (the control plane's data dirs) are empty inside containers, as a node shares
-no disk with the control plane. It does not enforce securityContext, resources or NetworkPolicies (the builders' tests check
-those fields; only a live cluster enforces them). Besides the API, `evict` plays the node evicting a pod.
+no disk with the control plane. It does not enforce securityContext, resources or NetworkPolicies (the builders'
+tests check those fields; only a live cluster enforces them). Besides the API, `evict` plays the node evicting a pod.
 
 Phases it plays: Pending while a claim is unbound (an unknown storage class; PodScheduled False,
 Unschedulable), ErrImagePull/ImagePullBackOff for an image not in the table, CreateContainerConfigError for a

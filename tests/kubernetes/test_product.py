@@ -21,8 +21,15 @@ from replicas.testing.script import ShellCall, Text, WriteFile
 from tests.agents.test_real_clis import agent_tools, model  # noqa: F401 - fixtures
 from tests.kubernetes.apiserver import KINDS, StandInApiServer
 from tests.kubernetes.conftest import STANDIN_IMAGE, standin_engine_image
-from tests.replicas.test_events_restart import VERSION, auth, is_completed, read_sse, running_server, \
-    setup_environment, wait_settled
+from tests.replicas.test_events_restart import (
+    VERSION,
+    auth,
+    is_completed,
+    read_sse,
+    running_server,
+    setup_environment,
+    wait_settled,
+)
 
 pytestmark = [pytest.mark.slow]
 NAMESPACE = "replicas-workspaces"
@@ -168,3 +175,47 @@ async def test_a_replica_lives_on_kubernetes_through_the_api(tmp_path, agent_too
                 return cluster_objects(standin, replica_id) == {kind: [] for kind in KINDS}
 
             await until(gone, timeout=30, what="the workspace's objects to go")
+
+
+async def test_a_warm_pool_fills_on_kubernetes_and_a_create_claims_from_it(tmp_path, agent_tools, model,  # noqa: F811
+                                                                           make_git_repo, standin):
+    """No base snapshots on a cluster (it shares no disk with the control plane): every pool workspace is warmed
+    cold, its warm hook run in a throwaway pod on its claim before its engine's pod starts."""
+    settings = kubernetes_env(standin, REPLICAS_POOL_ENABLED="true", REPLICAS_POOL_INTERVAL_SECONDS="0.2")
+    async with running_server(tmp_path, agent_tools, **settings) as server:
+        async with httpx.AsyncClient(base_url=server.base, headers=auth(), timeout=60) as client:
+            env_id = await setup_environment(client, make_git_repo, model)
+            saved = await client.post(f"/v1/environments/{env_id}/warm-hooks/save",
+                                      json={"content": "echo warmed-in-the-cluster > ~/warmed.txt\n"})
+            assert saved.status_code == 201, saved.text
+            enabled = await client.put(f"/v1/environments/{env_id}/warm-pools",
+                                       json={"enabled": True, "target_size": 1})
+            assert enabled.status_code == 200, enabled.text
+            pool = enabled.json()["warm_pool"]
+
+            async def ready():
+                rows = (await client.get(f"/v1/warm-pools/{pool['id']}/workspaces")).json()["workspaces"]
+                return [w for w in rows if w["status"] == "ready"] or None
+
+            [pooled] = await until(ready, timeout=120, what="a ready pool workspace")
+            state = (await client.get(f"/v1/environments/{env_id}/warm-hooks")).json()["warm_pool"]
+            assert state["ready_count"] == 1 and state["has_base_snapshot"] is False
+            assert [n.split("@")[0] for n in cluster_objects(standin, pooled["sandbox_id"])["pods"]] == \
+                [workspace_name(pooled["sandbox_id"])]  # its engine's pod; the warm hook's is gone
+
+            model.add_turn(ShellCall("cat ~/warmed.txt"), Text("Claimed."))
+            created = await client.post("/v1/replica", headers=VERSION, json={
+                "name": "from-the-pool", "environment_id": env_id, "message": "Read the warm hook's file"})
+            assert created.status_code == 201, created.text
+            assert created.json()["replica"]["id"] == pooled["sandbox_id"]
+            await wait_settled(client, pooled["sandbox_id"], timeout=90)
+            assert "warmed-in-the-cluster" in model.model_requests()[-1].conversation_text()
+            [refill] = await until(ready, timeout=120, what="the pool to refill")
+
+            # A disabled pool's ready workspace is expired: nothing of it stays in the cluster.
+            await client.put(f"/v1/environments/{env_id}/warm-pools", json={"enabled": False})
+
+            async def expired():
+                return cluster_objects(standin, refill["sandbox_id"]) == {kind: [] for kind in KINDS}
+
+            await until(expired, timeout=60, what="the expired pool workspace's objects to go")
