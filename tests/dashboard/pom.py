@@ -132,3 +132,27 @@ class EnvironmentPage(Dashboard):
     @property
     def warm_hook_output(self):
         return self.page.get_by_role("log", name="Warm hook test output")
+
+
+class ApiKeysPage(Dashboard):
+    def open(self) -> None:
+        self.goto("#/api-keys")
+        expect(self.heading("API keys")).to_be_visible()
+
+    def section(self, title: str):
+        return self.page.get_by_role("region", name=title, exact=True)
+
+    def create(self, kind: str, name: str) -> str:
+        """Create a `kind` ("organization" or "personal") key; returns the key shown once."""
+        self.page.get_by_label(f"New {kind} key name").fill(name)
+        self.page.get_by_role("button", name=f"Create {kind} key").click()
+        shown = self.page.get_by_label(f"New {kind} key", exact=True)
+        expect(shown).to_contain_text("sk_replicas_")
+        return shown.inner_text().strip()
+
+    def row(self, title: str, name: str):
+        return self.section(title).get_by_role("row").filter(has=self.page.get_by_role("cell", name=name, exact=True))
+
+    def revoke(self, title: str, name: str) -> None:
+        self.row(title, name).get_by_role("button", name="Revoke").click()
+        self.page.get_by_role("dialog", name="Revoke").get_by_role("button", name="Yes, revoke").click()

@@ -178,5 +178,12 @@ export const apiKeys = {
   remove: (keyId) => del(`/v1/user/api-keys/${id(keyId)}`),
 };
 
+// Org keys (our /v1/api-keys, org admins only): the same shapes as personal keys.
+export const orgApiKeys = {
+  list: (query) => get("/v1/api-keys", query),
+  create: (name) => post("/v1/api-keys", { name }),
+  remove: (keyId) => del(`/v1/api-keys/${id(keyId)}`),
+};
+
 export const usage = { report: (query) => get("/v1/usage", query) };
 export const audit = { list: (query) => get("/v1/audit-log", query) };

@@ -1,32 +1,61 @@
-// Organization pages: personal API keys (the key is shown once, at creation), usage over time, audit log.
+// Organization pages: API keys (org keys for admins, personal keys for users; a key is shown once, at creation,
+// with a copy button), usage over time, audit log.
 import { useState } from "preact/hooks";
 import { html } from "../html.js";
-import { apiKeys, audit, usage } from "../api.js";
-import { ConfirmButton, ErrorBox, Field, Loaded, useLoad, when } from "../components/ui.js";
+import { apiKeys, audit, orgApiKeys, session, usage } from "../api.js";
+import { ConfirmButton, ErrorBox, Field, Loaded, Loading, useLoad, when } from "../components/ui.js";
 
-export function ApiKeysPage() {
-  const [data, state] = useLoad(() => apiKeys.list({ limit: 100 }), []);
+function CopyButton({ text, label }) {
+  const [copied, setCopied] = useState(null);
+  async function copy() {
+    try { await navigator.clipboard.writeText(text); setCopied("Copied."); } catch { setCopied("Copy failed: select the key and copy it."); }
+  }
+  return html`<button type="button" onClick=${copy}>${label}</button>${copied ? html` <span role="status" class="hint">${copied}</span>` : null}`;
+}
+
+function NewKey({ kind, apiKey, onDone }) {
+  return html`<div class="card new-key" role="status"><strong>Copy this key now; it is not shown again:</strong>
+    <pre class="hook-output mono" aria-label=${`New ${kind} key`}>${apiKey.key}</pre>
+    <div class="actions"><${CopyButton} text=${apiKey.key} label=${`Copy ${kind} key`} />
+      <button type="button" onClick=${onDone}>Done</button></div></div>`;
+}
+
+// One list of keys with its create form: `api` is apiKeys (personal) or orgApiKeys.
+function KeySection({ api, kind, title, hint }) {
+  const [data, state] = useLoad(() => api.list({ limit: 100 }), []);
   const [name, setName] = useState("");
   const [created, setCreated] = useState(null);
   const [error, setError] = useState(null);
+  const headingId = `keys-${kind}`;
   async function create(event) {
     event.preventDefault();
-    try { setCreated((await apiKeys.create(name)).api_key); setName(""); setError(null); state.reload(); } catch (failure) { setError(failure); }
+    try { setCreated((await api.create(name)).api_key); setName(""); setError(null); state.reload(); } catch (failure) { setError(failure); }
   }
-  return html`<section class="page"><div class="page-head"><h1>API keys</h1></div>
-    <p class="hint">Personal keys act as you. Organization keys are minted by an admin with
-      <code>replicas admin</code> on the server (or <code>REPLICAS_BOOTSTRAP_API_KEY</code>).</p>
-    ${created ? html`<div class="card" role="status"><strong>Copy this key now; it is not shown again:</strong>
-      <pre class="hook-output mono" aria-label="New API key">${created.key}</pre>
-      <button type="button" onClick=${() => setCreated(null)}>Done</button></div>` : null}
-    <${Loaded} state=${state} data=${data?.api_keys} empty="No personal keys.">${(list) => html`<table class="list" aria-label="API keys">
+  return html`<section aria-labelledby=${headingId}><h2 id=${headingId}>${title}</h2><p class="hint">${hint}</p>
+    ${created ? html`<${NewKey} kind=${kind} apiKey=${created} onDone=${() => setCreated(null)} />` : null}
+    <${Loaded} state=${state} data=${data?.api_keys} empty=${`No ${kind} keys.`}>${(list) => html`<table class="list" aria-label=${title}>
       <thead><tr><th scope="col">Name</th><th scope="col">Prefix</th><th scope="col">Created</th><th scope="col">Last used</th><th scope="col"><span class="hint">Actions</span></th></tr></thead>
-      <tbody>${list.map((k) => html`<tr><td>${k.name}</td><td class="mono">${k.key_prefix}…</td><td>${when(k.created_at)}</td><td>${when(k.last_used_at)}</td>
-        <td><${ConfirmButton} label="Revoke" danger question=${`Revoke the key ${k.name}? Clients using it stop working.`}
-          onConfirm=${async () => { await apiKeys.remove(k.id); state.reload(); }} /></td></tr>`)}</tbody></table>`}<//>
-    <form class="row" onSubmit=${create}><${Field} label="New key name"><input name="key_name" required value=${name} onInput=${(e) => setName(e.target.value)} /><//>
-      <button type="submit" class="primary">Create key</button></form>
+      <tbody>${list.map((k) => html`<tr key=${k.id}><td>${k.name}</td><td class="mono">${k.key_prefix}…</td><td>${when(k.created_at)}</td><td>${when(k.last_used_at)}</td>
+        <td><${ConfirmButton} label="Revoke" danger question=${`Revoke the ${kind} key ${k.name}? Clients using it stop working, and dashboard sessions signed in with it end.`}
+          onConfirm=${async () => { await api.remove(k.id); state.reload(); }} /></td></tr>`)}</tbody></table>`}<//>
+    <form class="row" onSubmit=${create}><${Field} label=${`New ${kind} key name`}><input name=${`${kind}_key_name`} required maxlength="255"
+        value=${name} onInput=${(e) => setName(e.target.value)} /><//>
+      <button type="submit" class="primary">${`Create ${kind} key`}</button></form>
     <${ErrorBox} error=${error} />
+  </section>`;
+}
+
+export function ApiKeysPage() {
+  const [who, state] = useLoad(async () => (await session.current()).session, []);
+  return html`<section class="page"><div class="page-head"><h1>API keys</h1></div>
+    ${state.error ? html`<${ErrorBox} error=${state.error} retry=${state.reload} />` : !who ? html`<${Loading} />` : html`
+      ${who.role === "admin"
+        ? html`<${KeySection} api=${orgApiKeys} kind="organization" title="Organization keys"
+            hint="Org keys act as the organization's bot, with admin rights: workspaces they create belong to no user. Only admins see and mint them." />`
+        : html`<p class="hint">Organization keys are managed by the organization's admins.</p>`}
+      ${who.scope === "user"
+        ? html`<${KeySection} api=${apiKeys} kind="personal" title="Personal keys" hint="Personal keys act as you, with your role." />`
+        : html`<p class="hint">Personal keys belong to a user: sign in with your personal key to manage yours.</p>`}`}
   </section>`;
 }
 
