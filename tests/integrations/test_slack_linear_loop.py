@@ -121,3 +121,17 @@ async def test_a_linear_issue_assigned_to_replicas_gets_a_workspace_and_the_pull
     other["updatedFrom"] = {"updatedAt": "2026-11-30T12:05:00.000Z", "priority": 3}
     assert (await post(anonymous, path, linear(other))).status_code == 202
     assert len(await workspaces_from(app, "linear")) == 1 and workspace.source == "linear"
+
+    # The issue is completed (moved to a state of type `completed`): its workspace is archived.
+    done = copy.deepcopy(assigned)
+    done["data"].update(stateId="d0e5e0a1-0000-4000-8000-0000000000d0", state={
+        "id": "d0e5e0a1-0000-4000-8000-0000000000d0", "color": "#5e6ad2", "name": "Done", "type": "completed"})
+    done["updatedFrom"] = {"updatedAt": "2026-11-30T12:00:00.000Z", "stateId": assigned["data"]["stateId"]}
+    assert (await post(anonymous, path, linear(done))).status_code == 202
+    await wait_for(lambda: _status_is(app, workspace.id, "archived"), timeout=30, what="the archive")
+    assert turns(model) == 1 and len(stand_in.made("POST", r"/linear/graphql$")) == 1
+
+
+async def _status_is(app, workspace_id, status: str) -> bool:
+    async with app.state.sessions() as session:
+        return (await session.get(Workspace, workspace_id)).status == status

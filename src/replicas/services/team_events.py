@@ -208,6 +208,8 @@ def _per_pull(payload: dict[str, Any], delivery: str, pulls: list[dict[str, Any]
         number = (pull or {}).get("number")
         event = _github_base(payload, delivery, "check_failed", number, True)
         event.head_sha, event.head_branch = head_sha, ((pull or {}).get("head") or {}).get("ref") or head_branch
+        html_url = (payload.get("repository") or {}).get("html_url")
+        event.url = f"{html_url}/pull/{number}" if html_url and number else None  # a run names no PR URL
         if dedupe:
             event.dedupe_key = f"{dedupe}#{number}" if number else dedupe
         elif number:

@@ -186,17 +186,20 @@ async def on_pull_request_event(services: Any, organization_id: uuid.UUID, crede
 
 
 async def on_push(services: Any, organization_id: uuid.UUID, credential: LoopCredential, event: TeamEvent) -> bool:
-    """A base branch moved: its open tracked pull requests may conflict now (GitHub says so on a read)."""
+    """A base branch moved: its open tracked pull requests may conflict now (GitHub says so on a read). A pull
+    request whose base is not known yet is read too (its base is learnt from the answer)."""
     prefix = f"github:{(event.repository or '').lower()}#"
     async with services.sessions() as session:
         threads = [t for t in await session.scalars(select(TeamThread).where(
             TeamThread.organization_id == organization_id, TeamThread.kind == "pull_request",
             TeamThread.state == "open", TeamThread.key.startswith(prefix)))
-            if (t.details or {}).get("base_branch") == event.base_branch]
+            if (t.details or {}).get("base_branch") in (None, event.base_branch)]
     handled = 0
     async with client_for("github", credential.token, credential.api_url, services.settings) as github:
         for thread in threads:
             pull = await github.pull_request(event.repository, int(thread.key.rsplit("#", 1)[1]))
+            if (pull.get("base") or {}).get("ref") != event.base_branch:
+                continue
             if pull.get("mergeable") is False or pull.get("mergeable_state") == "dirty":
                 conflict = TeamEvent("github", "conflict", f"github-conflict:{thread.key}:"
                                      f"{(pull.get('head') or {}).get('sha')}:{event.head_sha}",

@@ -101,6 +101,8 @@ def _age(ts: str | None) -> float:
 async def track_pull_requests(session, workspace: Workspace, provider: str) -> None:
     """The workspace's pull requests on `provider` as threads of it (what its closing and its follow-ups
     are decided by)."""
+    branches = {record.get("url"): (record.get("branch"), repo.get("defaultBranch"))
+                for repo in (workspace.snapshot or {}).get("repos", []) for record in repo.get("pullRequests") or []}
     for pr in workspace.pull_requests or []:
         found = pull_request_key(pr.get("url", ""))
         if found is None or found[0] != provider:
@@ -118,8 +120,15 @@ async def track_pull_requests(session, workspace: Workspace, provider: str) -> N
         session.add(TeamThread(organization_id=workspace.organization_id, provider=provider, key=key,
                                kind="pull_request" if provider == "github" else "merge_request",
                                workspace_id=workspace.id, environment_id=workspace.environment_id, target=target,
-                               details={"url": pr["url"]}))
+                               details=_pull_request_details(pr["url"], *branches.get(pr["url"], (None, None)))))
         await session.commit()
+
+
+def _pull_request_details(url: str, head_branch: str | None, base_branch: str | None) -> dict[str, str]:
+    """What a follow-up needs to know of a tracked pull request: its URL and, when the engine recorded them, its
+    branch (a replacement workspace checks it out) and base (a push there may make it conflict)."""
+    return {"url": url, **({"head_branch": head_branch} if head_branch else {}),
+            **({"base_branch": base_branch} if base_branch else {})}
 
 
 async def _archive(services: Any, thread: TeamThread) -> None:

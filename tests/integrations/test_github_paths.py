@@ -1,0 +1,115 @@
+"""The GitHub loop's other paths, end to end (signed deliveries in GitHub's documented shapes, the real receiver, the
+real Claude Code behind the scripted model, GitHub's REST API played by the loopback stand-in): a push to the base
+branch that leaves the workspace's pull request conflicting, a failed workflow run (its jobs listed through the API,
+the failing one's name and log tail sent), a closed issue archiving its workspace, and a review on a pull request
+whose workspace was deleted, which a new workspace takes up on the pull request's branch."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlalchemy import select
+
+from replicas.store.models import Workspace
+from replicas.testing import Text
+from tests.automations.test_receivers import github, post
+from tests.integrations.conftest import BRANCH, FAST, connect, github_variables, open_pull_request, prompt_with, turns
+from tests.replicas.conftest import status_of, wait_for
+
+pytestmark = [pytest.mark.slow, pytest.mark.replica_settings(**FAST),
+              pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
+
+PAYLOADS = Path(__file__).parent / "payloads"
+PULL = "https://github.com/acme/shop/pull/7"
+RUN = 12000000002
+
+
+def payload(name: str) -> dict:
+    return json.loads((PAYLOADS / f"{name}.json").read_text())
+
+
+async def comments_on(stand_in, number: int, count: int = 1) -> list[dict]:
+    async def found():
+        made = stand_in.made("POST", rf"/github/repos/acme/shop/issues/{number}/comments$")
+        return made if len(made) >= count else None
+
+    return [r.body for r in await wait_for(found, timeout=120, what=f"{count} comment(s) on #{number}")]
+
+
+async def github_workspaces(app) -> list[Workspace]:
+    async with app.state.sessions() as session:
+        return list(await session.scalars(select(Workspace).where(Workspace.source == "github")
+                                          .order_by(Workspace.created_at)))
+
+
+async def status_is(app, workspace_id: str, status: str) -> bool:
+    return await status_of(app, workspace_id) == status
+
+
+async def test_conflicts_workflow_failure_issue_close_and_a_deleted_workspace(app, client, anonymous, replica_env,
+                                                                              model, stand_in):
+    await github_variables(client, replica_env, stand_in)
+    path = await connect(client, stand_in, "github", allowed_logins=["octocat", "hubot"],
+                         bot_login="replicas-bot[bot]")
+    model.add_turn(open_pull_request(), Text("Opened the pull request."))
+    assert (await post(anonymous, path, github(payload("github_issue_comment_mention"), event="issue_comment"))
+            ).status_code == 202
+    await comments_on(stand_in, 12)
+    [workspace] = await github_workspaces(app)
+
+    # Someone pushes to main and the pull request conflicts now: GitHub's answer on a read says so, and the
+    # workspace is told to merge main and resolve them.
+    stand_in.pulls[7].update(mergeable=False, mergeable_state="dirty")
+    model.add_turn(Text("Merged main and resolved the conflicts."))
+    assert (await post(anonymous, path, github(payload("github_push_main"), event="push"))).status_code == 202
+    sent = await prompt_with(model, "has merge conflicts")
+    assert f"The pull request {PULL} has merge conflicts with `main`" in sent
+    assert "Merge `origin/main` into its branch" in sent
+    assert stand_in.made("GET", r"/github/repos/acme/shop/pulls/7$")
+    [answer] = await comments_on(stand_in, 7)
+    assert answer["body"] == "Merged main and resolved the conflicts."
+
+    # A failed workflow run: its jobs are listed through the API, and the failing one goes with its log's tail.
+    stand_in.jobs[RUN] = [
+        {"id": 31000000011, "run_id": RUN, "name": "lint", "status": "completed", "conclusion": "success",
+         "html_url": f"https://github.com/acme/shop/actions/runs/{RUN}/job/31000000011"},
+        {"id": 31000000012, "run_id": RUN, "name": "test (3.12)", "status": "completed", "conclusion": "failure",
+         "html_url": f"https://github.com/acme/shop/actions/runs/{RUN}/job/31000000012"}]
+    stand_in.logs[31000000012] = "\n".join(f"step {n}" for n in range(300)) + \
+        "\nFAILED tests/test_app.py::test_missing_cart - KeyError: 'cart'\n"
+    model.add_turn(Text("Fixed the missing-cart test."))
+    workflow_run = payload("github_workflow_run_failed")
+    assert (await post(anonymous, path, github(workflow_run, event="workflow_run", delivery="d-run"))
+            ).status_code == 202
+    sent = await prompt_with(model, "CI failed on")
+    assert f"CI failed on {PULL} (commit ffffffffffff)" in sent
+    assert f"### test (3.12) (failure)\nhttps://github.com/acme/shop/actions/runs/{RUN}/job/31000000012" in sent
+    assert "FAILED tests/test_app.py::test_missing_cart - KeyError: 'cart'" in sent and "step 299" in sent
+    assert "lint" not in sent and "step 10\n" not in sent
+    [listed] = stand_in.made("GET", rf"/github/repos/acme/shop/actions/runs/{RUN}/jobs")
+    assert listed.headers["Authorization"] == "Bearer ghs_installation_token"
+    await comments_on(stand_in, 7, count=2)
+    # The same run delivered again (GitHub retries) sends nothing new.
+    assert (await post(anonymous, path, github(workflow_run, event="workflow_run", delivery="d-run"))
+            ).status_code == 202
+
+    # The issue is closed: its workspace is archived.
+    assert (await post(anonymous, path, github(payload("github_issues_closed"), event="issues"))).status_code == 202
+    await wait_for(lambda: status_is(app, str(workspace.id), "archived"), timeout=30, what="the archive")
+
+    # The workspace is deleted; a review comment on its pull request starts a new one on the pull request's branch.
+    assert (await client.delete(f"/v1/replica/{workspace.id}")).status_code == 200
+    model.add_turn(Text("Addressed the review from a new workspace."))
+    review = payload("github_pull_request_review_comment")
+    assert (await post(anonymous, path, github(review, event="pull_request_review_comment", delivery="d-review"))
+            ).status_code == 202
+    sent = await prompt_with(model, "This workspace replaces one that was deleted")
+    assert f"Review comments on {PULL}" in sent and "`app.py:3` (@hubot): An empty cart should answer 400" in sent
+    assert f"`git fetch origin {BRANCH} && git switch {BRANCH}`" in sent
+    [replacement] = await github_workspaces(app)  # the deleted one is gone
+    assert replacement.id != workspace.id and replacement.environment_id == workspace.environment_id
+    comments = await comments_on(stand_in, 7, count=3)
+    assert comments[-1]["body"] == "Addressed the review from a new workspace."
+    assert turns(model) == 4 and len(stand_in.made("POST", r"/issues/12/comments$")) == 1
