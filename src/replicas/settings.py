@@ -166,6 +166,9 @@ class Settings(BaseSettings):
     k8s_control_plane_labels: dict[str, str] = Field(
         default_factory=lambda: {"app.kubernetes.io/name": "replicas", "app.kubernetes.io/component": "control-plane"})
     k8s_egress_except: list[str] | None = None
+    # The control plane's API as workspace pods reach it (REPLICAS_API_URL in the workspace, for agent mode): the
+    # in-cluster Service, e.g. http://replicas.replicas.svc.cluster.local. None: `public_url`, as on other runtimes.
+    k8s_api_url: str | None = None
 
     @property
     def resolved_tools_dir(self) -> Path:

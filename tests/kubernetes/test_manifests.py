@@ -63,6 +63,10 @@ def test_the_control_plane_is_replicated_probed_and_configured_from_a_configmap_
     assert budget["spec"]["selector"]["matchLabels"] == deployment["spec"]["selector"]["matchLabels"]
     service = one(rendered, "Service")
     assert service["spec"]["selector"] == deployment["spec"]["selector"]["matchLabels"]
+    # Workspaces reach the API through the Service (its port 80), whatever the public URL.
+    assert [port["port"] for port in service["spec"]["ports"]] == [80]
+    service_url = f"http://{service['metadata']['name']}.{service['metadata']['namespace']}.svc.cluster.local"
+    assert settings["data"]["REPLICAS_K8S_API_URL"] == service_url
 
 
 def test_the_role_allows_only_what_the_backend_uses_in_the_workspace_namespace(rendered):

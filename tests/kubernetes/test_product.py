@@ -33,6 +33,7 @@ from tests.replicas.test_events_restart import (
 
 pytestmark = [pytest.mark.slow]
 NAMESPACE = "replicas-workspaces"
+IN_CLUSTER_API = "http://replicas.replicas.svc.cluster.local"
 
 
 @pytest.fixture(scope="module")
@@ -54,7 +55,7 @@ def kubernetes_env(standin: StandInApiServer, **extra: str) -> dict[str, str]:
     """`replicas serve`'s settings for the stand-in cluster, as an operator sets them (README, "Kubernetes")."""
     return {"REPLICAS_RUNTIME": "kubernetes", "REPLICAS_K8S_KUBECONFIG": str(standin.kubeconfig),
             "REPLICAS_K8S_NAMESPACE": NAMESPACE, "REPLICAS_K8S_IMAGE": STANDIN_IMAGE,
-            "REPLICAS_K8S_PENDING_TIMEOUT_SECONDS": "60", **extra}
+            "REPLICAS_K8S_PENDING_TIMEOUT_SECONDS": "60", "REPLICAS_K8S_API_URL": IN_CLUSTER_API, **extra}
 
 
 def cluster_objects(standin: StandInApiServer, replica_id: str) -> dict[str, list[str]]:
@@ -130,7 +131,9 @@ async def test_a_replica_lives_on_kubernetes_through_the_api(tmp_path, agent_too
         async with httpx.AsyncClient(base_url=server.base, headers=auth(), timeout=60) as client:
             assert (await replica(client, replica_id))["status"] == "active"
             # The pod shares no disk with the control plane: its data dir (keys, database, mirrors) is not there.
-            model.add_turn(ShellCall(f"cat hello.py; ls {tmp_path / 'data' / 'mirrors'}"), Text("It prints hello."))
+            # It reaches the control plane's API at the in-cluster address it was given.
+            model.add_turn(ShellCall(f"cat hello.py; echo api=$REPLICAS_API_URL; ls {tmp_path / 'data' / 'mirrors'}"),
+                           Text("It prints hello."))
             last = first[-1]["id"]
             sent = await client.post(f"/v1/replica/{replica_id}/messages", json={"message": "What does it print?"})
             assert sent.status_code == 200 and sent.json()["status"] == "sent", sent.text
@@ -139,6 +142,7 @@ async def test_a_replica_lives_on_kubernetes_through_the_api(tmp_path, agent_too
             assert int(second[0]["id"]) == int(last) + 1
             seen = model.model_requests()[-1].conversation_text()
             assert "print('hello')" in seen and "No such file or directory" in seen, seen[-500:]
+            assert f"api={IN_CLUSTER_API}" in seen
             assert cluster_objects(standin, replica_id)["pods"] == [first_pod]
 
             # Sleep: the pod and its Secret go, the claim (the files) stays.

@@ -22,7 +22,8 @@ The engine is the image's own (its CMD, or `k8s_engine_command`): the command `s
 machine's Python and means nothing in a pod, as `ro_binds` do not. It listens on the pod's IP, at
 `k8s_engine_port`, and every request needs the workspace's secret, as with a remote Docker engine. The
 control plane reaches it, and the workspace's preview ports, at the pod's IP (`engine_endpoint`,
-`port_endpoint`); the workspace's NetworkPolicy admits only the control plane's pods.
+`port_endpoint`); the workspace's NetworkPolicy admits only the control plane's pods. The workspace reaches the
+control plane's API at `k8s_api_url` (the in-cluster Service) where it is set.
 
 State: the handle holds the objects' name (one name for all, from the workspace id) and the pod's IP.
 A restarted control plane loads it, or finds its workspaces by label (`discover`). `poll` reads the pod:
@@ -92,6 +93,8 @@ log = logging.getLogger("replicas.runtime")
 STAGED_MARKER = ".staged"
 # What the image decides, not the control plane: its PATH and its agent tools.
 _IMAGE_OWNED = ("PATH", "REPLICAS_TOOLS_DIR")
+# Where the workspace reaches the control plane's API (agent mode); `k8s_api_url` when set.
+ENV_API_URL = "REPLICAS_API_URL"
 
 
 class WorkspacePodFailed(RuntimeFailure):
@@ -310,6 +313,8 @@ class KubernetesRuntime(Runtime):
             await self._delete("pods", h.name, grace=0)
             await self._wait_pod(h.name, lambda p: p is None, 120, "deleting the failed pod")
         secret_env = {key: value for key, value in env.items() if key not in _IMAGE_OWNED}
+        if self.settings.k8s_api_url:  # the control plane as pods reach it, not as this process listens
+            secret_env[ENV_API_URL] = self.settings.k8s_api_url
         objects = self.objects(h, secret_keys=list(secret_env))
         await self._delete("secrets", h.name)
         await self.api.request("POST", self._path("secrets"), body=make_secret(objects, secret_env))
