@@ -102,4 +102,5 @@ def test_the_example_overlay_adds_an_ingress_and_an_external_database(monkeypatc
         monkeypatch.setenv(key, value)
     settings = Settings()
     assert "203.0.113.10/32" in settings.k8s_egress_except
+    assert settings.k8s_node_selector == {"replicas.dev/pids-limited": "true"}  # nodes with a podPidsLimit
     assert settings.k8s_control_plane_labels["app.kubernetes.io/component"] == "control-plane"
