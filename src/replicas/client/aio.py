@@ -16,9 +16,8 @@ from __future__ import annotations
 
 import asyncio
 import builtins
-import functools
-from collections.abc import AsyncIterator, Awaitable, Callable
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from collections.abc import AsyncIterator, Callable
+from typing import Any, TypeVar
 
 import httpx
 from httpx_sse import EventSource
@@ -35,13 +34,17 @@ from replicas.client.connection import (
 )
 from replicas.client.errors import APIConnectionError, ReplicasError, error_from_response
 from replicas.client.models import (
-    Automation,
     Event,
-    Execution,
     HookTestEvent,
-    Replica,
     ReplicaDetails,
     RepositoryStatus,
+)
+from replicas.client.namespaces import (
+    EnvironmentsOps,
+    ReplicasOps,
+    WarmHookOps,
+    attach_namespaces,
+    resolve_credentials,
 )
 from replicas.client.streams import (
     MAX_RECONNECTS,
@@ -52,40 +55,11 @@ from replicas.client.streams import (
     is_last_hook_event,
 )
 
-P = ParamSpec("P")
 T = TypeVar("T")
 
 
-def op(step: Callable[P, Any]) -> Callable[Concatenate[Any, P], Awaitable[Any]]:
-    """A namespace coroutine method that runs the call (or flow) `step` builds."""
-
-    @functools.wraps(step)
-    async def method(self: _Namespace, *args: P.args, **kwargs: P.kwargs) -> Any:
-        return await self._client.run(step(*args, **kwargs))
-
-    return method
-
-
-class _Namespace:
-    def __init__(self, client: AsyncReplicas):
-        self._client = client
-
-
-class ReplicasAPI(_Namespace):
-    """`/v1/replica`: replicas, their messages, chats, history and events."""
-
-    list = op(calls.list_replicas)
-    get = op(calls.get_replica)
-    create = op(calls.create_replica)
-    send = op(calls.send_message)
-    history = op(calls.read_history)
-    delete = op(calls.delete_replica)
-    sleep = op(calls.sleep_replica)
-    archive = op(calls.archive_replica)
-    chats = op(calls.list_chats)
-    create_chat = op(calls.create_chat)
-    delete_chat = op(calls.delete_chat)
-    hooks = op(calls.get_hooks)
+class ReplicasAPI(ReplicasOps):
+    __doc__ = ReplicasOps.__doc__
 
     async def wake(self, replica_id: str) -> ReplicaDetails:
         """Wake a sleeping or archived replica (reading it does: `waking` is then true)."""
@@ -95,52 +69,13 @@ class ReplicasAPI(_Namespace):
         """Each repository's status with its full diff against the default branch."""
         return (await self._client.run(calls.get_replica(replica_id, include=["diffs"]))).repository_statuses
 
-    def iterate(self, *, limit: int = 100, **filters: Any) -> AsyncIterator[Replica]:
-        """Every replica (`user_id`, `source`, `status` filter), page after page."""
-        return self._client.paginate(lambda page: calls.list_replicas(page=page, limit=limit, **filters))
-
     def events(self, replica_id: str, *, after: int | None = None, snapshot: bool = True,
                reconnect: bool = True) -> AsyncEventStream:
         """The replica's live events: `after` a sequence number (0: from its first), else from now."""
         return AsyncEventStream(self._client, replica_id, EventCursor(after, snapshot), reconnect=reconnect)
 
 
-class RepositoriesAPI(_Namespace):
-    list = op(calls.list_repositories)
-    create = op(calls.create_repository)
-    delete = op(calls.delete_repository)
-    find = op(flows.find_repository)
-
-
-class RepositorySetsAPI(_Namespace):
-    list = op(calls.list_repository_sets)
-    create = op(calls.create_repository_set)
-    delete = op(calls.delete_repository_set)
-
-
-class VariablesAPI(_Namespace):
-    list = op(calls.list_variables)
-    create = op(calls.create_variable)
-    update = op(calls.update_variable)
-    delete = op(calls.delete_variable)
-    find = op(flows.find_variable)
-    set = op(flows.upsert_variable)
-
-
-class FilesAPI(_Namespace):
-    list = op(calls.list_files)
-    create = op(calls.create_file)
-    update = op(calls.update_file)
-    delete = op(calls.delete_file)
-    find = op(flows.find_file)
-    set = op(flows.upsert_file)
-
-
-class WarmHookAPI(_Namespace):
-    get = op(calls.get_warm_hook)
-    save = op(calls.save_warm_hook)
-    test = op(calls.test_warm_hook)
-
+class WarmHookAPI(WarmHookOps):
     async def test_stream(self, environment: str, content: str, *,
                           save: bool = False) -> AsyncIterator[HookTestEvent]:
         """Run `content` as the warm hook in a throwaway sandbox and yield its events as they come
@@ -161,56 +96,9 @@ class WarmHookAPI(_Namespace):
             await response.aclose()
 
 
-class WarmPoolAPI(_Namespace):
-    get = op(calls.get_warm_pool)
-    put = op(calls.put_warm_pool)
-
-
-class EnvironmentsAPI(_Namespace):
-    """`/v1/environments` and what hangs under one: variables, files, the warm hook and the warm pool."""
-
-    list = op(calls.list_environments)
-    get = op(calls.get_environment)
-    create = op(calls.create_environment)
-    update = op(calls.update_environment)
-    delete = op(calls.delete_environment)
-    find = op(flows.find_environment)
-
-    def __init__(self, client: AsyncReplicas):
-        super().__init__(client)
-        self.variables = VariablesAPI(client)
-        self.files = FilesAPI(client)
-        self.warm_hook = WarmHookAPI(client)
-        self.warm_pool = WarmPoolAPI(client)
-
-
-class AutomationsAPI(_Namespace):
-    list = op(calls.list_automations)
-    get = op(calls.get_automation)
-    create = op(calls.create_automation)
-    update = op(calls.update_automation)
-    run = op(calls.run_automation)
-    delete = op(calls.delete_automation)
-    executions = op(calls.list_executions)
-
-    def iterate(self, *, limit: int = 100, **filters: Any) -> AsyncIterator[Automation]:
-        return self._client.paginate(lambda page: calls.list_automations(page=page, limit=limit, **filters))
-
-    def iterate_executions(self, automation_id: str, *, limit: int = 100) -> AsyncIterator[Execution]:
-        return self._client.paginate(lambda page: calls.list_executions(automation_id, page=page, limit=limit))
-
-
-class PreviewsAPI(_Namespace):
-    """Previews: in agent mode of the caller's own workspace (leave `workspace_id` out), else name it."""
-
-    create = op(calls.create_preview)
-    list = op(calls.list_previews)
-    delete = op(calls.delete_preview)
-
-
-class UserAPI(_Namespace):
-    profile = op(calls.get_profile)
-    update_profile = op(calls.update_profile)
+class EnvironmentsAPI(EnvironmentsOps):
+    __doc__ = EnvironmentsOps.__doc__
+    warm_hook_api = WarmHookAPI
 
 
 class AsyncReplicas:
@@ -221,22 +109,10 @@ class AsyncReplicas:
                  credentials: Credentials | None = None, timeout: float | httpx.Timeout | None = 60.0,
                  retry: RetryPolicy | None = None, api_version: str | None = API_VERSION,
                  transport: httpx.AsyncBaseTransport | None = None):
-        if credentials is None:
-            if base_url is None and api_key is None and engine_secret is None:
-                credentials = Credentials.from_env()
-            else:
-                credentials = Credentials(base_url or Credentials().base_url, api_key=api_key,
-                                          engine_secret=engine_secret, workspace_id=workspace_id)
-        self.credentials = credentials
+        self.credentials = resolve_credentials(base_url, api_key, engine_secret, workspace_id, credentials)
         self.retry = retry or RetryPolicy()
-        self.http = httpx.AsyncClient(transport=transport, **client_options(credentials, timeout, api_version))
-        self.replicas = ReplicasAPI(self)
-        self.repositories = RepositoriesAPI(self)
-        self.repository_sets = RepositorySetsAPI(self)
-        self.environments = EnvironmentsAPI(self)
-        self.automations = AutomationsAPI(self)
-        self.previews = PreviewsAPI(self)
-        self.user = UserAPI(self)
+        self.http = httpx.AsyncClient(transport=transport, **client_options(self.credentials, timeout, api_version))
+        attach_namespaces(self, ReplicasAPI, EnvironmentsAPI)
 
     # -- running calls -----------------------------------------------------------------------------
 
