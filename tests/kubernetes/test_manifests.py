@@ -1,4 +1,4 @@
-"""deploy/kubernetes/: the base and the example overlay render with `kubectl kustomize`, every rendered
+"""deploy/kubernetes/ and its README rows: the base and the example overlay render with `kubectl kustomize`, every rendered
 manifest validates against the pinned Kubernetes schema, and they say what the README promises (two probed
 control-plane replicas with settings from a ConfigMap and a Secret, a Role with only what the backend uses
 in the workspace namespace, default-deny for workspaces, a PodDisruptionBudget)."""
@@ -18,10 +18,11 @@ from tests.kubernetes.test_objects import KUBERNETES_VERSION
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy" / "kubernetes"
 KUBECTL = shutil.which("kubectl")
-pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl (Debian's kubernetes-client) is not installed")
 
 
 def render(path: Path) -> list[dict]:
+    if KUBECTL is None:
+        pytest.skip("kubectl (Debian's kubernetes-client) is not installed")
     done = subprocess.run([KUBECTL, "kustomize", str(path)], capture_output=True, text=True, timeout=60, check=False)
     assert done.returncode == 0, done.stderr
     return [doc for doc in yaml.safe_load_all(done.stdout) if doc]
@@ -104,3 +105,13 @@ def test_the_example_overlay_adds_an_ingress_and_an_external_database(monkeypatc
     assert "203.0.113.10/32" in settings.k8s_egress_except
     assert settings.k8s_node_selector == {"replicas.dev/pids-limited": "true"}  # nodes with a podPidsLimit
     assert settings.k8s_control_plane_labels["app.kubernetes.io/component"] == "control-plane"
+
+
+def test_every_kubernetes_setting_has_a_row_in_the_readme_settings_table():
+    readme = (DEPLOY.parents[1] / "README.md").read_text()
+    table = readme[readme.index("## Configuration"):]
+    table = table[:table.index("\n## ")] if "\n## " in table else table
+    rows = {line for line in table.splitlines() if line.startswith("| `REPLICAS_K8S_")}
+    missing = [f"REPLICAS_{name.upper()}" for name in Settings.model_fields if name.startswith("k8s_")
+               and not any(f"`REPLICAS_{name.upper()}`" in row for row in rows)]
+    assert missing == []
