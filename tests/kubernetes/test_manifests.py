@@ -1,7 +1,8 @@
-"""deploy/kubernetes/ and its README rows: the base and the example overlay render with `kubectl kustomize`, every rendered
+"""deploy/kubernetes/: the base and the example overlay render with `kubectl kustomize`, every rendered
 manifest validates against the pinned Kubernetes schema, and they say what the README promises (two probed
 control-plane replicas with settings from a ConfigMap and a Secret, a Role with only what the backend uses
-in the workspace namespace, default-deny for workspaces, a PodDisruptionBudget)."""
+in the workspace namespace, default-deny for workspaces, a PodDisruptionBudget). The README's settings table
+has a row for every Kubernetes setting."""
 
 from __future__ import annotations
 
