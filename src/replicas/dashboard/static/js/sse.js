@@ -2,8 +2,15 @@
 // HTTP status of a refusal, and on a dropped connection it reconnects with Last-Event-ID, so a stream
 // resumes after the last event it delivered instead of starting over.
 //
-//   const stop = openStream("/v1/replica/ID/events", { onEvent(e) { ... }, query: { after: 0 } });
+//   const stop = openStream("/v1/replica/ID/events", { onEvent(e) { ... }, lastEventId: "0" });
 //   stop();   // closes it for good
+//
+// With `shared: true` (a GET stream that reconnects), every tab of this browser profile that opens the same
+// stream shares one connection, held by a SharedWorker (stream-worker.js): browsers give a host six
+// HTTP/1.1 connections per profile, so ten tabs each holding their own stream would starve each other and every
+// other request. The worker replays to a tab what the stream delivered before the tab joined, then the live
+// events; a tab skips any event whose id it has passed, so each arrives once and in order. Without
+// SharedWorker, or if the worker fails, the tab holds its own connection, resuming from the last event it got.
 
 export function parseFrames(buffer, onFrame) {
   // Split complete frames off `buffer`; return the unfinished tail.
@@ -26,8 +33,14 @@ export function parseFrames(buffer, onFrame) {
   }
 }
 
-export function openStream(url, { method = "GET", body, headers = {}, onEvent, onOpen, onError, onEnd,
-                                  reconnect = true, lastEventId = null } = {}) {
+export function openStream(url, options = {}) {
+  const { method = "GET", reconnect = true, shared = false } = options;
+  if (shared && method === "GET" && reconnect && typeof SharedWorker === "function") return sharedStream(url, options);
+  return ownStream(url, options);
+}
+
+function ownStream(url, { method = "GET", body, headers = {}, onEvent, onOpen, onError, onEnd,
+                          reconnect = true, lastEventId = null } = {}) {
   const controller = new AbortController();
   let stopped = false;
   let lastId = lastEventId;
@@ -82,4 +95,84 @@ export function openStream(url, { method = "GET", body, headers = {}, onEvent, o
   })();
 
   return () => { stopped = true; controller.abort(); };
+}
+
+// -- one connection per profile ---------------------------------------------------------------------------
+
+let worker = null;
+let workerFailed = false;
+const subscriptions = new Map(); // subscription id -> its handlers
+// The worker notices a closed tab by this lock: held for the tab's life, granted to the worker once it is gone.
+// (Web Locks need a secure context: over plain http to another host a closed tab's streams stay until the last
+// tab of the profile closes, which ends the worker.)
+const newId = () => `${Date.now().toString(36)}-${Math.random().toString(36).slice(2)}`;
+const tabLock = `replicas-tab-${newId()}`;
+
+function sharedWorker() {
+  if (worker || workerFailed) return worker;
+  try {
+    worker = new SharedWorker(new URL("./stream-worker.js", import.meta.url), { type: "module", name: "replicas-streams" });
+  } catch {
+    workerFailed = true;
+    return null;
+  }
+  worker.port.onmessage = ({ data }) => subscriptions.get(data.subscription)?.receive(data);
+  worker.onerror = () => {
+    // The worker could not start (or died): every shared stream of this tab goes on with its own connection.
+    workerFailed = true;
+    worker = null;
+    for (const subscription of [...subscriptions.values()]) subscription.fallBack();
+  };
+  worker.port.start();
+  const port = worker.port;
+  // Told to the worker only once held, so that the worker's own request for it waits for this tab to go.
+  navigator.locks?.request(tabLock, () => { port.postMessage({ op: "hello", lock: tabLock }); return new Promise(() => {}); });
+  return worker;
+}
+
+function sessionOf() {
+  // A stream belongs to the session that opened it: a tab of another session (signed out and in again) must
+  // not be handed what the worker's connection, made with the old cookie, received.
+  const found = document.cookie.match(/(?:^|;\s*)replicas_csrf=([^;]+)/);
+  return found ? found[1] : "";
+}
+
+function sharedStream(url, options) {
+  const { onEvent, onOpen, onError, onEnd, lastEventId = null } = options;
+  const port = sharedWorker()?.port;
+  if (!port) return ownStream(url, options);
+  const id = newId();
+  let lastId = lastEventId;
+  let stopOwn = null;
+  const subscription = {
+    receive(message) {
+      if (message.kind === "event") {
+        const { frame } = message;
+        if (frame.id !== null && /^\d+$/.test(frame.id)) {
+          if (lastId !== null && /^\d+$/.test(lastId) && Number(frame.id) <= Number(lastId)) return;
+          lastId = frame.id;
+        }
+        onEvent?.(message.data, frame);
+      } else if (message.kind === "open") onOpen?.();
+      else if (message.kind === "error") {
+        const failure = new Error(message.message);
+        failure.status = message.status;
+        failure.body = message.body;
+        onError?.(failure);
+      } else if (message.kind === "end") {
+        subscriptions.delete(id);
+        onEnd?.();
+      }
+    },
+    fallBack() {
+      subscriptions.delete(id);
+      stopOwn = ownStream(url, { ...options, lastEventId: lastId });
+    },
+  };
+  subscriptions.set(id, subscription);
+  port.postMessage({ op: "subscribe", subscription: id, key: `${sessionOf()} ${lastEventId} ${url}`, url, lastEventId });
+  return () => {
+    if (stopOwn) return stopOwn();
+    if (subscriptions.delete(id)) port.postMessage({ op: "unsubscribe", subscription: id });
+  };
 }

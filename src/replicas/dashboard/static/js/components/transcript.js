@@ -2,7 +2,8 @@
 // items: {kind: "user" | "assistant" | "thinking" | "tool" | "result" | "other", ...}. A tool call and its
 // result share one item (matched by the call id), so the page shows each call as one foldable line. Items are
 // only ever appended, except a tool call whose result arrives: that bumps its `revision`, so a view may
-// skip re-rendering an item whose object and revision it has already drawn.
+// skip re-rendering an item whose object and revision it has already drawn. A view subscribes to a transcript
+// (`subscribe(redraw)`); whoever feeds it calls `notify()` once per batch of events (once per animation frame).
 
 function textOf(content) {
   if (typeof content === "string") return content;
@@ -23,6 +24,16 @@ export class Transcript {
     this.items = [];
     this.tools = new Map();
     this.version = 0;
+    this.listeners = new Set();
+  }
+
+  subscribe(listener) {
+    this.listeners.add(listener);
+    return () => this.listeners.delete(listener);
+  }
+
+  notify() {
+    for (const listener of this.listeners) listener();
   }
 
   push(item) { this.items.push(item); return item; }

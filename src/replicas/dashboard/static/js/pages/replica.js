@@ -2,7 +2,7 @@
 // first event, resumed with Last-Event-ID after a drop), the composer, queue and interrupt; the diff per
 // repository, the terminal, hook logs, canvas files, pull requests and previews; sleep, wake, archive, delete.
 import { Component } from "preact";
-import { useEffect, useRef, useState } from "preact/hooks";
+import { useEffect, useLayoutEffect, useRef, useState } from "preact/hooks";
 import { html } from "../html.js";
 import { replicas } from "../api.js";
 import { ConfirmButton, ErrorBox, Loading, Loaded, StatusBadge, useLoad, Field, when } from "../components/ui.js";
@@ -13,32 +13,56 @@ import { TerminalPanel } from "../components/terminal.js";
 import { AGENTS } from "./replicas.js";
 
 const THINKING = ["", "low", "medium", "high", "xhigh", "max"];
+// The events after which a chat's queue may differ (not the deltas: a turn streams many, and each tab would
+// fetch the queue for every one).
+const QUEUE_CHANGES = new Set(["chat.turn.accepted", "chat.turn.started", "chat.turn.completed", "chat.interrupted"]);
 const VIEWS = [["chat", "Chat"], ["diff", "Diff"], ["terminal", "Terminal"], ["hooks", "Hook logs"], ["canvas", "Canvas"]];
 
 function useReplicaStream(replicaId, onChange) {
-  // All chats' transcripts, fed by one event stream that starts at the replica's first event.
+  // All chats' transcripts, fed by one event stream that starts at the replica's first event. Redraws wait for
+  // the next animation frame, so a burst of events costs one; a text delta redraws only its transcript's log
+  // (its subscribers), the other events (chats, repositories, the connection) the page.
   const state = useRef({ transcripts: new Map(), chats: new Map(), repos: null, connected: false });
   const [tick, setTick] = useState(0);
   useEffect(() => {
     const current = state.current;
     let frame = 0;
-    const changed = () => { if (!frame) frame = requestAnimationFrame(() => { frame = 0; setTick((t) => t + 1); }); };
+    let pageChanged = false;
+    const changedTranscripts = new Set();
+    const flush = () => {
+      frame = 0;
+      for (const transcript of changedTranscripts) transcript.notify();
+      changedTranscripts.clear();
+      if (pageChanged) { pageChanged = false; setTick((t) => t + 1); }
+    };
+    const changed = (transcript) => {
+      if (transcript) changedTranscripts.add(transcript); else pageChanged = true;
+      if (!frame) frame = requestAnimationFrame(flush);
+    };
     const stop = replicas.events(replicaId, (event) => {
       const payload = event.payload || {};
       if (event.type === "chat.turn.delta") {
-        if (!current.transcripts.has(payload.chatId)) current.transcripts.set(payload.chatId, new Transcript());
-        current.transcripts.get(payload.chatId).add(payload.event);
-      } else if (event.type === "chat.created" || event.type === "chat.updated") {
-        current.chats.set(payload.chat.id, payload.chat);
-      } else if (event.type === "chat.deleted") {
-        current.chats.delete(payload.chatId);
-      } else if (event.type === "repo.status.changed" || event.type === "repo.discovered") {
-        current.repos = payload.repos;
+        let transcript = current.transcripts.get(payload.chatId);
+        if (!transcript) {
+          transcript = new Transcript();
+          current.transcripts.set(payload.chatId, transcript);
+          changed(null); // the chat view has no transcript to subscribe to yet
+        }
+        transcript.add(payload.event);
+        changed(transcript);
+      } else {
+        if (event.type === "chat.created" || event.type === "chat.updated") {
+          current.chats.set(payload.chat.id, payload.chat);
+        } else if (event.type === "chat.deleted") {
+          current.chats.delete(payload.chatId);
+        } else if (event.type === "repo.status.changed" || event.type === "repo.discovered") {
+          current.repos = payload.repos;
+        }
+        changed(null);
       }
       onChange?.(event);
-      changed();
-    }, { lastEventId: "0", onOpen: () => { current.connected = true; changed(); },
-      onError: () => { current.connected = false; changed(); } });
+    }, { lastEventId: "0", shared: true, onOpen: () => { current.connected = true; changed(null); },
+      onError: () => { current.connected = false; changed(null); } });
     return () => { stop(); cancelAnimationFrame(frame); };
   }, [replicaId]);
   return [state.current, tick];
@@ -50,7 +74,7 @@ export function ReplicaPage({ replicaId }) {
   const [activeChat, setActiveChat] = useState(null);
   const queueReload = useRef(() => {});
   const [live] = useReplicaStream(replicaId, (event) => {
-    if (event.type.startsWith("chat.turn.") || event.type === "chat.interrupted") queueReload.current(event.payload?.chatId);
+    if (QUEUE_CHANGES.has(event.type)) queueReload.current(event.payload?.chatId);
     if (event.type === "chat.created" || event.type === "engine.ready") replicaState.reload();
   });
 
@@ -111,23 +135,38 @@ function Lifecycle({ replica, reload }) {
 
 function ChatView({ replica, chats, chat, live, onSelect, queueReload }) {
   const transcript = chat ? live.transcripts.get(chat.id) : null;
-  const end = useRef(null);
-  const items = transcript ? transcript.items : [];
-  useEffect(() => { end.current?.scrollIntoView({ block: "end" }); }, [items.length, chat?.id]);
   return html`<div>
     <div class="tabs" role="tablist" aria-label="Chats">
       ${chats.map((c) => html`<button type="button" role="tab" aria-selected=${chat && c.id === chat.id}
         onClick=${() => onSelect(c.id)}>${c.title || c.provider}${c.processing ? " ⋯" : ""}</button>`)}
     </div>
-    ${chat ? html`<div class="transcript" role="log" aria-live="polite" aria-label=${`Transcript of ${chat.title}`}>
-        ${items.length === 0 ? html`<p class="state">${replica.status === "preparing" ? "The workspace is starting…" : "No messages yet."}</p>` : null}
-        ${items.map((item, index) => html`<${TranscriptItem} key=${index} item=${item} revision=${item.revision || 0} />`)}
-        ${chat.processing ? html`<p class="state" role="status">Working…</p>` : null}
-        <div ref=${end}></div>
-      </div>
+    ${chat ? html`<${TranscriptLog} key=${chat.id} transcript=${transcript} chat=${chat} replica=${replica} />
       <${Queue} replicaId=${replica.id} chat=${chat} queueReload=${queueReload} />
       <${Composer} replica=${replica} chat=${chat} />`
       : html`<p class="state">${replica.status === "preparing" ? "The workspace is starting…" : "No chats."}</p>`}
+  </div>`;
+}
+
+// The log of one chat. It redraws on its transcript's notifications alone (new items are drawn, the others
+// skipped), and stays scrolled to the end while the reader is there.
+function TranscriptLog({ transcript, chat, replica }) {
+  const [, redraw] = useState(0);
+  const log = useRef(null);
+  const atEnd = useRef(true);
+  useLayoutEffect(() => transcript?.subscribe(() => {
+    // Read before the new items are drawn, while the layout is still clean (no forced reflow).
+    const element = log.current;
+    atEnd.current = !element || element.scrollTop + element.clientHeight >= element.scrollHeight - 40;
+    redraw((n) => n + 1);
+  }), [transcript]);
+  useLayoutEffect(() => {
+    if (atEnd.current && log.current) log.current.scrollTop = log.current.scrollHeight;
+  });
+  const items = transcript ? transcript.items : [];
+  return html`<div class="transcript" role="log" aria-live="polite" aria-label=${`Transcript of ${chat.title}`} ref=${log}>
+    ${items.length === 0 ? html`<p class="state">${replica.status === "preparing" ? "The workspace is starting…" : "No messages yet."}</p>` : null}
+    ${items.map((item, index) => html`<${TranscriptItem} key=${index} item=${item} revision=${item.revision || 0} />`)}
+    ${chat.processing ? html`<p class="state" role="status">Working…</p>` : null}
   </div>`;
 }
 
