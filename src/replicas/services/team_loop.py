@@ -10,7 +10,8 @@ What each kind of event does (team_events.py says how each is recognised):
   workspace (`source` = the provider) in the environment bound to the repository (GitHub, GitLab) or named
   with `[env:name]`, else the integration's default (Slack, Linear). Its first message carries the issue,
   the comment, and asks for a plan first, then the work and a pull request; on someone else's pull request
-  it works on that pull request's branch. Slack: 👀 on the mention; `/plan` asks for plan mode.
+  it works on that pull request's branch. Slack: 👀 on the mention; `/plan` asks for plan mode. The 👀 and
+  the notice that no environment fits are queued, and posted by the watcher (team_replies.py).
 - `thread_reply` (Slack): a new message in a thread that leads to a workspace is a follow-up (older or
   already-seen messages are not sent again).
 - `review`, `check_failed`, `conflict` on a pull request whose workspace has `pr_followups`: follow-ups.
@@ -57,7 +58,6 @@ from replicas.services.team_threads import (
     pull_request_key,
     pull_request_owner,
     record,
-    seen,
     thread_by_key,
     workspace_threads,
 )
@@ -134,8 +134,8 @@ async def on_mention(services: Any, organization_id: uuid.UUID, credential: Loop
         workspace = await live_workspace(session, thread)
         if workspace is None and event.thread_kind in PR_KINDS:
             thread, workspace = await pull_request_owner(session, organization_id, event)
-    if event.provider == "slack" and not await _seen(services, organization_id, event.dedupe_key):
-        spawn(team_replies.react(services, organization_id, event.target["channel"], event.ts))
+    if event.provider == "slack":
+        await team_replies.queue_reaction(services, organization_id, event.target["channel"], event.ts)
     if workspace is not None:
         return await follow_up(services, organization_id, event, thread, mention_text(event))
     async with services.sessions() as session:
@@ -276,11 +276,6 @@ HANDLERS: dict[str, Callable[..., Awaitable[bool]]] = {
     "mention": on_mention, "thread_reply": on_thread_reply, "review": on_pull_request_event,
     "check_failed": on_pull_request_event, "conflict": on_pull_request_event, "push": on_push,
     "pr_closed": on_pr_closed, "pr_reopened": on_pr_reopened, "issue_closed": on_issue_closed}
-
-
-async def _seen(services: Any, organization_id: uuid.UUID, key: str) -> bool:
-    async with services.sessions() as session:
-        return await seen(session, organization_id, key)
 
 
 # -- what the workspace is told --------------------------------------------------------------------
@@ -474,7 +469,8 @@ async def start(services: Any, organization_id: uuid.UUID, credential: LoopCrede
         what = (f"no environment is bound to {event.repository}" if event.provider in ("github", "gitlab") else
                 "no environment matches; name one with [env:name] or set the integration's default environment")
         log.info("team loop cannot start a workspace on %s: %s", event.thread_key, what)
-        spawn(team_replies.post(services, thread, f"I can't start a workspace for this: {what}."))
+        await team_replies.queue_notice(services, thread, event.dedupe_key,
+                                        f"I can't start a workspace for this: {what}.")
         return False
     branch = event.head_branch
     if event.thread_kind == "pull_request" and not branch and credential.token:

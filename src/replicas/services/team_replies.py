@@ -5,23 +5,34 @@ recorded on the thread (`details.last_error`) and logged, and never reaches the 
 
     await post(services, thread, "Opened https://github.com/acme/shop/pull/7 ...")
     text = turn_result(workspace, chat_id, thread)     # the PR links and the turn's last words
+
+What a delivery's receipt answers at once (Slack's 👀, the notice that no environment fits) is queued instead
+(`queue_reaction`, `queue_notice`): a `team_messages` row in status `to_post`, under a dedupe key of its own, so
+that a redelivery queues nothing. The watcher's pass (`post_queued`) claims each row with a conditional update
+(`to_post` -> `posting`) and posts it, then marks it `sent` or `failed`: a restart between the receipt and the
+pass still posts it, once, and two processes never both post it. A process that dies while posting leaves the
+row `posting` (not posted again: a duplicate reaction or notice is worse than a missing one).
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import uuid
 from typing import Any
 
+from sqlalchemy import select, update
+
 from replicas.services import integration_credentials
 from replicas.services.providers import ProviderError, client_for
-from replicas.services.team_threads import pull_request_key
+from replicas.services.team_threads import pull_request_key, record
 from replicas.store.models import Workspace, utcnow
-from replicas.store.team_models import TeamThread
+from replicas.store.team_models import TeamMessage, TeamThread
 
 log = logging.getLogger("replicas.team_loop")
 MAX_SUMMARY = 6000
 POSTED_KEPT = 50  # comment ids remembered per thread, so that the server's own comments never loop
+QUEUED, POSTING = "to_post", "posting"
 
 
 async def _credential(services: Any, organization_id: uuid.UUID, provider: str):
@@ -72,14 +83,64 @@ async def _note(services: Any, thread_id: uuid.UUID, *, posted: str | None = Non
         await session.commit()
 
 
-async def react(services: Any, organization_id: uuid.UUID, channel: str, ts: str, name: str = "eyes") -> None:
-    """Slack's acknowledgement of a mention; a failure is logged only."""
+async def react(services: Any, organization_id: uuid.UUID, channel: str, ts: str, name: str = "eyes") -> str | None:
+    """Slack's acknowledgement of a mention; returns the failure (logged), None when done."""
     credential = await _credential(services, organization_id, "slack")
     try:
         async with client_for("slack", credential.token, credential.api_url, services.settings) as client:
             await client.add_reaction(channel, ts, name)
     except ProviderError as exc:
         log.warning("slack reaction failed channel=%s: %s", channel, exc)
+        return str(exc)
+    return None
+
+
+async def queue_reaction(services: Any, organization_id: uuid.UUID, channel: str, ts: str,
+                         name: str = "eyes") -> bool:
+    """Queue 👀 on the Slack message `ts` (once per message); False when it was queued before."""
+    async with services.sessions() as session:
+        return await record(session, organization_id, f"slack-reaction:{channel}:{ts}", "reaction", status=QUEUED,
+                            text=json.dumps({"channel": channel, "ts": ts, "name": name})) is not None
+
+
+async def queue_notice(services: Any, thread: TeamThread, dedupe_key: str, text: str) -> bool:
+    """Queue `text` on the thread, once for the delivery `dedupe_key`; False when it was queued before."""
+    async with services.sessions() as session:
+        return await record(session, thread.organization_id, f"notice:{dedupe_key}", "notice", thread=thread,
+                            text=text, status=QUEUED) is not None
+
+
+async def post_queued(services: Any) -> int:
+    """Claim and post every queued answer (see the module docstring); returns how many were posted."""
+    async with services.sessions() as session:
+        rows = list(await session.scalars(select(TeamMessage).where(TeamMessage.status == QUEUED)
+                                          .order_by(TeamMessage.created_at)))
+    posted = 0
+    for row in rows:
+        async with services.sessions() as session:
+            claimed = await session.execute(update(TeamMessage).where(
+                TeamMessage.id == row.id, TeamMessage.status == QUEUED).values(status=POSTING)
+                .execution_options(synchronize_session=False))
+            await session.commit()
+            if claimed.rowcount != 1:
+                continue  # another process took it
+            thread = await session.get(TeamThread, row.thread_id) if row.thread_id else None
+        error = await _post_queued_row(services, row, thread)
+        async with services.sessions() as session:
+            current = await session.get(TeamMessage, row.id)
+            current.status, current.sent_at, current.error = ("failed" if error else "sent"), utcnow(), error
+            await session.commit()
+        posted += error is None
+    return posted
+
+
+async def _post_queued_row(services: Any, row: TeamMessage, thread: TeamThread | None) -> str | None:
+    if row.kind == "reaction":
+        where = json.loads(row.text)
+        return await react(services, row.organization_id, where["channel"], where["ts"], where["name"])
+    if thread is None:
+        return "the thread is gone"
+    return None if await post(services, thread, row.text) else "not posted (see the thread's last_error)"
 
 
 def turn_result(workspace: Workspace, chat_id: str | None, thread: TeamThread) -> str:

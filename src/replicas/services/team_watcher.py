@@ -1,6 +1,8 @@
 """The team loop's watcher: a pass every `REPLICAS_TEAM_LOOP_INTERVAL_SECONDS`, in every control-plane process
 (each step claims its rows with a conditional update, so two processes never do one thing twice):
 
+0. answers queued at a delivery's receipt (Slack's 👀, a "no environment" notice) are posted
+   (team_replies.post_queued);
 1. pending follow-ups whose batch is due are sent (team_loop.flush_thread);
 2. a thread waiting for an answer (`reply_after_seq`) whose workspace finished a turn after that point and
    settled (no chat processing, nothing queued) gets the turn's result: the pull request links and the
@@ -41,6 +43,7 @@ def start(services: Any) -> asyncio.Task:
 
 
 async def pass_once(services: Any) -> None:
+    await team_replies.post_queued(services)
     now = utcnow()
     async with services.sessions() as session:
         due = list(await session.scalars(select(TeamMessage.thread_id).where(
