@@ -11,7 +11,7 @@ provider's documented shape:
   has an open one), `GET /projects/{id}/merge_requests?source_branch=&state=opened`,
   `GET /projects/{id}/pipelines/{id}/jobs` (`scope[]` filters by status), `GET /projects/{id}/jobs/{id}/trace`
   (the raw log).
-- Slack Web API: `chat.postMessage`, `reactions.add` (200 with `ok`).
+- Slack Web API: `chat.postMessage`, `reactions.add`, `auth.test` (200 with `ok`).
 - Linear GraphQL: `POST /graphql` with the `commentCreate` mutation.
 """
 
@@ -143,6 +143,9 @@ class StandIn:
         if path == "/slack/chat.postMessage":
             return 200, {"ok": True, "channel": body["channel"], "ts": f"1712000000.{self._id()}",
                          "message": {"text": body["text"], "bot_id": "B0BOT", "thread_ts": body["thread_ts"]}}, None
+        if path == "/slack/auth.test":
+            return 200, {"ok": True, "url": "https://acme.slack.com/", "team": "Acme", "user": "replicas",
+                         "team_id": "T123ABC456", "user_id": "U0BOT00001", "bot_id": "B0BOT"}, None
         if path == "/slack/reactions.add":
             return 200, {"ok": True}, None
         if path == "/linear/graphql":

@@ -1,4 +1,5 @@
-"""Slack's Web API, as far as the team loop needs it: post in a thread, add a reaction. Slack answers 200
+"""Slack's Web API, as far as the team loop needs it: post in a thread, add a reaction, and `auth.test` (the
+bot token's team). Slack answers 200
 with `{"ok": false, "error": ...}` for refusals; those raise ProviderError too (`already_reacted` is fine).
 `api_url` is `https://slack.com/api`; the token is the app's bot token (`xoxb-...`)."""
 
@@ -30,3 +31,7 @@ class SlackClient(ProviderClient):
     async def add_reaction(self, channel: str, ts: str, name: str) -> None:
         await self._method("reactions.add", {"channel": channel, "timestamp": ts, "name": name},
                            fine=("already_reacted",))
+
+    async def auth_test(self) -> dict[str, Any]:
+        """`auth.test`: who the token is (`team_id`, `user_id`, `bot_id`)."""
+        return await self._method("auth.test", {})
