@@ -9,6 +9,10 @@ and still reads the store after a quiet spell, so a lost notification only costs
 carries no body: the store is the one source of truth. SQLite has one process (see `replicas serve`), so
 there is nothing to notify and `announce` is a no-op there.
 
+Replica status changes take the same path on their own channel, `replicas_status`, whose payload is an
+organization id (services/replica_status_feed.py sends them): the listener publishes each on the hub under
+`status_key(org)`, for that organization's status streams.
+
     listener = EventListener(database_url, sessions, hub, local=pump.running)
     await listener.start()
     ...
@@ -31,6 +35,7 @@ from replicas.events.store import read_events
 
 log = logging.getLogger("replicas.events.notify")
 CHANNEL = "replicas_events"
+STATUS_CHANNEL = "replicas_status"
 RECONNECT_SECONDS = 1.0
 
 
@@ -40,6 +45,11 @@ async def announce(session: AsyncSession, workspace_id: uuid.UUID | str, seq: in
     if session.bind.dialect.name == "postgresql":
         await session.execute(text("SELECT pg_notify(:channel, :payload)"),
                               {"channel": CHANNEL, "payload": f"{workspace_id}:{seq}"})
+
+
+def status_key(organization: str) -> str:
+    """The hub key of an organization's replica status changes ("*": an organization not known)."""
+    return f"status:{organization}"
 
 
 def asyncpg_dsn(database_url: str) -> str:
@@ -60,6 +70,7 @@ class EventListener:
         self._wanted: dict[str, int] = {}  # workspace id -> highest seq notified
         self._published: dict[str, int] = {}  # workspace id -> highest seq published here by the listener
         self._workers: dict[str, asyncio.Task] = {}
+        self._status_tasks: set[asyncio.Task] = set()
         self.connected = asyncio.Event()
 
     async def start(self) -> None:
@@ -79,6 +90,7 @@ class EventListener:
             try:
                 connection = await asyncpg.connect(self.dsn)
                 await connection.add_listener(CHANNEL, self._notified)
+                await connection.add_listener(STATUS_CHANNEL, self._status_notified)
                 self.connected.set()
                 while not connection.is_closed():
                     await asyncio.sleep(RECONNECT_SECONDS)
@@ -102,6 +114,13 @@ class EventListener:
         worker = self._workers.get(key)
         if worker is None or worker.done():
             self._workers[key] = asyncio.create_task(self._publish(key), name=f"notified-{key}")
+
+    def _status_notified(self, _connection, _pid, _channel, organization: str) -> None:
+        key = status_key(organization)
+        if self.hub.subscribers(key):
+            task = asyncio.create_task(self.hub.publish(key, {"organization": organization}), name=f"notified-{key}")
+            self._status_tasks.add(task)
+            task.add_done_callback(self._status_tasks.discard)
 
     async def _publish(self, key: str) -> None:
         """Read what was notified from the store, once, and publish it; until nothing more is wanted."""

@@ -5,15 +5,22 @@ open to any client): a search with more filters than `GET /v1/replica`, and a st
 filters; items are the contract's ReplicaListItem plus `environment_id`. `status_changes` lets one
 connection watch every replica of an organization, which a page listing a thousand cannot do with one
 event stream each (browsers allow six connections per origin, and an attached stream keeps a workspace
-awake). It reads the store, which every control-plane process writes, so it also holds with several
-processes on PostgreSQL: each `interval` it looks for rows changed since the last look and for rows gone.
+awake). It is pushed: a commit that changes what the list shows signals the organization on the event hub
+(replica_status_feed.py; from other processes by PostgreSQL NOTIFY), and the stream then reads the store, which
+every process writes, for rows changed since its last look and rows gone. It also reads it after
+`safety_interval` quiet seconds, so a lost signal costs latency, never a change.
+
+Each change carries `id:`, a cursor (the newest `updated_at` seen, in microseconds since the epoch); a stream
+opened with that cursor first sends every replica changed since (`replica.created` for those created since),
+with a margin for clocks and late commits: a change may come twice, and each carries the whole item. A replica
+deleted while no stream was open is not reported (the store keeps no trace of it).
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime
 from typing import Any
 
@@ -21,7 +28,10 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from replicas.errors import BadRequest
+from replicas.events.fanout import EventHub
+from replicas.events.notify import status_key
 from replicas.services.principal import Principal
+from replicas.services.replica_status_feed import ANY_ORGANIZATION
 from replicas.services.replica_views import list_item
 from replicas.services.workspaces import POOLED
 from replicas.store.models import Workspace, aware
@@ -63,32 +73,91 @@ async def search(session: AsyncSession, principal: Principal, *, page: int, limi
             "total_pages": (total + limit - 1) // limit}
 
 
-async def status_changes(sessions: async_sessionmaker[AsyncSession], principal: Principal,
-                         interval: float = 1.0) -> AsyncIterator[dict[str, Any] | None]:
-    """Events for the organization's replicas from now on: `replica.created`, `replica.updated` (with the
-    indexed item) and `replica.deleted` (with its id); None after each quiet look."""
+async def status_changes(sessions: async_sessionmaker[AsyncSession], hub: EventHub, principal: Principal,
+                         after: int | None = None,
+                         safety_interval: float = 15.0) -> AsyncIterator[tuple[str, dict[str, Any], int] | int]:
+    """`(type, {"replica": item}, cursor)` for each change of the organization's replicas from now on (or since
+    the cursor `after`): `replica.created`, `replica.updated` (the indexed item), `replica.deleted` (its id). A
+    bare cursor first, so that a client knows where it stands before any change."""
     org = principal.organization_id
-    known: dict[uuid.UUID, datetime] = {}
-    async with sessions() as session:
-        for row_id, updated in await session.execute(
-                select(Workspace.id, Workspace.updated_at).where(Workspace.organization_id == org,
-                                                                 Workspace.status != POOLED)):
-            known[row_id] = aware(updated)
-    while True:
-        await asyncio.sleep(interval)
-        events: list[dict[str, Any]] = []
-        async with sessions() as session:
-            current = {row_id: aware(updated) for row_id, updated in await session.execute(
-                select(Workspace.id, Workspace.updated_at).where(Workspace.organization_id == org,
-                                                                 Workspace.status != POOLED))}
+    watch = _StatusWatch(hub, org)
+    try:
+        known = await _look(sessions, org)
+        cursor = max([_micros(updated) for updated in known.values()], default=0)
+        if after is not None:
+            since = after - RESUME_MARGIN_MICROSECONDS
+            missed = [row_id for row_id, updated in known.items() if _micros(updated) > since]
+            for kind, item in await _items(sessions, missed, lambda row: _micros(row.created_at) > since):
+                yield kind, {"replica": item}, max(cursor, after)
+            cursor = max(cursor, after)
+        yield cursor
+        while True:
+            await watch.changed(safety_interval)
+            current = await _look(sessions, org)
             changed = [row_id for row_id, updated in current.items() if known.get(row_id) != updated]
-            if changed:
-                for row in await session.scalars(select(Workspace).where(Workspace.id.in_(changed))):
-                    kind = "replica.updated" if row.id in known else "replica.created"
-                    events.append({"type": kind, "replica": indexed_item(row)})
-        events += [{"type": "replica.deleted", "replica": {"id": str(row_id)}} for row_id in known.keys() - current]
-        known = current
-        if not events:
-            yield None
-        for event in events:
-            yield event
+            cursor = max([cursor, *(_micros(updated) for updated in current.values())])
+            for kind, item in await _items(sessions, changed, lambda row, seen=known: row.id not in seen):
+                yield kind, {"replica": item}, cursor
+            for row_id in known.keys() - current.keys():
+                yield "replica.deleted", {"replica": {"id": str(row_id)}}, cursor
+            known = current
+    finally:
+        watch.close()
+
+
+RESUME_MARGIN_MICROSECONDS = 10_000_000
+SIGNAL_GAP_SECONDS = 0.05  # at most one look per gap: a burst of commits costs one read
+
+
+class _StatusWatch:
+    """The hub signals for one organization's replicas: its own, and those of commits whose organization is not
+    known (bulk updates)."""
+
+    def __init__(self, hub: EventHub, organization_id: uuid.UUID):
+        self.hub = hub
+        self.keys = (status_key(str(organization_id)), status_key(ANY_ORGANIZATION))
+        self.subscriptions = [hub.subscribe(key) for key in self.keys]
+
+    async def changed(self, timeout: float) -> None:
+        """Return after a signal, or after `timeout` seconds without one."""
+        waits = [asyncio.ensure_future(anext(subscription)) for subscription in self.subscriptions]
+        try:
+            await asyncio.wait(waits, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for wait in waits:
+                wait.cancel()
+            await asyncio.gather(*waits, return_exceptions=True)
+        await asyncio.sleep(SIGNAL_GAP_SECONDS)
+        for index, subscription in enumerate(self.subscriptions):
+            while not subscription.queue.empty():
+                subscription.queue.get_nowait()
+            if subscription.dropped:  # overflowed: signals are only wake-ups, so a new subscription loses nothing
+                subscription.close()
+                self.subscriptions[index] = self.hub.subscribe(self.keys[index])
+
+    def close(self) -> None:
+        for subscription in self.subscriptions:
+            subscription.close()
+
+
+def _micros(moment: datetime) -> int:
+    return int(aware(moment).timestamp() * 1_000_000)
+
+
+async def _look(sessions: async_sessionmaker[AsyncSession], org: uuid.UUID) -> dict[uuid.UUID, datetime]:
+    """Every listed replica of the organization with its `updated_at`."""
+    async with sessions() as session:
+        return {row_id: aware(updated) for row_id, updated in await session.execute(
+            select(Workspace.id, Workspace.updated_at).where(Workspace.organization_id == org,
+                                                             Workspace.status != POOLED))}
+
+
+async def _items(sessions: async_sessionmaker[AsyncSession], ids: list[uuid.UUID],
+                 created: Callable[[Workspace], bool]) -> list[tuple[str, dict[str, Any]]]:
+    """`(replica.created | replica.updated, indexed item)` for the rows `ids` still listed, oldest first."""
+    if not ids:
+        return []
+    async with sessions() as session:
+        rows = await session.scalars(select(Workspace).where(Workspace.id.in_(ids), Workspace.status != POOLED)
+                                     .order_by(Workspace.updated_at, Workspace.id))
+        return [("replica.created" if created(row) else "replica.updated", indexed_item(row)) for row in rows]

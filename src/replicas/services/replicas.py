@@ -48,6 +48,7 @@ from replicas.services.environments import parse_uuid
 from replicas.services.pool_filler import PoolFiller
 from replicas.services.principal import Principal
 from replicas.services.pump_leases import PumpLeases
+from replicas.services.replica_status_feed import connect as connect_status_feed
 from replicas.services.replica_views import (
     active_agent,
     assistant_text,
@@ -120,6 +121,7 @@ class ReplicaService:
         self.manager = manager or WorkspaceManager(settings, sessions, box)
         self.agents = AgentAvailabilityCache(settings)
         self.hub = EventHub()
+        connect_status_feed(sessions, self.hub)  # the status streams are told of replica changes on it
         self.pump = EventPump(sessions, connect_via(self.manager), self.hub, on_stored=self._on_stored)
         self.owner_id = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
         timeout = settings.webhook_timeout_seconds

@@ -3,7 +3,8 @@
     GET  /v1/replicas/search?status=&source=&environment_id=&q=&page=&limit=
          {replicas: [ReplicaListItem + environment_id], total, page, limit, total_pages}
     GET  /v1/replicas/status-events
-         text/event-stream of replica.created / replica.updated / replica.deleted for the whole organization
+         text/event-stream of replica.created / replica.updated / replica.deleted for the whole organization,
+         pushed as they commit; `id:` is a cursor, and `Last-Event-ID` resumes after it
     POST /v1/replica/{id}/chats/{chatId}/interrupt
          {chatId, interrupted, queue}: stops the chat's current turn (the engine's interrupt; the queue stays)
 """
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Header, Query, Request
 
 from replicas.api.deps import PrincipalDep, SessionDep
 from replicas.api.pagination import Page, paged
@@ -20,11 +21,12 @@ from replicas.api.routers.replicas import ReplicasDep
 from replicas.api.schemas.common import ERROR_RESPONSES
 from replicas.api.schemas.replicas import Source, Status
 from replicas.api.sse import event_stream
-from replicas.errors import Conflict
+from replicas.errors import BadRequest, Conflict
 from replicas.services import replica_index
 
 router = APIRouter(tags=["Replica (extensions)"], responses=ERROR_RESPONSES)
-STATUS_EVENTS_INTERVAL_SECONDS = 1.0  # how often the stream looks at the store for changes
+# Changes are pushed; the store is read again after this many quiet seconds all the same (a lost signal).
+STATUS_EVENTS_SAFETY_SECONDS = 15.0
 
 
 @router.get("/v1/replicas/search", summary="Search Replicas")
@@ -36,12 +38,18 @@ async def search(session: SessionDep, principal: PrincipalDep, window: Annotated
 
 
 @router.get("/v1/replicas/status-events", summary="Stream Replica Status Changes")
-async def status_events(request: Request, principal: PrincipalDep):
+async def status_events(request: Request, principal: PrincipalDep,
+                        last_event_id: Annotated[str | None, Header()] = None):
+    after = None
+    if last_event_id:
+        if not (last_event_id.isascii() and last_event_id.isdigit()) or int(last_event_id) >= 2**63:
+            raise BadRequest("Invalid Last-Event-ID", "it must be the integer id of a status event")
+        after = int(last_event_id)
+
     async def events():
-        async for event in replica_index.status_changes(request.app.state.sessions, principal,
-                                                        STATUS_EVENTS_INTERVAL_SECONDS):
-            if event is not None:
-                yield event["type"], {"replica": event["replica"]}
+        async for change in replica_index.status_changes(request.app.state.sessions, request.app.state.replicas.hub,
+                                                         principal, after, STATUS_EVENTS_SAFETY_SECONDS):
+            yield f"id: {change}\n\n" if isinstance(change, int) else change
 
     return event_stream(events())
 
