@@ -11,6 +11,7 @@ from replicas import __version__, metrics, outbound
 from replicas.api.errors import error_response, install_error_handlers
 from replicas.api.observability import Observability
 from replicas.api.proxy import mount_preview_proxy
+from replicas.api.responses import JSONBody
 from replicas.api.routers import ROUTERS, replica_extensions, sessions
 from replicas.api.url_text import RefuseNulInUrl
 from replicas.crypto import SecretBox
@@ -94,6 +95,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=__version__,
         description="Drop-in compatible with the hosted Replica API v1 (contract 2.0.0).",
         lifespan=lifespan,
+        default_response_class=JSONBody,  # orjson (api/responses.py)
     )
     app.state.settings = settings
     install_error_handlers(app)

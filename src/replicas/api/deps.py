@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from typing import Annotated
 
-from fastapi import Depends, Header, Request
+from fastapi import Depends, Request
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from replicas import logs
@@ -33,27 +33,28 @@ async def authenticate_caller(request: Request, session: AsyncSession, authoriza
     return await auth.authenticate(session, authorization)
 
 
-async def get_principal(
-    request: Request,
-    session: SessionDep,
-    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
-) -> Principal:
-    principal = await authenticate_caller(request, session, authorization)
+async def get_principal(request: Request) -> Principal:
+    """The caller; a recently seen API key costs no database round trip (services/auth.py), and a session is
+    opened only for a lookup, and closed before the route runs (an SSE stream would otherwise hold its pooled
+    connection while the services open their own)."""
+    authorization = request.headers.get("authorization")
+    principal = auth.cached_principal(authorization) if authorization is not None else None
+    if principal is None:
+        async with request.app.state.sessions() as session:
+            principal = await authenticate_caller(request, session, authorization)
     logs.bind(organization_id=str(principal.organization_id))
-    # End the read transaction so the request's session gives its pooled connection back: otherwise it is
-    # held until the response is sent (for SSE, the whole stream) while the services open their own.
-    await session.commit()
     return principal
 
 
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 
 
-def get_box(request: Request) -> SecretBox:
+# Async on purpose, as every dependency on a hot path: FastAPI runs a plain `def` dependency in a worker thread.
+async def get_box(request: Request) -> SecretBox:
     return request.app.state.box
 
 
-def get_settings_dep(request: Request) -> Settings:
+async def get_settings_dep(request: Request) -> Settings:
     return request.app.state.settings
 
 

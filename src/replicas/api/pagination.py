@@ -46,10 +46,11 @@ def total_pages(total: int, limit: int) -> int:
 
 
 def paged(default_limit: int, max_limit: int = MAX_LIMIT):
-    """A dependency reading `?page=&limit=` with the shared bounds and this endpoint's default limit."""
+    """A dependency reading `?page=&limit=` with the shared bounds and this endpoint's default limit (async: a
+    plain `def` dependency would run in a worker thread on every request)."""
 
-    def dependency(page: int = Query(1, ge=1, le=MAX_PAGE, description="1-based page number"),
-                   limit: int = Query(default_limit, ge=1, le=max_limit, description="Items per page")) -> Page:
+    async def dependency(page: int = Query(1, ge=1, le=MAX_PAGE, description="1-based page number"),
+                         limit: int = Query(default_limit, ge=1, le=max_limit, description="Items per page")) -> Page:
         return Page(page, limit)
 
     return Depends(dependency)
@@ -58,8 +59,8 @@ def paged(default_limit: int, max_limit: int = MAX_LIMIT):
 def windowed(default_limit: int, max_limit: int):
     """A dependency reading `?limit=&offset=` with the shared bounds and this endpoint's default limit."""
 
-    def dependency(limit: int = Query(default_limit, ge=1, le=max_limit, description="Items to return"),
-                   offset: int = Query(0, ge=0, le=MAX_OFFSET, description="Items to skip")) -> Window:
+    async def dependency(limit: int = Query(default_limit, ge=1, le=max_limit, description="Items to return"),
+                         offset: int = Query(0, ge=0, le=MAX_OFFSET, description="Items to skip")) -> Window:
         return Window(limit, offset)
 
     return Depends(dependency)

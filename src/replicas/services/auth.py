@@ -41,6 +41,19 @@ def forget_key(key_hash: str | None = None) -> None:
         _cache.pop(key_hash, None)
 
 
+def cached_principal(authorization: str | None) -> Principal | None:
+    """The Principal of an `Authorization: Bearer` header resolved in the last CACHE_SECONDS, with no database
+    round trip; None when it must be looked up (`authenticate`), which also says why a bad header is refused."""
+    if not authorization:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token.startswith(API_KEY_PREFIX):
+        return None
+    cached = _cache.get(hash_api_key(token))
+    return cached[1] if cached is not None and cached[0] > time.monotonic() else None
+
+
 async def authenticate(session: AsyncSession, authorization: str | None) -> Principal:
     """Resolve an `Authorization: Bearer sk_replicas_...` header to a Principal, or raise 401."""
     if not authorization:

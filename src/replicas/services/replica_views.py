@@ -18,8 +18,13 @@ PROVIDER_TITLES = {"claude": "Claude Code", "codex": "Codex", "cursor": "Cursor"
 _PR_NUMBER = re.compile(r"/pull/(\d+)")
 
 
+# What `list_item` reads: a list selects these columns alone (not the snapshot, which can be large).
+LIST_COLUMNS = (Workspace.id, Workspace.name, Workspace.status, Workspace.source, Workspace.created_at,
+                Workspace.last_activity_at, Workspace.repositories, Workspace.pull_requests)
+
+
 def list_item(row: Workspace) -> dict[str, Any]:
-    """The contract's ReplicaListItem."""
+    """The contract's ReplicaListItem, from a Workspace or a row of LIST_COLUMNS."""
     return {
         "id": str(row.id), "name": row.name, "status": row.status, "source": row.source,
         "created_at": iso(row.created_at), "last_activity_at": iso(row.last_activity_at),

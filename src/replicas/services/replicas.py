@@ -50,6 +50,7 @@ from replicas.services.principal import Principal
 from replicas.services.pump_leases import PumpLeases
 from replicas.services.replica_status_feed import connect as connect_status_feed
 from replicas.services.replica_views import (
+    LIST_COLUMNS,
     active_agent,
     assistant_text,
     environment_hooks,
@@ -62,6 +63,7 @@ from replicas.services.replica_views import (
 from replicas.services.senders import message_sender, recorded_senders
 from replicas.services.workspaces import POOLED, WorkspaceManager, lock_workspace
 from replicas.settings import Settings
+from replicas.store.db import read_sessions
 from replicas.store.models import Environment, Lease, Workspace, WorkspaceEvent, aware, utcnow
 
 log = logging.getLogger("replicas.replicas")
@@ -827,10 +829,16 @@ class ReplicaService:
             query = query.where(Workspace.status == status)
         order = (func.coalesce(Workspace.last_activity_at, Workspace.created_at).desc() if status == "archived"
                  else Workspace.created_at.desc())
-        async with self.sessions() as session:
-            total = await session.scalar(select(func.count()).select_from(query.subquery()))
-            rows = await session.scalars(query.order_by(order, Workspace.id).offset((page - 1) * limit).limit(limit))
-            items = [list_item(row) for row in rows]
+        # The page and the total in one round trip (a window count); a page past the end has no row to carry the
+        # total, so only then is it counted apart.
+        paged = (query.with_only_columns(*LIST_COLUMNS, func.count().over().label("total"))
+                 .order_by(order, Workspace.id).offset((page - 1) * limit).limit(limit))
+        async with read_sessions(self.sessions)() as session:
+            rows = (await session.execute(paged)).all()
+            total = rows[0].total if rows else 0
+            if not rows and page > 1:
+                total = await session.scalar(select(func.count()).select_from(query.subquery()))
+        items = [list_item(row) for row in rows]
         return {"replicas": items, "total": total, "page": page, "limit": limit,
                 "total_pages": (total + limit - 1) // limit}
 
@@ -952,18 +960,21 @@ class ReplicaService:
         if chat is not None:
             where = (WorkspaceEvent.workspace_id == row.id, WorkspaceEvent.chat_id == chat,
                      WorkspaceEvent.type == "chat.turn.delta")
-            async with self.sessions() as session:
-                total = await session.scalar(select(func.count()).select_from(WorkspaceEvent).where(*where))
-                end = max(total - offset, 0)
-                start = max(end - limit, 0)
-                rows = await session.scalars(select(WorkspaceEvent.payload).where(*where)
-                                             .order_by(WorkspaceEvent.seq).offset(start).limit(end - start))
-                deltas = list(rows)
-                events = [payload.get("event") for payload in deltas if payload.get("event")]
+            # The page (newest first, `offset` from the end) and the total in one round trip (a window count);
+            # a page past the start has no row to carry the total, so only then is it counted apart.
+            page = (select(WorkspaceEvent.payload, func.count().over()).where(*where)
+                    .order_by(WorkspaceEvent.seq.desc()).offset(offset).limit(limit))
+            async with read_sessions(self.sessions)() as session:
+                rows = (await session.execute(page)).all()
+                total = rows[0][1] if rows else 0
+                if not rows and offset:
+                    total = await session.scalar(select(func.count()).select_from(WorkspaceEvent).where(*where))
+            deltas = [payload for payload, _ in reversed(rows)]
+            events = [payload.get("event") for payload in deltas if payload.get("event")]
             known = {c["id"] for c in (row.snapshot or {}).get("chats", [])} | {row.default_chat_id}
             if chat_id and total == 0 and chat_id not in known:
                 raise NotFound("Chat not found")
-            has_more = start > 0
+            has_more = total - offset - limit > 0
         else:
             has_more = False
         thread_id = next((e["payload"].get("session_id") for e in events

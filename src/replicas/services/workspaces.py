@@ -24,7 +24,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
-from sqlalchemy import select, update
+from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from replicas.crypto import SecretBox
@@ -37,6 +37,7 @@ from replicas.services import base_snapshots, credentials, provisioning, warm_ho
 from replicas.services.environments import parse_uuid
 from replicas.services.principal import Principal
 from replicas.settings import Settings
+from replicas.store.db import read_sessions
 from replicas.store.models import Workspace, utcnow
 
 log = logging.getLogger("replicas.workspaces")
@@ -48,6 +49,11 @@ PROVIDERS = ("claude", "codex", "opencode", "cursor")
 # capacity count sees it; a claim turns it into one.
 POOLED = "pooled"
 _ENGINE_REFUSALS = {400: BadRequest, 404: NotFound, 409: Conflict, 429: TooManyRequests}
+# Built once: every API call on a workspace starts with this read, and building the statement (and its cache
+# key) cost more CPU than running it.
+_GET_WORKSPACE = select(Workspace).where(Workspace.id == bindparam("id"),
+                                         Workspace.organization_id == bindparam("organization_id"),
+                                         Workspace.status != POOLED)
 
 
 def engine_refusal(response: httpx.Response, method: str, path: str) -> Exception:
@@ -83,10 +89,9 @@ class WorkspaceManager:
         self.runtime = runtime or create_runtime(settings)
 
     async def get(self, principal: Principal, workspace_id: str) -> Workspace:
-        async with self.sessions() as session:
-            row = await session.scalar(select(Workspace).where(
-                Workspace.id == parse_uuid(workspace_id, "Workspace"),
-                Workspace.organization_id == principal.organization_id, Workspace.status != POOLED))
+        ids = {"id": parse_uuid(workspace_id, "Workspace"), "organization_id": principal.organization_id}
+        async with read_sessions(self.sessions)() as session:
+            row = await session.scalar(_GET_WORKSPACE, ids)
         if row is None:
             raise NotFound("Workspace not found")
         return row

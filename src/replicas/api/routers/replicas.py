@@ -12,6 +12,7 @@ from fastapi.responses import StreamingResponse
 
 from replicas.api.deps import PrincipalDep
 from replicas.api.pagination import MAX_OFFSET, Page, Window, paged, windowed
+from replicas.api.responses import JSONBody
 from replicas.api.schemas.common import ERROR_RESPONSES
 from replicas.api.schemas.replicas import (
     CreateChatRequest,
@@ -28,7 +29,7 @@ from replicas.services.replicas import ReplicaService
 router = APIRouter(prefix="/v1/replica", tags=["Replica"], responses=ERROR_RESPONSES)
 
 
-def get_replicas(request: Request) -> ReplicaService:
+async def get_replicas(request: Request) -> ReplicaService:
     return request.app.state.replicas
 
 
@@ -50,8 +51,8 @@ async def list_replicas(principal: PrincipalDep, replicas: ReplicasDep,
                         paging: Annotated[Page, paged(default_limit=10)], user_id: str | None = None,
                         source: Source | None = None, status: Status | None = None):
     """Replicas of the organization, newest first (archived ones by last activity)."""
-    return await replicas.list(principal, page=paging.page, limit=paging.limit, user_id=user_id, source=source,
-                               status=status)
+    return JSONBody(await replicas.list(principal, page=paging.page, limit=paging.limit, user_id=user_id,
+                                        source=source, status=status))
 
 
 @router.get("/{replica_id}")
@@ -61,7 +62,7 @@ async def get_replica(replica_id: str, principal: PrincipalDep, replicas: Replic
     unknown = wanted - {"environment", "diffs"}
     if unknown:
         raise BadRequest("Invalid request", f"include: unknown value(s) {', '.join(sorted(unknown))}")
-    return await replicas.details(principal, replica_id, wanted)
+    return JSONBody(await replicas.details(principal, replica_id, wanted))
 
 
 @router.delete("/{replica_id}")
@@ -132,14 +133,16 @@ async def reorder_queue(replica_id: str, chat_id: str, body: ReorderQueueRequest
 async def history(replica_id: str, principal: PrincipalDep, replicas: ReplicasDep, window: HistoryWindow,
                   chat_id: str | None = None):
     """A chat's events, paged from the end (served from the store: a sleeping replica stays asleep)."""
-    return await replicas.history(principal, replica_id, chat_id=chat_id, limit=window.limit, offset=window.offset)
+    return JSONBody(await replicas.history(principal, replica_id, chat_id=chat_id, limit=window.limit,
+                                           offset=window.offset))
 
 
 @router.get("/{replica_id}/read", include_in_schema=False)
 async def read(replica_id: str, principal: PrincipalDep, replicas: ReplicasDep, window: HistoryWindow,
                chat_id: str | None = None):
     """Deprecated alias of /history (spec §10 #30)."""
-    return await replicas.history(principal, replica_id, chat_id=chat_id, limit=window.limit, offset=window.offset)
+    return JSONBody(await replicas.history(principal, replica_id, chat_id=chat_id, limit=window.limit,
+                                           offset=window.offset))
 
 
 @router.get("/{replica_id}/hooks")
