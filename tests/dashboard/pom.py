@@ -133,6 +133,15 @@ class EnvironmentPage(Dashboard):
     def warm_hook_output(self):
         return self.page.get_by_role("log", name="Warm hook test output")
 
+    def test_mcp(self, name: str) -> None:
+        self.page.get_by_role("button", name=f"Test {name}", exact=True).click()
+
+    def mcp_output(self, name: str):
+        return self.page.get_by_role("log", name=f"{name} test output")
+
+    def mcp_result(self, name: str):
+        return self.page.get_by_role("status", name=f"{name} test result")
+
 
 class ApiKeysPage(Dashboard):
     def open(self) -> None:

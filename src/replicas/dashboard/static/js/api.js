@@ -138,6 +138,8 @@ export const environments = {
   files: nested("files", "environment_files", "environment_file"),
   mcps: nested("mcps", "environment_mcps", "environment_mcp"),
   skills: nested("skills", "environment_skills", "environment_skill"),
+  testMcp: (environmentId, mcpId, onEvent, options = {}) =>
+    stream(`${E(environmentId)}/mcps/${id(mcpId)}/test/stream`, { method: "POST", body: {}, reconnect: false, onEvent, ...options }),
   searchSkills: async (q) => (await get("/v1/environment-skills/search", { q })).skills,
   warmHooks: (environmentId) => get(`${E(environmentId)}/warm-hooks`),
   saveWarmHook: (environmentId, content) => post(`${E(environmentId)}/warm-hooks/save`, { content }),

@@ -179,9 +179,8 @@ function Mcps({ envId }) {
     if (await saving.run(() => environments.mcps.create(envId, { name: draft.name, transport: draft.transport, config }))) state.reload();
   }
   return html`<div>
-    <${Loaded} state=${state} data=${mcps} empty="No MCP servers.">${(list) => html`<ul>${list.map((m) => html`<li><strong>${m.name}</strong>
-      <span class="hint"> ${m.transport} · ${m.config.url || m.config.command}</span> <${ConfirmButton} label="Remove" danger
-        question=${`Remove the MCP server ${m.name}?`} onConfirm=${async () => { await environments.mcps.remove(envId, m.id); state.reload(); }} /></li>`)}</ul>`}<//>
+    <${Loaded} state=${state} data=${mcps} empty="No MCP servers.">${(list) => html`<ul class="mcps">${list.map((m) => html`<li key=${m.id}>
+      <${McpServer} envId=${envId} server=${m} onRemoved=${state.reload} /></li>`)}</ul>`}<//>
     <h2>Add an MCP server</h2>
     <form class="row" onSubmit=${add}>
       <${Field} label="Name"><input name="name" required value=${draft.name} onInput=${set("name")} /><//>
@@ -193,6 +192,40 @@ function Mcps({ envId }) {
         : html`<${Field} label="URL"><input name="url" type="url" required value=${draft.url} onInput=${set("url")} /><//>`}
       <button type="submit" class="primary">Add</button></form>
     <${ErrorBox} error=${saving.error} /></div>`;
+}
+
+// One MCP server with its Test: the check's progress and the server's stderr stream in, then the outcome (the
+// server's name and tools, or why it did not answer).
+function McpServer({ envId, server, onRemoved }) {
+  const [output, setOutput] = useState("");
+  const [outcome, setOutcome] = useState(null);
+  const [running, setRunning] = useState(false);
+  const stop = useRef(() => {});
+  useEffect(() => () => stop.current(), []);
+  function test() {
+    setOutput("");
+    setOutcome(null);
+    setRunning(true);
+    const fail = (message) => { setOutcome({ ok: false, error: message }); setRunning(false); };
+    stop.current = environments.testMcp(envId, server.id, (event) => {
+      if (event.type === "output") setOutput((o) => o + event.output);
+      else if (event.type === "progress") setOutput((o) => `${o}# ${event.message}\n`);
+      else if (event.type === "complete") { setOutcome(event); setRunning(false); }
+      else if (event.type === "error") fail(event.message);
+    }, { onError: (failure) => fail(failure.message), onEnd: () => setRunning(false) });
+  }
+  const info = outcome?.server ? `${outcome.server.name}${outcome.server.version ? ` ${outcome.server.version}` : ""}` : "The server";
+  return html`<div class="mcp-server"><div class="row">
+      <strong>${server.name}</strong><span class="hint">${server.transport} · ${server.config.url || server.config.command}</span>
+      <button type="button" onClick=${test} disabled=${running} aria-label=${`Test ${server.name}`}>${running ? "Testing…" : "Test"}</button>
+      <${ConfirmButton} label="Remove" danger question=${`Remove the MCP server ${server.name}?`}
+        onConfirm=${async () => { await environments.mcps.remove(envId, server.id); onRemoved(); }} /></div>
+    ${output || running ? html`<pre class="hook-output" role="log" aria-live="polite" aria-label=${`${server.name} test output`}>${output}</pre>` : null}
+    ${outcome ? html`<p role="status" aria-label=${`${server.name} test result`} class=${outcome.ok ? "mcp-result ok" : "mcp-result failed"}>
+      ${outcome.ok
+        ? `Answered: ${info} · ${outcome.tools.length ? `tools: ${outcome.tools.join(", ")}` : "no tools"}`
+        : `Failed: ${outcome.error}`}</p>` : null}
+  </div>`;
 }
 
 function Hook({ envId, kind }) {
