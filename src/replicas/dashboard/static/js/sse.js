@@ -13,7 +13,8 @@
 // SharedWorker, or if the worker fails, the tab holds its own connection, resuming from the last event it got.
 
 export function parseFrames(buffer, onFrame) {
-  // Split complete frames off `buffer`; return the unfinished tail.
+  // Split complete frames off `buffer`; return the unfinished tail. A frame with an id and no data is handed
+  // on too (it moves the stream's last event id, as in EventSource); one with neither is not.
   let start = 0;
   for (;;) {
     const end = buffer.indexOf("\n\n", start);
@@ -28,7 +29,7 @@ export function parseFrames(buffer, onFrame) {
       else if (field === "event") frame.event = value;
       else if (field === "data") frame.data.push(value);
     }
-    if (frame.data.length) onFrame(frame);
+    if (frame.data.length || frame.id !== null) onFrame(frame);
     start = end + 2;
   }
 }
@@ -69,6 +70,7 @@ function ownStream(url, { method = "GET", body, headers = {}, onEvent, onOpen, o
       if (done) return;
       buffer = parseFrames((buffer + value).replace(/\r\n?/g, "\n"), (frame) => {
         if (frame.id !== null && /^\d+$/.test(frame.id)) lastId = frame.id;
+        if (!frame.data.length) return;
         let data = frame.data.join("\n");
         try { data = JSON.parse(data); } catch { /* plain text data */ }
         onEvent?.(data, frame);
