@@ -187,5 +187,5 @@ export const orgApiKeys = {
   remove: (keyId) => del(`/v1/api-keys/${id(keyId)}`),
 };
 
-export const usage = { report: (query) => get("/v1/usage", query) };
+export const usage = { report: (query) => get("/v1/usage", query), daily: (query) => get("/v1/usage/daily", query) };
 export const audit = { list: (query) => get("/v1/audit-log", query) };

@@ -59,38 +59,36 @@ export function ApiKeysPage() {
   </section>`;
 }
 
-export function usageByDay(rows, days = 30) {
-  // Minutes per day over the last `days` days, by each replica's first start (the report's granularity).
-  const buckets = new Map();
-  const today = new Date();
-  for (let i = days - 1; i >= 0; i--) {
-    const day = new Date(today.getTime() - i * 86400000).toISOString().slice(0, 10);
-    buckets.set(day, 0);
-  }
-  for (const row of rows) {
-    const day = (row.first_started_at || "").slice(0, 10);
-    if (buckets.has(day)) buckets.set(day, buckets.get(day) + row.minutes);
-  }
-  return [...buckets.entries()];
+// The chart: minutes per UTC day from /v1/usage/daily (each awake stretch split over the days it spans), with
+// the same figures in a table for screen readers and keyboards; below it, the minutes per replica.
+function DailyChart({ days }) {
+  const max = Math.max(1, ...days.map((d) => d.minutes));
+  const width = 100 / days.length;
+  return html`<svg class="chart" viewBox="0 0 100 60" preserveAspectRatio="none" role="img"
+      aria-label=${`Active minutes per day, ${days[0].date} to ${days[days.length - 1].date} (UTC)`}>
+      ${days.map((d, i) => html`<rect x=${i * width + 0.15} width=${width - 0.3} y=${55 - (d.minutes / max) * 50}
+        height=${(d.minutes / max) * 50}><title>${d.date}: ${d.minutes} min</title></rect>`)}
+    </svg>
+    <div class="chart-axis hint" aria-hidden="true"><span>${days[0].date}</span><span>${days[days.length - 1].date}</span></div>
+    <details><summary>Minutes per day</summary><table class="list" aria-label="Active minutes per day">
+      <thead><tr><th scope="col">Day (UTC)</th><th scope="col">Minutes</th><th scope="col">By source</th></tr></thead>
+      <tbody>${days.filter((d) => d.minutes).map((d) => html`<tr><td>${d.date}</td><td>${d.minutes}</td>
+        <td>${Object.entries(d.by_source).map(([source, m]) => `${source}: ${m}`).join(" · ")}</td></tr>`)}</tbody></table></details>`;
 }
 
 export function UsagePage() {
-  const since = new Date(Date.now() - 30 * 86400000).toISOString();
+  const since = `${new Date(Date.now() - 29 * 86400000).toISOString().slice(0, 10)}T00:00:00Z`;
+  const [daily, dailyState] = useLoad(() => usage.daily({ since }), []);
   const [report, state] = useLoad(() => usage.report({ since }), []);
   return html`<section class="page"><div class="page-head"><h1>Usage</h1></div>
-    <${Loaded} state=${state} data=${report}>${(r) => {
-      const days = usageByDay(r.usage);
-      const max = Math.max(1, ...days.map(([, m]) => m));
-      const width = 100 / days.length;
-      return html`<p>${r.total_minutes} active minutes in the last 30 days
-          ${Object.entries(r.by_size).map(([size, m]) => ` · ${size}: ${m}`).join("")}</p>
-        <svg class="chart" viewBox="0 0 100 60" preserveAspectRatio="none" role="img" aria-label="Active minutes per day, last 30 days">
-          ${days.map(([day, minutes], i) => html`<rect x=${i * width + 0.15} width=${width - 0.3} y=${55 - (minutes / max) * 50}
-            height=${(minutes / max) * 50}><title>${day}: ${minutes} min</title></rect>`)}
-        </svg>
-        <table class="list" aria-label="Usage by replica"><thead><tr><th scope="col">Replica</th><th scope="col">Size</th><th scope="col">Source</th><th scope="col">Minutes</th></tr></thead>
-          <tbody>${r.usage.map((u) => html`<tr><td><a href=${`#/replicas/${u.replica_id}`}>${u.name}</a></td><td>${u.size}</td><td>${u.source}</td><td>${u.minutes}</td></tr>`)}</tbody></table>`;
-    }}<//></section>`;
+    <${Loaded} state=${dailyState} data=${daily}>${(d) => html`<p>${d.total_minutes} active minutes in the last 30 days</p>
+      <${DailyChart} days=${d.days} />`}<//>
+    <h2>By replica</h2>
+    <${Loaded} state=${state} data=${report?.usage} empty="No replica was awake in these 30 days.">${() => html`
+      <p class="hint">Replicas first started in these 30 days${Object.entries(report.by_size).map(([size, m]) => ` · ${size}: ${m} min`).join("")}</p>
+      <table class="list" aria-label="Usage by replica"><thead><tr><th scope="col">Replica</th><th scope="col">Size</th><th scope="col">Source</th><th scope="col">Minutes</th></tr></thead>
+        <tbody>${report.usage.map((u) => html`<tr><td><a href=${`#/replicas/${u.replica_id}`}>${u.name}</a></td><td>${u.size}</td><td>${u.source}</td><td>${u.minutes}</td></tr>`)}</tbody></table>`}<//>
+  </section>`;
 }
 
 export function AuditPage() {
