@@ -6,14 +6,19 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from replicas.store.models import Workspace
 from replicas.testing import ShellCall
 from tests.agents.test_real_clis import agent_tools, model  # noqa: F401 - fixtures
 from tests.automations.test_receivers import SECRET, _sent_text, configure
 from tests.integrations.stand_ins import StandIn
 from tests.replicas.conftest import replica_backend, replica_env, settings, wait_for  # noqa: F401 - fixtures
+
+PAYLOADS = Path(__file__).parent / "payloads"
 
 FAST = {"team_loop_interval_seconds": 0.2, "review_batch_seconds": 1.0, "reply_wait_seconds": 3.0,
         "pr_close_grace_seconds": 0.5, "provider_retry_delays": [0.05, 0.1], "provider_timeout_seconds": 5.0}
@@ -83,3 +88,23 @@ async def prompt_with(scripted, text: str) -> str:
 def turns(scripted) -> int:
     """How many turns the agent started (prompts the scripted model saw)."""
     return scripted.cursor.turn + 1
+
+
+def payload(name: str) -> dict:
+    """A delivery's body in the provider's documented shape (tests/integrations/payloads/<name>.json)."""
+    return json.loads((PAYLOADS / f"{name}.json").read_text())
+
+
+async def comments_on(stand_in, number: int, count: int = 1) -> list[dict]:
+    """The bodies of the comments posted on acme/shop's issue or pull request `number` (waited for)."""
+    async def found():
+        made = stand_in.made("POST", rf"/github/repos/acme/shop/issues/{number}/comments$")
+        return made if len(made) >= count else None
+
+    return [r.body for r in await wait_for(found, timeout=120, what=f"{count} comment(s) on #{number}")]
+
+
+async def github_workspaces(app) -> list[Workspace]:
+    async with app.state.sessions() as session:
+        return list(await session.scalars(select(Workspace).where(Workspace.source == "github")
+                                          .order_by(Workspace.created_at)))

@@ -6,42 +6,29 @@ whose workspace was deleted, which a new workspace takes up on the pull request'
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
-from sqlalchemy import select
 
-from replicas.store.models import Workspace
 from replicas.testing import Text
 from tests.automations.test_receivers import github, post
-from tests.integrations.conftest import BRANCH, FAST, connect, github_variables, open_pull_request, prompt_with, turns
+from tests.integrations.conftest import (
+    BRANCH,
+    FAST,
+    comments_on,
+    connect,
+    github_variables,
+    github_workspaces,
+    open_pull_request,
+    payload,
+    prompt_with,
+    turns,
+)
 from tests.replicas.conftest import status_of, wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.replica_settings(**FAST),
               pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 
-PAYLOADS = Path(__file__).parent / "payloads"
 PULL = "https://github.com/acme/shop/pull/7"
 RUN = 12000000002
-
-
-def payload(name: str) -> dict:
-    return json.loads((PAYLOADS / f"{name}.json").read_text())
-
-
-async def comments_on(stand_in, number: int, count: int = 1) -> list[dict]:
-    async def found():
-        made = stand_in.made("POST", rf"/github/repos/acme/shop/issues/{number}/comments$")
-        return made if len(made) >= count else None
-
-    return [r.body for r in await wait_for(found, timeout=120, what=f"{count} comment(s) on #{number}")]
-
-
-async def github_workspaces(app) -> list[Workspace]:
-    async with app.state.sessions() as session:
-        return list(await session.scalars(select(Workspace).where(Workspace.source == "github")
-                                          .order_by(Workspace.created_at)))
 
 
 async def status_is(app, workspace_id: str, status: str) -> bool:
