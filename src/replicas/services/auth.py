@@ -150,8 +150,20 @@ def _personal_only(principal: Principal) -> uuid.UUID:
     return principal.user_id
 
 
-async def create_personal_key(session: AsyncSession, principal: Principal, name: str) -> tuple[ApiKey, str]:
-    user_id = _personal_only(principal)
+# --- keys of a user (personal) or of the organization (user None); services/org_api_keys.py has the org's ---
+
+def _scope(user_id: uuid.UUID | None) -> str:
+    return "user" if user_id is not None else "org"
+
+
+def _owned_by(principal: Principal, user_id: uuid.UUID | None) -> tuple:
+    owner = ApiKey.user_id == user_id if user_id is not None else ApiKey.user_id.is_(None)
+    return ApiKey.organization_id == principal.organization_id, owner
+
+
+async def mint_key(session: AsyncSession, principal: Principal, user_id: uuid.UUID | None,
+                   name: str) -> tuple[ApiKey, str]:
+    """A new key of `user_id` (None: an org key), audited as `principal`'s act: (its row, the key, shown once)."""
     name = name.strip()
     if not name or len(name) > 255:
         raise BadRequest("Invalid request", "name: must be 1 to 255 characters")
@@ -161,33 +173,45 @@ async def create_personal_key(session: AsyncSession, principal: Principal, name:
     session.add(row)
     await session.flush()
     audit.record(session, principal, "api_key.created", "api_key", row.id,
-                 after={"name": name, "key_prefix": row.key_prefix, "scope": "user"})
+                 after={"name": name, "key_prefix": row.key_prefix, "scope": _scope(user_id)})
     await session.commit()
     return row, key
 
 
-async def list_personal_keys(session: AsyncSession, principal: Principal, page: int, limit: int):
-    user_id = _personal_only(principal)
+async def list_keys(session: AsyncSession, principal: Principal, user_id: uuid.UUID | None, page: int,
+                    limit: int) -> tuple[list[ApiKey], int]:
+    """One page of the keys of `user_id` (None: the org keys), newest first, and how many there are."""
     if page < 1 or not 1 <= limit <= 100:
         raise BadRequest("Invalid pagination", "page must be >= 1 and limit between 1 and 100")
-    where = (ApiKey.organization_id == principal.organization_id, ApiKey.user_id == user_id)
+    where = _owned_by(principal, user_id)
     total = await session.scalar(select(func.count()).select_from(ApiKey).where(*where))
-    rows = await session.scalars(
-        select(ApiKey).where(*where).order_by(ApiKey.created_at.desc()).offset((page - 1) * limit).limit(limit)
-    )
+    rows = await session.scalars(select(ApiKey).where(*where).order_by(ApiKey.created_at.desc(), ApiKey.id)
+                                 .offset((page - 1) * limit).limit(limit))
     return list(rows), int(total or 0)
 
 
-async def delete_personal_key(session: AsyncSession, principal: Principal, key_id: uuid.UUID) -> None:
-    user_id = _personal_only(principal)
-    row = await session.scalar(
-        select(ApiKey).where(ApiKey.id == key_id, ApiKey.user_id == user_id,
-                             ApiKey.organization_id == principal.organization_id)
-    )
+async def delete_key(session: AsyncSession, principal: Principal, user_id: uuid.UUID | None, key_id: uuid.UUID,
+                     not_found: str) -> None:
+    """Delete a key of `user_id` (None: an org key); it stops at once here, and its dashboard sessions end
+    (their rows cascade). 404 `not_found` for any other key."""
+    row = await session.scalar(select(ApiKey).where(ApiKey.id == key_id, *_owned_by(principal, user_id)))
     if row is None:
-        raise NotFound("API key not found or does not belong to this user")
+        raise NotFound(not_found)
     audit.record(session, principal, "api_key.deleted", "api_key", row.id,
-                 before={"name": row.name, "key_prefix": row.key_prefix, "scope": "user"})
+                 before={"name": row.name, "key_prefix": row.key_prefix, "scope": _scope(user_id)})
     await session.delete(row)
     await session.commit()
     forget_key(row.key_hash)
+
+
+async def create_personal_key(session: AsyncSession, principal: Principal, name: str) -> tuple[ApiKey, str]:
+    return await mint_key(session, principal, _personal_only(principal), name)
+
+
+async def list_personal_keys(session: AsyncSession, principal: Principal, page: int, limit: int):
+    return await list_keys(session, principal, _personal_only(principal), page, limit)
+
+
+async def delete_personal_key(session: AsyncSession, principal: Principal, key_id: uuid.UUID) -> None:
+    await delete_key(session, principal, _personal_only(principal), key_id,
+                     "API key not found or does not belong to this user")

@@ -16,6 +16,7 @@ from replicas.api.schemas.api_keys import (
     CreatedApiKeyResponse,
     ListApiKeysResponse,
     api_key_view,
+    api_keys_page,
 )
 from replicas.api.schemas.common import ERROR_RESPONSES, ErrorBody, SuccessResponse
 from replicas.errors import NotFound
@@ -40,8 +41,7 @@ async def list_personal_api_keys(session: SessionDep, principal: PrincipalDep,
                                  paging: Annotated[Page, paged(default_limit=10)]):
     """Returns the authenticated user's personal API keys, newest first, without their secrets."""
     rows, total = await auth.list_personal_keys(session, principal, paging.page, paging.limit)
-    return {"api_keys": [api_key_view(r) for r in rows], "total": total, "page": paging.page,
-            "limit": paging.limit, "total_pages": paging.total_pages(total)}
+    return api_keys_page(rows, total, paging)
 
 
 @router.delete("/{apiKeyId}", response_model=SuccessResponse)

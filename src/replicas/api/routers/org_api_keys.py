@@ -15,6 +15,7 @@ from replicas.api.schemas.api_keys import (
     CreatedApiKeyResponse,
     ListApiKeysResponse,
     api_key_view,
+    api_keys_page,
 )
 from replicas.api.schemas.common import ERROR_RESPONSES, ErrorBody, SuccessResponse
 from replicas.errors import NotFound
@@ -37,8 +38,7 @@ async def list_org_api_keys(session: SessionDep, principal: PrincipalDep,
                             paging: Annotated[Page, paged(default_limit=10)]):
     """Returns the organization's org API keys, newest first, without their secrets."""
     rows, total = await org_api_keys.list_org_api_keys(session, principal, paging.page, paging.limit)
-    return {"api_keys": [api_key_view(r) for r in rows], "total": total, "page": paging.page,
-            "limit": paging.limit, "total_pages": paging.total_pages(total)}
+    return api_keys_page(rows, total, paging)
 
 
 @router.delete("/{apiKeyId}", response_model=SuccessResponse)

@@ -42,3 +42,9 @@ def api_key_view(row: ApiKeyRow, key: str | None = None) -> dict:
     if key is not None:
         view["key"] = key
     return view
+
+
+def api_keys_page(rows: list[ApiKeyRow], total: int, paging) -> dict:
+    """A page of keys (`paging`: the request's `api.pagination.Page`), without their secrets."""
+    return {"api_keys": [api_key_view(r) for r in rows], "total": total, "page": paging.page,
+            "limit": paging.limit, "total_pages": paging.total_pages(total)}
