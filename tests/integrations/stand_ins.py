@@ -13,17 +13,27 @@ provider's documented shape:
   (the raw log).
 - Slack Web API: `chat.postMessage`, `reactions.add`, `auth.test` (200 with `ok`).
 - Linear GraphQL: `POST /graphql` with the `commentCreate` mutation.
+- A GitLab instance's git side (when `git_root` is set): git's smart HTTP protocol for `/<path>.git/...` served by
+  `git http-backend` from the bare repositories under `git_root`, each request refused (401) unless it carries
+  `git_token` as the password of HTTP Basic auth, as GitLab does with an access token.
 """
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 import re
+import subprocess
 import threading
 from dataclasses import dataclass, field
+from email.parser import Parser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, unquote
+
+GIT_PATH = re.compile(r"^/(?P<repo>[^?]+?\.git)(?P<rest>/(?:info/refs|HEAD|git-upload-pack|git-receive-pack))$")
 
 
 @dataclass
@@ -46,6 +56,10 @@ class StandIn:
     pipeline_jobs: dict[int, list[dict]] = field(default_factory=dict)  # GitLab pipeline id -> jobs
     gitlab_host: str = "https://gitlab.example.com"
     fail_next: int = 0  # answer this many requests 502 first (retries)
+    git_root: Path | None = None  # bare repositories served over git's smart HTTP (`<path>.git`)
+    git_token: str = ""
+    git_requests: list[Recorded] = field(default_factory=list)
+    held: dict[tuple[str, str], threading.Event] = field(default_factory=dict)  # (method, path): answered once set
     next_number: int = 7
     next_id: int = 900000
 
@@ -65,6 +79,10 @@ class StandIn:
 
             def _handle(self, method: str) -> None:
                 raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+                path, _, query = self.path.partition("?")
+                if stand_in.git_root is not None and (match := GIT_PATH.match(path)):
+                    stand_in.git_requests.append(Recorded(method, self.path, dict(self.headers), None))
+                    return self._git(method, match, query, raw)
                 try:
                     body = json.loads(raw) if raw else None
                 except ValueError:
@@ -73,9 +91,34 @@ class StandIn:
                 if stand_in.fail_next > 0:
                     stand_in.fail_next -= 1
                     return self._answer(502, {"message": "Bad Gateway"})
-                path, _, query = self.path.partition("?")
+                if (gate := stand_in.held.get((method, path))) is not None:
+                    gate.wait(60)
                 status, answer, headers = stand_in.answer(method, path, body, self, parse_qs(query))
                 self._answer(status, answer, headers)
+
+            def _git(self, method: str, match: re.Match, query: str, raw: bytes) -> None:
+                if stand_in.git_password(self.headers.get("Authorization")) != stand_in.git_token:
+                    self.send_response(401)
+                    self.send_header("WWW-Authenticate", 'Basic realm="GitLab"')
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
+                env = {"PATH": os.environ.get("PATH", ""), "GIT_PROJECT_ROOT": str(stand_in.git_root),
+                       "GIT_HTTP_EXPORT_ALL": "1", "REMOTE_USER": "oauth2", "REQUEST_METHOD": method,
+                       "PATH_INFO": f"/{match['repo']}{match['rest']}", "QUERY_STRING": query,
+                       "CONTENT_TYPE": self.headers.get("Content-Type") or "", "CONTENT_LENGTH": str(len(raw)),
+                       "HTTP_CONTENT_ENCODING": self.headers.get("Content-Encoding") or ""}
+                output = subprocess.run(["git", "http-backend"], input=raw, env=env, capture_output=True,
+                                        check=False).stdout
+                head, _, body = output.partition(b"\r\n\r\n") if b"\r\n\r\n" in output else output.partition(b"\n\n")
+                headers = Parser().parsestr(head.decode("latin-1"))
+                self.send_response(int((headers.get("Status") or "200").split()[0]))
+                for key, value in headers.items():
+                    if key.lower() != "status":
+                        self.send_header(key, value)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
 
             def do_GET(self):
                 self._handle("GET")
@@ -93,8 +136,20 @@ class StandIn:
         return self
 
     def close(self) -> None:
+        for gate in self.held.values():
+            gate.set()
         self.server.shutdown()
         self.server.server_close()
+
+    @staticmethod
+    def git_password(authorization: str | None) -> str | None:
+        scheme, _, value = (authorization or "").partition(" ")
+        if scheme.lower() != "basic":
+            return None
+        try:
+            return base64.b64decode(value).decode().partition(":")[2]
+        except ValueError:
+            return None
 
     def _id(self) -> int:
         self.next_id += 1

@@ -16,6 +16,12 @@ never overwritten (that push fails instead). Then the branch gets its record:
   `POST {GITHUB_API_URL}/repos/OWNER/REPO/pulls`; the record holds its `html_url` and `number`;
 - any other origin (or no token): the pushed branch is the record, `<origin as a URI>#<branch>`, number 0.
 
+The push authenticates with a token from the env when the origin is its host's and no auth header is configured:
+`GITHUB_TOKEN`/`GH_TOKEN` for an https GitHub origin, `GITLAB_TOKEN` for an origin on `GITLAB_HOST` (the
+instance's URL, default https://gitlab.com; the control plane sets both for a workspace the team loop started on
+a GitLab thread). It goes as git's `http.extraHeader` through `GIT_CONFIG_*` in the push's own env: never in the
+checkout's config, the remote URL or a message.
+
 Records live in `<state_dir>/published.json` (`{"repos": {name: {branch: {head, url, number, base,
 pushedAt}}}}`), so a restarted engine neither pushes again nor forgets its pull requests. A failed push
 or pull-request creation is journaled as an `error` event (`push_failed`, `pr_create_failed`) and never
@@ -48,6 +54,8 @@ _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _SCP_LIKE = re.compile(r"^(?:(?P<user>[^@/:]+)@)?(?P<host>[^/:]+):(?P<path>.*)$")
 _GITHUB_PATH = re.compile(r"^/*(?P<owner>[^/]+)/(?P<name>[^/]+?)(?:\.git)?/*$")
 DEFAULT_GITHUB_API = "https://api.github.com"
+DEFAULT_GITLAB_HOST = "https://gitlab.com"
+_DEFAULT_PORTS = {"https": 443, "http": 80}
 
 
 @dataclass
@@ -94,6 +102,18 @@ def github_repository(origin: str, extra_hosts: Iterable[str] = ()) -> tuple[str
         return None
     match = _GITHUB_PATH.match(parsed.path)
     return (match["owner"], match["name"]) if match else None
+
+
+def _same_origin(uri: str, server: str) -> bool:
+    """Whether `uri` is on `server` (scheme, host and port; a default port counts as given)."""
+    a, b = urlparse(uri), urlparse(server)
+    if a.scheme not in _DEFAULT_PORTS or a.scheme != b.scheme or not a.hostname:
+        return False
+    try:
+        return (a.hostname.lower(), a.port or _DEFAULT_PORTS[a.scheme]) == \
+            ((b.hostname or "").lower(), b.port or _DEFAULT_PORTS[b.scheme])
+    except ValueError:  # a port that is not a number
+        return False
 
 
 def branch_url(origin: str, repo: Path, branch: str) -> str:
@@ -207,22 +227,34 @@ class Publisher:
         return {urlparse(server).hostname or ""} - {""} if server else set()
 
     async def _push_env(self, repo: Path, origin: str) -> dict[str, str]:
-        """The agent env; for an https GitHub origin with a token in it and no auth header configured,
-        plus a Basic auth header (git's own config through GIT_CONFIG_*, never written to disk)."""
+        """The agent env, plus the origin's token as a Basic auth header (git's own config through GIT_CONFIG_*,
+        never written to disk) when the env holds one for the origin's host (see the module docstring) and no
+        auth header is configured."""
         env = dict(self.env)
-        token = env.get("GITHUB_TOKEN") or env.get("GH_TOKEN")
         uri = origin_uri(origin, repo)
-        if not token or not uri.startswith("https://") or not github_repository(origin, self._github_hosts()):
+        credential = self._push_credential(origin, uri)
+        if credential is None:
             return env
         if (await self._git(repo, "config", "--get-urlmatch", "http.extraheader", uri)).stdout.strip():
             return env
         count = int(env.get("GIT_CONFIG_COUNT") or 0)
         if any(env.get(f"GIT_CONFIG_KEY_{i}", "").lower() == "http.extraheader" for i in range(count)):
             return env
-        basic = base64.b64encode(f"x-access-token:{token}".encode()).decode()
+        basic = base64.b64encode(credential.encode()).decode()
         env.update({"GIT_CONFIG_COUNT": str(count + 1), f"GIT_CONFIG_KEY_{count}": "http.extraHeader",
                     f"GIT_CONFIG_VALUE_{count}": f"Authorization: Basic {basic}"})
         return env
+
+    def _push_credential(self, origin: str, uri: str) -> str | None:
+        """`user:token` for pushing to `uri`: GitHub's token for an https GitHub origin, GitLab's for an origin
+        on `GITLAB_HOST` (same scheme, host and port: plain http only where the instance itself is http)."""
+        github_token = self.env.get("GITHUB_TOKEN") or self.env.get("GH_TOKEN")
+        if github_token and uri.startswith("https://") and github_repository(origin, self._github_hosts()):
+            return f"x-access-token:{github_token}"
+        gitlab_token = self.env.get("GITLAB_TOKEN")
+        if gitlab_token and _same_origin(uri, self.env.get("GITLAB_HOST") or DEFAULT_GITLAB_HOST):
+            return f"oauth2:{gitlab_token}"
+        return None
 
     async def _open_pull_request(self, repo: Path, owner: str, name: str, branch: str, base: str,
                                  token: str) -> dict:

@@ -33,7 +33,7 @@ from replicas.engine_protocol import incompatibility
 from replicas.errors import BadGateway, BadRequest, Conflict, NotFound, ServiceUnavailable, TooManyRequests
 from replicas.runtime import Runtime, RuntimeStatus, WorkspaceSpec, create_runtime
 from replicas.runtime.local import python_environment_paths
-from replicas.services import base_snapshots, credentials, provisioning, warm_hooks
+from replicas.services import base_snapshots, credentials, gitlab_push, provisioning, warm_hooks
 from replicas.services.environments import parse_uuid
 from replicas.services.principal import Principal
 from replicas.settings import Settings
@@ -225,10 +225,12 @@ class WorkspaceManager:
         await self.call_engine(workspace, "POST", "/hooks/start")
 
     async def _base_env(self, workspace: Workspace) -> dict[str, str]:
-        """Stored provider credentials and the server's default models (both under the environment's
-        variables, which win) and what the engine and the agent need to know about their workspace and
-        control plane."""
+        """Stored provider credentials, a GitLab thread's push access (gitlab_push.py) and the server's default
+        models (all under the environment's variables, which win) and what the engine and the agent need to
+        know about their workspace and control plane."""
         env = await self._credentials(workspace.organization_id, workspace.user_id)
+        async with self.sessions() as session:
+            env.update(await gitlab_push.push_env(session, self.box, workspace))
         env.update(self.default_models())
         env.update({
             "REPLICAS_TOOLS_DIR": str(self.settings.resolved_tools_dir),
