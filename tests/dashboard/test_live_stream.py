@@ -1,17 +1,20 @@
-"""A replica's live transcript in a real Chromium when one person opens it in many tabs: the tabs of one profile
-share one connection to its event stream (a browser gives a host six, and ten streams would starve every other
-request), each tab shows every event once and in order, a network drop resumes after the last event, and a tab
-that closes takes nothing from the others."""
+"""Live updates in a real Chromium. A replica's transcript when one person opens it in many tabs: the tabs of one
+profile share one connection to its event stream (a browser gives a host six, and ten streams would starve every
+other request), each tab shows every event once and in order, a network drop resumes after the last event, and a
+tab that closes takes nothing from the others. The replicas list: a status change shows as it commits."""
 
 from __future__ import annotations
 
+import time
 import uuid
 
+import httpx
 import pytest
 from playwright.sync_api import expect
 
 from tests.client.tcp_proxy import TcpProxy
 from tests.dashboard.live_events import assistant_text, publish, seed_replicas
+from tests.dashboard.pom import ReplicasListPage
 
 pytestmark = pytest.mark.slow
 TABS = 10
@@ -73,3 +76,26 @@ def watch_ten_tabs(server, proxy, context, key, replica_id, chat_id):
     late.goto(f"{proxy.url}/#/replicas/{replica_id}")
     expect_lines(late, 21)
     assert streams(server, replica_id) == 1
+
+
+def test_the_replicas_list_shows_a_status_change_as_it_commits(chromium, server, artifacts):
+    org = f"list-{uuid.uuid4().hex[:6]}"
+    key = server.new_org_key(org)
+    server.call(seed_replicas(server, org, 3))  # replica-0001 is sleeping
+    context = chromium.new_context(viewport={"width": 1200, "height": 800})
+    try:
+        assert context.request.post(f"{server.url}/auth/session", data={"api_key": key}).ok
+        replicas = ReplicasListPage(context.new_page(), server.url, artifacts)
+        replicas.open()
+        row = replicas.row("replica-0001")
+        expect(row).to_contain_text("sleeping")
+        expect(replicas.page.get_by_text("● live")).to_be_visible()
+        replica_id = row.get_by_role("link").get_attribute("href").rsplit("/", 1)[1]
+        started = time.monotonic()
+        archived = httpx.post(f"{server.url}/v1/workspaces/{replica_id}/archive",
+                              headers={"Authorization": f"Bearer {key}"})
+        assert archived.status_code < 300, archived.text
+        expect(row).to_contain_text("archived", timeout=5_000)  # the stream's safety re-read is 15 s away
+        assert time.monotonic() - started < 5
+    finally:
+        context.close()
