@@ -6,8 +6,12 @@ the stream drops (engine restart, sleep, network) it reconnects with exponential
 the stored seq, so a control-plane restart, a dropped connection or an engine restart loses nothing and
 stores nothing twice. It stops on cancellation (`stop`) or when the workspace row is deleted.
 
+Each connection reads the workspace row again: where its engine is may have changed since the pump started
+(a wake on Kubernetes is a new pod at a new IP). `start` on a running pump makes it reconnect now rather than
+after its backoff (a workspace that just woke up).
+
     pump = EventPump(sessions, connect_via(manager), hub)
-    pump.start(workspace)          # one task per workspace; idempotent
+    pump.start(workspace)          # one task per workspace; idempotent (a running one reconnects at once)
     await pump.stop(workspace.id)
 """
 
@@ -73,6 +77,7 @@ class EventPump:
         self.on_stored = on_stored
         self.backoff_initial, self.backoff_max, self.read_timeout = backoff_initial, backoff_max, read_timeout
         self.tasks: dict[str, asyncio.Task] = {}
+        self._nudges: dict[str, asyncio.Event] = {}  # set: the task's next reconnect is now
 
     @classmethod
     def for_manager(cls, sessions: async_sessionmaker[AsyncSession], manager: Any, hub: EventHub,
@@ -106,11 +111,19 @@ class EventPump:
         async with self.sessions() as session:
             return await store_events(session, workspace_id, [event], self.on_stored)
 
-    async def run(self, workspace: Workspace) -> None:
-        """Pull until cancelled (or the workspace is deleted), reconnecting with backoff."""
+    async def _reload(self, workspace: Workspace) -> Workspace | None:
+        async with self.sessions() as session:
+            return await session.get(Workspace, workspace.id)
+
+    async def run(self, workspace: Workspace, nudge: asyncio.Event | None = None) -> None:
+        """Pull until cancelled (or the workspace is deleted), reconnecting with backoff (cut short by `nudge`)."""
         delay = self.backoff_initial
         while True:
             try:
+                current = await self._reload(workspace)
+                if current is None:
+                    raise WorkspaceGone(workspace.id)
+                workspace = current
                 before = await self.stored_seq(workspace.id)
                 await self.pull_once(workspace)
                 reason = "stream ended"
@@ -128,16 +141,26 @@ class EventPump:
                 if await self.stored_seq(workspace.id) > before:
                     delay = self.backoff_initial  # it made progress: reconnect promptly
             log.debug("workspace %s: event stream dropped (%s); retrying in %.1fs", workspace.id, reason, delay)
-            await asyncio.sleep(delay)
+            if nudge is None:
+                await asyncio.sleep(delay)
+            else:
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(nudge.wait(), delay)
+                if nudge.is_set():
+                    nudge.clear()
+                    delay = self.backoff_initial
             delay = min(delay * 2, self.backoff_max)
 
     def start(self, workspace: Workspace) -> asyncio.Task:
-        """Start pumping the workspace's events (no-op if it is already being pumped)."""
+        """Start pumping the workspace's events; an existing pump reconnects now if it is waiting to."""
         key = str(workspace.id)
         task = self.tasks.get(key)
         if task is None or task.done():
-            task = asyncio.create_task(self.run(workspace), name=f"event-pump-{key}")
+            self._nudges[key] = asyncio.Event()
+            task = asyncio.create_task(self.run(workspace, self._nudges[key]), name=f"event-pump-{key}")
             self.tasks[key] = task
+        else:
+            self._nudges[key].set()
         return task
 
     def running(self, workspace_id: uuid.UUID | str) -> bool:
@@ -145,6 +168,7 @@ class EventPump:
         return task is not None and not task.done()
 
     async def stop(self, workspace_id: uuid.UUID | str) -> None:
+        self._nudges.pop(str(workspace_id), None)
         task = self.tasks.pop(str(workspace_id), None)
         if task is not None:
             task.cancel()
