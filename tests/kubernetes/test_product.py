@@ -10,6 +10,7 @@ cannot; tests/workspaces' `kubernetes` parameter drives a live cluster end to en
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 
 import httpx
@@ -169,6 +170,20 @@ async def test_a_replica_lives_on_kubernetes_through_the_api(tmp_path, agent_too
             assert third[-1]["data"]["payload"]["isComplete"] is True
             assert "print('hello')" in model.model_requests()[-1].conversation_text()
             assert "What does it print?" in model.model_requests()[-1].conversation_text()  # same session
+
+            # The node evicts the pod: the next message brings the workspace up again on a new pod, same files.
+            # (Once the turn is settled: the engine saves that its turn ended after it journals the end.)
+            await wait_settled(client, replica_id, timeout=60)
+            standin.evict(NAMESPACE, name)
+            model.add_turn(ShellCall("cat hello.py"), Text("Back after the eviction."))
+            sent = await client.post(f"/v1/replica/{replica_id}/messages", json={"message": "After the eviction?"})
+            assert sent.status_code == 200, sent.text
+            fourth = await turn_frames(client, replica_id, int(third[-1]["id"]))
+            assert fourth[-1]["data"]["payload"]["isComplete"] is True, json.dumps([f["data"] for f in fourth])[-3000:]
+            assert "print('hello')" in model.model_requests()[-1].conversation_text()
+            [after_eviction] = cluster_objects(standin, replica_id)["pods"]
+            assert after_eviction != new_pod
+            assert (await replica(client, replica_id))["status"] == "active"
 
             # Delete: nothing of the workspace is left in the cluster.
             deleted = await client.delete(f"/v1/replica/{replica_id}")

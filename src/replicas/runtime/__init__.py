@@ -24,6 +24,7 @@ from replicas.runtime.base import (
     SandboxUnavailable,
     WorkspaceHandle,
     WorkspaceSpec,
+    WorkspaceWillNotRun,
 )
 from replicas.settings import Settings
 
@@ -38,6 +39,7 @@ __all__ = [
     "SandboxUnavailable",
     "WorkspaceHandle",
     "WorkspaceSpec",
+    "WorkspaceWillNotRun",
     "create_runtime",
 ]
 

@@ -60,6 +60,13 @@ class RuntimeFailure(ReplicasError):
     default_message = "Workspace runtime failure"
 
 
+class WorkspaceWillNotRun(RuntimeFailure):
+    """`poll` or `start` found the workspace unable to run, and says why (an evicted or crash-looping pod): its
+    disk is there, and a new start may succeed where the old one died. Not a failure to reach the backend."""
+
+    default_message = "Workspace will not run"
+
+
 class SandboxUnavailable(RuntimeFailure):
     """Tenant code cannot be run isolated here (no working bubblewrap, no Docker engine). Callers that run
     tenant-supplied code refuse with this rather than run it on the control plane's host."""

@@ -62,6 +62,7 @@ from replicas.runtime.base import (
     SandboxUnavailable,
     WorkspaceHandle,
     WorkspaceSpec,
+    WorkspaceWillNotRun,
     validate_workspace_id,
 )
 from replicas.runtime.k8s_api import ApiError, KubernetesApi
@@ -97,7 +98,7 @@ _IMAGE_OWNED = ("PATH", "REPLICAS_TOOLS_DIR")
 ENV_API_URL = "REPLICAS_API_URL"
 
 
-class WorkspacePodFailed(RuntimeFailure):
+class WorkspacePodFailed(WorkspaceWillNotRun):
     """The workspace's pod will not run, and why (what the service records as `provisioning_error`)."""
 
     default_message = "Workspace pod failed"

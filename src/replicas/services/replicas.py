@@ -42,6 +42,7 @@ from replicas.errors import BadRequest, Conflict, NotFound, ReplicasError, Servi
 from replicas.events import EventHub, EventPump, follow, notify
 from replicas.events.pump import connect_via
 from replicas.events.webhooks import WebhookDispatcher, enqueue
+from replicas.runtime import RuntimeStatus, WorkspaceWillNotRun
 from replicas.services import credentials, hook_runner, leases, loops, provisioning, usage, warm_hooks, warm_pools
 from replicas.services.agent_availability import AgentAvailabilityCache
 from replicas.services.environments import parse_uuid
@@ -627,16 +628,34 @@ class ReplicaService:
         entry = {"id": str(uuid.uuid4()), "message": message, "options": options, "chat_id": chat_id,
                  "coding_agent": coding_agent, "queued_at": iso(utcnow())}
         if self._direct(row):
-            result = await self._send_now(row, entry)
-            queued = bool(result.get("queued"))
-            return {"status": "queued" if queued else "sent", "message_id": result.get("messageId"),
-                    "position": result.get("position") if queued else None, "chat_id": result["chatId"]}
+            try:
+                result = await self._send_now(row, entry)
+            except ServiceUnavailable:
+                row = await self._sleep_if_engine_gone(row)
+            else:
+                queued = bool(result.get("queued"))
+                return {"status": "queued" if queued else "sent", "message_id": result.get("messageId"),
+                        "position": result.get("position") if queued else None, "chat_id": result["chatId"]}
         known_chat = chat_id or (row.default_chat_id if not coding_agent else None)
         if row.status in WAKEABLE:
             await self.wake(row, then=lambda: self._queue_pending(row, entry))
             return {"status": "waking", "message_id": entry["id"], "position": None, "chat_id": known_chat}
         position = await self._queue_pending(row, entry)
         return {"status": "queued", "message_id": entry["id"], "position": position, "chat_id": known_chat}
+
+    async def _sleep_if_engine_gone(self, row: Workspace) -> Workspace:
+        """An active workspace whose engine did not answer: when the runtime says it is gone for good (its pod
+        evicted or failing, its process tree dead), it is put to sleep, disk kept, and returned so (a message
+        then wakes it); otherwise (it runs, only slow to answer) the 503 stands."""
+        try:
+            if await self.manager.poll(row) is RuntimeStatus.RUNNING:
+                raise ServiceUnavailable("Workspace engine is unreachable", "it is running; retry in a few seconds")
+            reason = "its engine is not running"
+        except WorkspaceWillNotRun as exc:
+            reason = str(exc)
+        log.warning("workspace %s: engine gone (%s); it sleeps, and wakes for the message", row.id, reason)
+        await self._put_to_sleep(row)
+        return await self._reload(row.id) or row
 
     async def send_to_chat(self, principal: Principal, workspace_id: str, chat_id: str, message: str,
                            **fields: Any) -> tuple[int, dict[str, Any]]:
