@@ -6,8 +6,10 @@ to the thread's project, through GitLab's API with the integration's token, befo
     await open_merge_requests(services, session, workspace, thread)   # workspace.pull_requests gains the MRs
 
 An open merge request of the branch is reused (a later turn, or one opened by hand). The merge request is added
-to the workspace's `pull_requests` (what the API shows and what the loop tracks for follow-ups and closing). A
-GitLab failure is logged and recorded on the thread by the caller's reply; the branch stays pushed.
+to the workspace's `pull_requests` (what the API shows and what the loop tracks for follow-ups and closing), merged
+into the row's current value under its lock (`add_pull_requests`): the projection of the engine's events writes the
+same column meanwhile, under the same lock, and neither drops what the other added. A GitLab failure is logged and
+recorded on the thread by the caller's reply; the branch stays pushed.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from urllib.parse import urlparse
 
 from replicas.services import integration_credentials
 from replicas.services.providers import ProviderError, client_for
+from replicas.services.workspaces import lock_workspace
 from replicas.store.models import Workspace
 from replicas.store.team_models import TeamThread
 
@@ -46,15 +49,16 @@ def merge_request_text(thread: TeamThread, branch: str) -> tuple[str, str]:
     return branch, f"Opened by Replicas from `{branch}`."
 
 
-async def open_merge_requests(services: Any, session, workspace: Workspace, thread: TeamThread) -> list[str]:
-    """Open (or find) the merge request of each pushed branch; returns their URLs. Commits `session`."""
+async def open_merge_requests(services: Any, session, workspace: Workspace,
+                              thread: TeamThread) -> dict[str, tuple[str, str]]:
+    """Open (or find) the merge request of each pushed branch; returns {URL: (branch, base branch)} of each.
+    Commits `session`."""
     project = (thread.target or {}).get("repository")
     branches = pushed_branches(workspace, project or "") if thread.provider == "gitlab" and project else []
     if not branches:
-        return []
+        return {}
     credential = await integration_credentials.load(session, services.box, workspace.organization_id, "gitlab")
-    records = list(workspace.pull_requests or [])
-    urls = []
+    records, urls = [], {}
     async with client_for("gitlab", credential.token, credential.api_url, services.settings) as gitlab:
         for checkout, branch, base in branches:
             title, description = merge_request_text(thread, branch)
@@ -66,10 +70,22 @@ async def open_merge_requests(services: Any, session, workspace: Workspace, thre
             url = opened.get("web_url")
             if not url:
                 continue
-            urls.append(url)
-            if all(record.get("url") != url for record in records):
-                records.append({"repository": checkout, "number": int(opened.get("iid") or 0), "url": url})
-                log.info("team loop opened merge request %s for workspace %s", url, workspace.id)
-    workspace.pull_requests = records
-    await session.commit()
+            urls[url] = (branch, base)
+            records.append({"repository": checkout, "number": int(opened.get("iid") or 0), "url": url})
+    await add_pull_requests(session, workspace.id, records)
     return urls
+
+
+async def add_pull_requests(session, workspace_id, records: list[dict[str, Any]]) -> None:
+    """Add `records` to the workspace's `pull_requests` that are not there yet, read and written under the row's
+    lock (the caller's GitLab calls took a while: what the session read before may be stale). Commits."""
+    row = await lock_workspace(session, workspace_id)
+    if row is None:
+        await session.rollback()
+        return
+    current = list(row.pull_requests or [])
+    added = [record for record in records if all(known.get("url") != record["url"] for known in current)]
+    if added:
+        row.pull_requests = current + added
+        log.info("team loop added merge request(s) %s to workspace %s", [r["url"] for r in added], workspace_id)
+    await session.commit()

@@ -88,8 +88,8 @@ async def _turn_result(services: Any, thread: TeamThread) -> tuple[TeamThread, s
         await session.commit()
         if claimed.rowcount != 1:
             return None
-        await team_merge_requests.open_merge_requests(services, session, workspace, thread)
-        await track_pull_requests(session, workspace, thread.provider)
+        opened = await team_merge_requests.open_merge_requests(services, session, workspace, thread)
+        await track_pull_requests(session, workspace, thread.provider, opened)
         return thread, team_replies.turn_result(workspace, (turn.payload or {}).get("chatId"), thread)
 
 
@@ -101,11 +101,14 @@ def _age(ts: str | None) -> float:
     return (utcnow() - aware(at)).total_seconds()
 
 
-async def track_pull_requests(session, workspace: Workspace, provider: str) -> None:
+async def track_pull_requests(session, workspace: Workspace, provider: str,
+                              known: dict[str, tuple[str, str]] | None = None) -> None:
     """The workspace's pull requests on `provider` as threads of it (what its closing and its follow-ups
-    are decided by)."""
+    are decided by), with their head and base branch from the engine's records or `known` ({URL: (head, base)}:
+    the merge requests the loop opened)."""
     branches = {record.get("url"): (record.get("branch"), repo.get("defaultBranch"))
                 for repo in (workspace.snapshot or {}).get("repos", []) for record in repo.get("pullRequests") or []}
+    branches.update(known or {})
     for pr in workspace.pull_requests or []:
         found = pull_request_key(pr.get("url", ""))
         if found is None or found[0] != provider:
