@@ -107,6 +107,9 @@ class Settings(BaseSettings):
     pr_close_grace_seconds: float = Field(default=300.0, ge=0)
     # A turn's result is posted once the repositories' state after the turn is in, or this long after the turn.
     reply_wait_seconds: float = Field(default=10.0, ge=0)
+    # A queued Slack acknowledgement claimed this long ago and not posted was left by a process that died while
+    # posting it: it is posted once more. Longer than a post with all its retries.
+    team_post_claim_seconds: float = Field(default=300.0, gt=0)
     # Calls to the providers' APIs (comments, reactions, job logs): timeout per attempt, delays between retries.
     provider_timeout_seconds: float = Field(default=15.0, gt=0)
     provider_retry_delays: list[float] = Field(default_factory=lambda: [1.0, 5.0, 30.0])

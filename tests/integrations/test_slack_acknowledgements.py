@@ -1,11 +1,13 @@
 """Slack's acknowledgements are durable: the 👀 on a mention and the notice that no environment fits are stored at
 receipt and posted by the team loop's watcher, so an app stopped between the receipt and the watcher's pass posts
-them after its restart (a real second app on the same database), once, and a redelivery posts nothing more."""
+them after its restart (a real second app on the same database), once, and a redelivery posts nothing more. An app
+stopped while it posts leaves the row claimed; once the claim expires the next app posts it again, once."""
 
 from __future__ import annotations
 
 import asyncio
 import json
+import threading
 from pathlib import Path
 
 from sqlalchemy import select
@@ -24,10 +26,10 @@ NOTICE = ("I can't start a workspace for this: no environment matches; name one 
           "integration's default environment.")
 
 
-def settings_for(tmp_path: Path, interval: float) -> Settings:
+def settings_for(tmp_path: Path, interval: float, claim: float = 300.0) -> Settings:
     return Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'replicas.db'}",
                     secret_key=None, cron_enabled=False, pool_enabled=False, team_loop_interval_seconds=interval,
-                    provider_retry_delays=[0.05], provider_timeout_seconds=5.0)
+                    provider_retry_delays=[0.05], provider_timeout_seconds=5.0, team_post_claim_seconds=claim)
 
 
 async def queued(app) -> list[tuple[str, str]]:
@@ -69,3 +71,67 @@ async def test_the_reaction_and_notice_survive_a_restart_and_are_posted_once(tmp
     [notice] = stand_in.made("POST", r"/slack/chat.postMessage$")
     assert notice.body == {"channel": "C123ABC456", "thread_ts": "1712000001.000100", "text": NOTICE,
                            "unfurl_links": False}
+
+
+async def reaction_status(app) -> str:
+    async with app.state.sessions() as session:
+        return await session.scalar(select(TeamMessage.status).where(TeamMessage.kind == "reaction"))
+
+
+async def stopped_while_posting(app, stand_in, attempts: int) -> None:
+    """Run `app` until its watcher is posting the reaction for the `attempts`-th time (Slack holds the call),
+    then stop it: the process is gone mid-post."""
+    async with app.router.lifespan_context(app):
+        async def posting():
+            return len(stand_in.made("POST", r"/slack/reactions.add$")) == attempts
+        await wait_for(posting, timeout=20, what=f"reactions.add #{attempts}")
+        assert await reaction_status(app) == ("posting" if attempts == 1 else "reposting")
+
+
+async def first_delivery(tmp_path, stand_in) -> None:
+    """An organization with Slack connected and a mention delivered; the app's watcher then makes no pass."""
+    first = create_app(settings_for(tmp_path, interval=3600))
+    async with first.router.lifespan_context(first):
+        async with first.state.sessions() as session:
+            org = await auth.get_or_create_organization(session, "acme")
+            key = await auth.create_org_key(session, org, name="test")
+            await session.commit()
+        async with _client(first, key) as client, _client(first, None) as anonymous:
+            path = await connect(client, stand_in, "slack")
+            mention = json.loads((PAYLOADS / "slack_app_mention.json").read_text())
+            assert (await post(anonymous, path, slack(mention))).status_code == 202
+
+
+async def test_a_reaction_whose_poster_died_is_posted_again_once_its_claim_expires(tmp_path, stand_in):
+    gate = stand_in.held["POST", "/slack/reactions.add"] = threading.Event()
+    await first_delivery(tmp_path, stand_in)
+    await stopped_while_posting(create_app(settings_for(tmp_path, interval=0.1, claim=1.0)), stand_in, attempts=1)
+
+    gate.set()  # Slack answers again; the dead process's call may or may not have reached it
+    second = create_app(settings_for(tmp_path, interval=0.1, claim=1.0))
+    async with second.router.lifespan_context(second):
+        async def sent():
+            return await reaction_status(second) == "sent"
+
+        await wait_for(sent, timeout=20, what="the reaction posted again")
+        await asyncio.sleep(1.5)  # past another claim's expiry: a sent row stays sent
+        assert await reaction_status(second) == "sent"
+    reactions = stand_in.made("POST", r"/slack/reactions.add$")
+    assert len(reactions) == 2 and reactions[0].body == reactions[1].body == {
+        "channel": "C123ABC456", "timestamp": "1712000001.000100", "name": "eyes"}
+
+
+async def test_a_reaction_whose_poster_died_twice_is_failed_not_posted_a_third_time(tmp_path, stand_in):
+    stand_in.held["POST", "/slack/reactions.add"] = threading.Event()
+    await first_delivery(tmp_path, stand_in)
+    for attempt in (1, 2):
+        await stopped_while_posting(create_app(settings_for(tmp_path, interval=0.1, claim=1.0)), stand_in, attempt)
+
+    third = create_app(settings_for(tmp_path, interval=0.1, claim=1.0))
+    async with third.router.lifespan_context(third):
+        async def failed():
+            return await reaction_status(third) == "failed"
+
+        await wait_for(failed, timeout=20, what="the reaction given up")
+        await asyncio.sleep(0.5)
+    assert len(stand_in.made("POST", r"/slack/reactions.add$")) == 2

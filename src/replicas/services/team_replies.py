@@ -10,8 +10,11 @@ What a delivery's receipt answers at once (Slack's 👀, the notice that no envi
 (`queue_reaction`, `queue_notice`): a `team_messages` row in status `to_post`, under a dedupe key of its own, so
 that a redelivery queues nothing. The watcher's pass (`post_queued`) claims each row with a conditional update
 (`to_post` -> `posting`) and posts it, then marks it `sent` or `failed`: a restart between the receipt and the
-pass still posts it, once, and two processes never both post it. A process that dies while posting leaves the
-row `posting` (not posted again: a duplicate reaction or notice is worse than a missing one).
+pass still posts it, once, and two processes never both post it. A claim expires: claiming sets the row's `due_at`
+to the claim's time plus `REPLICAS_TEAM_POST_CLAIM_SECONDS` (longer than a post with all its retries). A row still
+`posting` after that was left by a process that died while posting; it is claimed again (`reposting`) and posted
+once more. One left `reposting` too is `failed`, never posted a third time: Slack may have seen the dead posts, and
+a repeated reaction or notice is worse than a missing one.
 """
 
 from __future__ import annotations
@@ -19,9 +22,10 @@ from __future__ import annotations
 import json
 import logging
 import uuid
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import select, update
+from sqlalchemy import and_, or_, select, update
 
 from replicas.services import integration_credentials
 from replicas.services.providers import ProviderError, client_for
@@ -32,7 +36,7 @@ from replicas.store.team_models import TeamMessage, TeamThread
 log = logging.getLogger("replicas.team_loop")
 MAX_SUMMARY = 6000
 POSTED_KEPT = 50  # comment ids remembered per thread, so that the server's own comments never loop
-QUEUED, POSTING = "to_post", "posting"
+QUEUED, POSTING, REPOSTING = "to_post", "posting", "reposting"
 
 
 async def _credential(services: Any, organization_id: uuid.UUID, provider: str):
@@ -111,19 +115,31 @@ async def queue_notice(services: Any, thread: TeamThread, dedupe_key: str, text:
 
 
 async def post_queued(services: Any) -> int:
-    """Claim and post every queued answer (see the module docstring); returns how many were posted."""
+    """Claim and post every queued answer, and every one whose poster died (see the module docstring); returns
+    how many were posted."""
+    now = utcnow()
     async with services.sessions() as session:
-        rows = list(await session.scalars(select(TeamMessage).where(TeamMessage.status == QUEUED)
-                                          .order_by(TeamMessage.created_at)))
+        await session.execute(update(TeamMessage).where(TeamMessage.status == REPOSTING, TeamMessage.due_at <= now)
+                              .values(status="failed", sent_at=now, error="the process posting it stopped, twice")
+                              .execution_options(synchronize_session=False))
+        await session.commit()
+        rows = list(await session.scalars(select(TeamMessage).where(or_(
+            TeamMessage.status == QUEUED, and_(TeamMessage.status == POSTING, TeamMessage.due_at <= now)))
+            .order_by(TeamMessage.created_at)))
+    expires = now + timedelta(seconds=services.settings.team_post_claim_seconds)
     posted = 0
     for row in rows:
         async with services.sessions() as session:
-            claimed = await session.execute(update(TeamMessage).where(
-                TeamMessage.id == row.id, TeamMessage.status == QUEUED).values(status=POSTING)
+            claim = (TeamMessage.status == QUEUED if row.status == QUEUED else
+                     and_(TeamMessage.status == POSTING, TeamMessage.due_at <= now))
+            claimed = await session.execute(update(TeamMessage).where(TeamMessage.id == row.id, claim).values(
+                status=POSTING if row.status == QUEUED else REPOSTING, due_at=expires)
                 .execution_options(synchronize_session=False))
             await session.commit()
             if claimed.rowcount != 1:
                 continue  # another process took it
+            if row.status == POSTING:
+                log.warning("team loop posts %s %s again: its poster stopped while posting", row.kind, row.id)
             thread = await session.get(TeamThread, row.thread_id) if row.thread_id else None
         error = await _post_queued_row(services, row, thread)
         async with services.sessions() as session:
