@@ -8,12 +8,13 @@
 
 `store` keeps the events (`workspace_events`, idempotent by seq), `pump` pulls them from each engine
 (store, commit, then publish; reconnects and resumes from the stored seq), `fanout` hands them to
-in-process subscribers.
+in-process subscribers, each event one `Envelope` (`envelope`) whose SSE frame is encoded once for all of them.
 """
 
-from replicas.events.fanout import EventHub, SubscriptionOverflow, follow
+from replicas.events.envelope import Envelope
+from replicas.events.fanout import EventHub, SubscriptionOverflow, follow, follow_batches
 from replicas.events.pump import EventPump, connect_via
 from replicas.events.store import WorkspaceGone, append_events, read_events, store_events
 
-__all__ = ["EventHub", "EventPump", "SubscriptionOverflow", "WorkspaceGone", "append_events", "connect_via",
-           "follow", "read_events", "store_events"]
+__all__ = ["Envelope", "EventHub", "EventPump", "SubscriptionOverflow", "WorkspaceGone", "append_events",
+           "connect_via", "follow", "follow_batches", "read_events", "store_events"]

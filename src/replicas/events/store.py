@@ -15,6 +15,7 @@ from typing import Any
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from replicas.events.envelope import Envelope
 from replicas.store.models import Workspace, WorkspaceEvent
 
 log = logging.getLogger("replicas.events")
@@ -37,9 +38,9 @@ def _uuid(workspace_id: uuid.UUID | str) -> uuid.UUID:
     return workspace_id if isinstance(workspace_id, uuid.UUID) else uuid.UUID(str(workspace_id))
 
 
-def envelope(row: WorkspaceEvent) -> dict[str, Any]:
+def envelope(row: WorkspaceEvent) -> Envelope:
     """The engine envelope of a stored event."""
-    return {"seq": row.seq, "id": row.event_id, "ts": row.ts, "type": row.type, "payload": row.payload}
+    return Envelope(seq=row.seq, id=row.event_id, ts=row.ts, type=row.type, payload=row.payload)
 
 
 async def last_seq(session: AsyncSession, workspace_id: uuid.UUID | str) -> int:
@@ -51,7 +52,7 @@ async def last_seq(session: AsyncSession, workspace_id: uuid.UUID | str) -> int:
 
 
 async def store_events(session: AsyncSession, workspace_id: uuid.UUID | str,
-                       events: Iterable[dict[str, Any]], on_stored: OnStored | None = None) -> list[dict[str, Any]]:
+                       events: Iterable[dict[str, Any]], on_stored: OnStored | None = None) -> list[Envelope]:
     """Store the events not stored yet and commit; returns them (in seq order), as they should be published.
 
     `on_stored(session, workspace_id, events)` runs inside the same transaction with the new events, so
@@ -87,8 +88,8 @@ async def store_events(session: AsyncSession, workspace_id: uuid.UUID | str,
     except BaseException:
         await session.rollback()
         raise
-    return [{"seq": e["seq"], "id": str(e.get("id", "")), "ts": str(e.get("ts", "")), "type": str(e["type"]),
-             "payload": e.get("payload") or {}} for e in stored]
+    return [Envelope(seq=e["seq"], id=str(e.get("id", "")), ts=str(e.get("ts", "")), type=str(e["type"]),
+                     payload=e.get("payload") or {}) for e in stored]
 
 
 async def append_events(session: AsyncSession, workspace_id: uuid.UUID | str,
@@ -98,7 +99,7 @@ async def append_events(session: AsyncSession, workspace_id: uuid.UUID | str,
 
 
 async def read_events(session: AsyncSession, workspace_id: uuid.UUID | str, after: int = 0,
-                      limit: int = 500) -> list[dict[str, Any]]:
+                      limit: int = 500) -> list[Envelope]:
     """Stored events with seq > `after`, oldest first, at most `limit`, as engine envelopes."""
     rows = await session.scalars(
         select(WorkspaceEvent).where(WorkspaceEvent.workspace_id == _uuid(workspace_id), WorkspaceEvent.seq > after)

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import os
 import re
@@ -39,7 +38,9 @@ from replicas import draining, metrics, outbound
 from replicas.crypto import SecretBox
 from replicas.engine_protocol import incompatibility
 from replicas.errors import BadRequest, Conflict, NotFound, ReplicasError, ServiceUnavailable, TooManyRequests
-from replicas.events import EventHub, EventPump, follow, notify
+from replicas.events import EventHub, EventPump, notify
+from replicas.events.envelope import frame_of, sse_frame
+from replicas.events.fanout import follow_batches
 from replicas.events.pump import connect_via
 from replicas.events.webhooks import WebhookDispatcher, enqueue
 from replicas.runtime import RuntimeStatus, WorkspaceWillNotRun
@@ -134,6 +135,7 @@ class ReplicaService:
         self._transitions: dict[str, asyncio.Task] = {}
         self._lock_row_ready = False
         self._delivery_locks: dict[str, asyncio.Lock] = {}
+        self._attached: dict[str, float] = {}  # workspace id -> loop time of its last attach write (_attach)
         self._tasks: set[asyncio.Task] = set()
         self._loops: list[asyncio.Task] = []
         self.pools = PoolFiller(settings, sessions, self.manager, self.owner_id)
@@ -178,6 +180,7 @@ class ReplicaService:
         await self.pumps.release_all()
         if self.listener is not None:
             await self.listener.stop()
+        await self.hub.aclose()
         with contextlib.suppress(Exception):
             await leases.release(self.sessions, LIFECYCLE_LEASE, self.owner_id)
 
@@ -1048,7 +1051,7 @@ class ReplicaService:
 
     # -- events ------------------------------------------------------------------------------------
 
-    async def stream(self, row: Workspace, after: int | None) -> AsyncIterator[str]:
+    async def stream(self, row: Workspace, after: int | None) -> AsyncIterator[bytes]:
         """The SSE body: a snapshot of the current state (no `id:`), then every stored event with
         seq > `after` (default: from now), live, with `: ping` every `sse_ping_seconds`."""
         metrics.SSE_CLIENTS.inc()
@@ -1064,7 +1067,7 @@ class ReplicaService:
             hooks = snapshot.get("hooks", {"running": False, "completed": row.status == "active"})
             frames.append(("hooks.status", hooks))
             for kind, payload in frames:
-                yield _frame({"id": f"snapshot-{kind}", "ts": now, "type": kind, "payload": payload}, None)
+                yield sse_frame({"id": f"snapshot-{kind}", "ts": now, "type": kind, "payload": payload})
             ping = self.settings.sse_ping_seconds
             await self._attach(row.id, ping)
             async for frame in self._live(row, after, ping):
@@ -1072,17 +1075,20 @@ class ReplicaService:
         finally:
             metrics.SSE_CLIENTS.dec()
 
-    async def _live(self, row: Workspace, after: int | None, ping: float) -> AsyncIterator[str]:
+    async def _live(self, row: Workspace, after: int | None, ping: float) -> AsyncIterator[bytes]:
+        """The stored and live events, each batch in one write. Every stream of the workspace in this process
+        shares one frame per event (Envelope.frame); the hub wakes a quiet stream for its ping and ends every
+        stream when the process drains (the client reconnects elsewhere with Last-Event-ID)."""
         start = row.last_event_seq if after is None else after
-        events = follow(self.sessions, self.hub, row.id, start, poll_interval=min(2.0, ping), heartbeat=ping)
-        async for event in draining.until_drained(events):  # a draining process ends it: the client reconnects
-            if event is None:
+        async for batch in follow_batches(read_sessions(self.sessions), self.hub, row.id, start, heartbeat=ping):
+            if draining.active():
+                return
+            if batch is None:
                 if not await self._attach(row.id, ping):
                     return
-                yield ": ping\n\n"
+                yield b": ping\n\n"
                 continue
-            yield _frame({"id": event["id"] or str(event["seq"]), "ts": event["ts"], "type": event["type"],
-                          "payload": event["payload"]}, event["seq"])
+            yield b"".join(frame_of(event) for event in batch)
 
     async def pump_lags(self) -> dict[str, int]:
         """For each workspace this process pumps: the engine's last seq minus the stored one (its `/health`)."""
@@ -1100,13 +1106,21 @@ class ReplicaService:
 
     async def _attach(self, workspace_id: uuid.UUID, ping: float) -> bool:
         """An SSE client is attached: keep the workspace awake for two more ping intervals. False once the
-        workspace is gone (deleted): the stream then ends."""
+        workspace is gone (deleted): the stream then ends. The streams of one workspace share the write: one in
+        the last half ping answers for all of them."""
+        key, now = str(workspace_id), asyncio.get_running_loop().time()
+        if now - self._attached.get(key, float("-inf")) < ping / 2:
+            return True
         async with self.sessions() as session:
             result = await session.execute(update(Workspace).where(Workspace.id == workspace_id)
                                            .values(attached_until=utcnow() + timedelta(seconds=2 * ping + 1))
                                            .execution_options(synchronize_session=False))
             await session.commit()
-        return result.rowcount == 1
+        if result.rowcount != 1:
+            self._attached.pop(key, None)
+            return False
+        self._attached[key] = now
+        return True
 
     # -- lifecycle ---------------------------------------------------------------------------------
 
@@ -1169,12 +1183,6 @@ class ReplicaService:
                 log.exception("lifecycle: %s of workspace %s failed", action, row.id)
         return taken
 
-
-
-def _frame(envelope: dict[str, Any], seq: int | None) -> str:
-    data = json.dumps(envelope, separators=(",", ":"), default=str)
-    head = f"id: {seq}\n" if seq is not None else ""
-    return f"{head}event: {envelope['type']}\ndata: {data}\n\n"
 
 
 def _chat_provider(row: Workspace, chat_id: str | None) -> str:
