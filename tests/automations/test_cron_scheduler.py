@@ -257,10 +257,17 @@ async def test_two_servers_on_one_postgresql_fire_each_slot_exactly_once(tmp_pat
             assert sorted(row.delivery_id for row in rows) == sorted(f"cron:{slot}" for slot in made_due)
             assert sorted(row.trigger_payload["scheduled_for"] for row in rows) == sorted(made_due)
             assert {row.trigger_type for row in rows} == {"cron"}
-            logs = [server.log_path.read_text() for server in servers]
-            assert all("cron scheduler started interval=0.1s" in text for text in logs)  # both raced for it
-            fired_lines = sum(text.count(f"cron slot fired automation_id={automation_id}") for text in logs)
-            assert fired_lines == SLOTS
+            def fired_lines() -> int:
+                logs = [server.log_path.read_text() for server in servers]
+                assert all("cron scheduler started interval=0.1s" in text for text in logs)  # both raced for it
+                return sum(text.count(f"cron slot fired automation_id={automation_id}") for text in logs)
+
+            # The log line follows the stored execution: on a loaded machine it may not be written yet.
+            async def all_logged() -> bool:
+                return fired_lines() >= SLOTS
+
+            await wait_for(all_logged, timeout=10, what="every fired slot in the logs")
+            assert fired_lines() == SLOTS
 
             # Clean up: wait for every workspace to exist, then delete each through the server that runs it
             # (a local workspace's processes and disk are its own server's).

@@ -163,7 +163,9 @@ async def test_retried_until_2xx(app):
     org_id = await _org_id(app)
     with Receiver(lambda n: (500 if n <= 2 else 200, 0.0)) as receiver:
         [delivery] = await _enqueue(app, org_id, receiver.url, secret="s")
-        dispatcher = _dispatcher(app)
+        # A first retry delay that a loaded machine cannot outrun between two rounds (with 0.1 s it could,
+        # and the delivery this test leaves leased then held up the next tests' drains).
+        dispatcher = _dispatcher(app, retry_delays=(2.0, 0.2))
         await dispatcher.run_once()
         assert await dispatcher.run_once() == 0  # not due before the first retry delay
         await _drain(app, dispatcher)

@@ -125,7 +125,9 @@ class LiveServer:
 def live_server(settings) -> Iterator[tuple[str, str]]:
     """(base URL, bootstrap org key) of the real app on loopback, reaching out to loopback only."""
     key = new_api_key()
-    app = create_app(settings.model_copy(update={"bootstrap_api_key": key,
+    # No cron scheduler: a fuzzed PATCH may legitimately give the seeded automation a cron trigger that fires
+    # every minute, and on a slow run the scheduler then starts real workspaces.
+    app = create_app(settings.model_copy(update={"bootstrap_api_key": key, "cron_enabled": False,
                                                  "outbound_allowed_hosts": ["127.0.0.1", "localhost", "::1"]}))
     with LiveServer(app) as base_url:
         yield base_url, key
