@@ -8,7 +8,8 @@ provider's documented shape:
   `GET /repos/{o}/{r}/actions/jobs/{id}/logs` (302 to the log's download URL, as GitHub does).
 - GitLab REST v4 (a project named by its id or its URL-encoded path): `POST /projects/{id}/(issues|merge_requests)/
   {iid}/notes` (201, a note), `POST /projects/{id}/merge_requests` (201, numbered from 1; 409 when the source branch
-  has an open one), `GET /projects/{id}/merge_requests?source_branch=&state=opened`,
+  has an open one), `GET /projects/{id}/merge_requests?source_branch=&state=opened`, `GET /projects/{id}/
+  merge_requests/{iid}` (what the test set: `has_conflicts`, `merge_status`),
   `GET /projects/{id}/pipelines/{id}/jobs` (`scope[]` filters by status), `GET /projects/{id}/jobs/{id}/trace`
   (the raw log).
 - Slack Web API: `chat.postMessage`, `reactions.add`, `auth.test` (200 with `ok`).
@@ -187,6 +188,9 @@ class StandIn:
             return 200, self.logs[int(match[1])], None
         if re.fullmatch(r"/gitlab/projects/[^/]+/(issues|merge_requests)/\d+/notes", path):
             return 201, {"id": self._id(), "body": body["body"], "author": {"username": "replicas-bot"}}, None
+        if match := re.fullmatch(r"/gitlab/projects/[^/]+/merge_requests/(\d+)", path):
+            mr = self.merge_requests.get(int(match[1]))
+            return (200, mr, None) if mr else (404, {"message": "404 Not found"}, None)
         if match := re.fullmatch(r"/gitlab/projects/([^/]+)/merge_requests", path):
             return self._gitlab_merge_requests(method, unquote(match[1]), body, query or {})
         if match := re.fullmatch(r"/gitlab/projects/[^/]+/pipelines/(\d+)/jobs", path):
@@ -224,7 +228,8 @@ class StandIn:
         path = project if "/" in project else "acme/shop"
         mr = {"id": self._id(), "iid": iid, "project_id": 15, "title": body["title"],
               "description": body.get("description"), "state": "opened", "source_branch": body["source_branch"],
-              "target_branch": body["target_branch"], "merge_status": "checking",
+              "target_branch": body["target_branch"], "merge_status": "checking", "has_conflicts": False,
+              "sha": "f" * 40,
               "web_url": f"{self.gitlab_host}/{path}/-/merge_requests/{iid}"}
         self.merge_requests[iid] = mr
         return 201, mr, None

@@ -1,5 +1,5 @@
 """What each provider's delivery asks of the team loop (services/team_events.py), on the providers' documented
-shapes, with no server: GitLab's notes, merge requests and pipelines, Slack's `/plan`, Linear's comments."""
+shapes, with no server: GitLab's notes, merge requests, pipelines and pushes, Slack's `/plan`, Linear's comments."""
 
 from __future__ import annotations
 
@@ -43,6 +43,24 @@ def test_gitlab_notes_merge_requests_and_pipelines():
                                                                              "status": "success"}]}
     [failed] = parse("gitlab", GITLAB, pipeline, OPTIONS)
     assert failed.kind == "check_failed" and [j["name"] for j in failed.jobs] == ["test"]
+
+
+def test_gitlab_branch_pipelines_and_pushes():
+    branch = {"object_kind": "pipeline", "project": PROJECT, "user": {"username": "octocat"},
+              "object_attributes": {"id": 78, "status": "failed", "ref": "replicas/fix", "tag": False,
+                                    "sha": "b" * 40}, "builds": [{"id": 503, "name": "test", "status": "failed"}]}
+    [failed] = parse("gitlab", GITLAB, branch, OPTIONS)
+    assert (failed.kind, failed.thread_key, failed.head_branch) == ("check_failed", None, "replicas/fix")
+    tag = {**branch, "object_attributes": {**branch["object_attributes"], "ref": "v1.2.0", "tag": True}}
+    assert parse("gitlab", GITLAB, tag, OPTIONS) == []  # a tag's pipeline has no merge request to reach
+
+    push = {"object_kind": "push", "ref": "refs/heads/main", "after": "c" * 40, "user_username": "hubot",
+            "project": PROJECT}
+    [moved] = parse("gitlab", GITLAB, push, OPTIONS)
+    assert (moved.kind, moved.base_branch, moved.repository, moved.actor) == ("push", "main", "acme/shop", "hubot")
+    deleted = {**push, "ref": "refs/heads/old", "after": "0" * 40}
+    tag_push = {**push, "object_kind": "tag_push", "ref": "refs/tags/v1.2.0"}
+    assert parse("gitlab", GITLAB, deleted, OPTIONS) == [] and parse("gitlab", GITLAB, tag_push, OPTIONS) == []
 
 
 def test_slack_plan_and_environment_and_linear_comment_mentions():

@@ -9,7 +9,8 @@ Kinds:
 - `thread_reply`: a message in a Slack thread (reaches the thread's workspace, if it has one).
 - `review`: a review comment (file, line, text) or a review requesting changes, on a pull/merge request.
 - `check_failed`: a failed check run, workflow run or pipeline (with the failing jobs when the payload names
-  them; a workflow run's jobs are listed through the API later).
+  them; a workflow run's jobs are listed through the API later). A GitLab branch pipeline names no merge request
+  (`thread_key` None, `head_branch` its branch): the branch's tracked merge request is found by the team loop.
 - `conflict`: a pull/merge request that cannot be merged; `push`: a branch moved (its pull requests may now
   conflict).
 - `pr_closed` (`merged` says which), `pr_reopened`, `issue_closed`.
@@ -278,16 +279,24 @@ def parse_gitlab(headers: Any, payload: dict[str, Any], options: LoopOptions) ->
             event.dedupe_key = f"gitlab-conflict:{event.thread_key}:{event.head_sha}"
             return [event]
         return []
-    if kind == "pipeline" and attrs.get("status") == "failed" and payload.get("merge_request"):
-        mr = payload["merge_request"]
+    if kind == "pipeline" and attrs.get("status") == "failed" and (payload.get("merge_request")
+                                                                   or not attrs.get("tag")):
+        # A merge request pipeline names its MR (its `ref` is `refs/merge-requests/<iid>/head`: the branch is the
+        # MR's source); a branch pipeline names none (`iid` None): its branch's tracked MR is found later.
+        mr = payload.get("merge_request") or {}
         event = _gitlab_base(payload, delivery, "check_failed", mr.get("iid"), True)
-        # A merge request pipeline's `ref` is `refs/merge-requests/<iid>/head`: the branch is the MR's source.
         event.url, event.head_sha = mr.get("url"), attrs.get("sha")
         event.head_branch = mr.get("source_branch") or attrs.get("ref")
         event.run_id, event.title = attrs.get("id"), f"pipeline {attrs.get('id')}"
         event.jobs = [{"id": build.get("id"), "name": build.get("name"), "conclusion": "failed",
                        "url": f"{(payload.get('project') or {}).get('web_url')}/-/jobs/{build.get('id')}"}
                       for build in payload.get("builds") or [] if build.get("status") == "failed"]
+        return [event]
+    if kind == "push" and (payload.get("ref") or "").startswith("refs/heads/") \
+            and (payload.get("after") or "").strip("0"):  # a deleted branch's `after` is all zeros
+        event = _gitlab_base(payload, delivery, "push", None, False)
+        event.base_branch, event.head_sha = payload["ref"][len("refs/heads/"):], payload.get("after")
+        event.actor = payload.get("user_username")
         return [event]
     return []
 

@@ -16,8 +16,9 @@ What each kind of event does (team_events.py says how each is recognised):
   already-seen messages are not sent again).
 - `review`, `check_failed`, `conflict` on a pull request whose workspace has `pr_followups`: follow-ups.
   Review comments wait `REPLICAS_REVIEW_BATCH_SECONDS` of quiet and go as one message; a failed job carries
-  its name and the tail of its log when the API gives it. `push` to a base branch checks the open tracked
-  pull requests on it for conflicts.
+  its name and the tail of its log when the API gives it; a GitLab branch pipeline (no merge request named) goes
+  to the open tracked merge request of its branch. `push` to a base branch checks the open tracked pull (merge)
+  requests on it for conflicts.
 - `pr_closed`: when the workspace's last tracked pull request merged (closed), it is archived after
   `REPLICAS_PR_CLOSE_GRACE_SECONDS`, unless `keep_open_on_pr_merge` (`keep_open_on_pr_close`) is set;
   `issue_closed`: the issue's workspace is archived.
@@ -165,6 +166,8 @@ async def on_pull_request_event(services: Any, organization_id: uuid.UUID, crede
     """A review, a failed check or a conflict: a follow-up for the pull request's workspace (with
     `pr_followups`), or for a new one if it was deleted; a review that mentions the handle on a pull request
     no workspace has is a mention."""
+    if event.thread_key is None and not await _branch_merge_request(services, organization_id, event):
+        return False  # a branch pipeline whose branch has no tracked merge request
     async with services.sessions() as session:
         thread, workspace = await pull_request_owner(session, organization_id, event)
     if _own_comment(thread, event):
@@ -185,29 +188,62 @@ async def on_pull_request_event(services: Any, organization_id: uuid.UUID, crede
     return await follow_up(services, organization_id, event, thread, conflict_text(event, thread))
 
 
-async def on_push(services: Any, organization_id: uuid.UUID, credential: LoopCredential, event: TeamEvent) -> bool:
-    """A base branch moved: its open tracked pull requests may conflict now (GitHub says so on a read). A pull
-    request whose base is not known yet is read too (its base is learnt from the answer)."""
-    prefix = f"github:{(event.repository or '').lower()}#"
+async def _branch_merge_request(services: Any, organization_id: uuid.UUID, event: TeamEvent) -> bool:
+    """A GitLab branch pipeline names no merge request: the open tracked one whose source is its branch becomes
+    the event's thread (False when there is none)."""
+    if event.provider != "gitlab" or not event.head_branch:
+        return False
     async with services.sessions() as session:
-        threads = [t for t in await session.scalars(select(TeamThread).where(
-            TeamThread.organization_id == organization_id, TeamThread.kind == "pull_request",
-            TeamThread.state == "open", TeamThread.key.startswith(prefix)))
-            if (t.details or {}).get("base_branch") in (None, event.base_branch)]
+        thread = next((t for t in await _open_tracked(session, organization_id, event)
+                       if (t.details or {}).get("head_branch") == event.head_branch), None)
+    if thread is None:
+        return False
+    event.thread_key, event.target, event.number = thread.key, thread.target, int(thread.key.rsplit("!", 1)[1])
+    event.url = event.url or (thread.details or {}).get("url")
+    return True
+
+
+async def _open_tracked(session, organization_id: uuid.UUID, event: TeamEvent) -> list[TeamThread]:
+    """The open tracked pull (merge) requests of the event's repository, newest first."""
+    mark = "!" if event.provider == "gitlab" else "#"
+    prefix = f"{event.provider}:{(event.repository or '').lower()}{mark}"
+    return list(await session.scalars(select(TeamThread).where(
+        TeamThread.organization_id == organization_id, TeamThread.kind.in_(PR_KINDS), TeamThread.state == "open",
+        TeamThread.key.startswith(prefix)).order_by(TeamThread.created_at.desc())))
+
+
+async def on_push(services: Any, organization_id: uuid.UUID, credential: LoopCredential, event: TeamEvent) -> bool:
+    """A base branch moved: its open tracked pull (merge) requests may conflict now, which GitHub (`mergeable`)
+    and GitLab (`has_conflicts`, `merge_status`) say on a read. One whose base is not known yet is read too (its
+    base is learnt from the answer)."""
+    async with services.sessions() as session:
+        threads = [t for t in await _open_tracked(session, organization_id, event)
+                   if (t.details or {}).get("base_branch") in (None, event.base_branch)]
     handled = 0
-    async with client_for("github", credential.token, credential.api_url, services.settings) as github:
+    async with client_for(event.provider, credential.token, credential.api_url, services.settings) as client:
         for thread in threads:
-            pull = await github.pull_request(event.repository, int(thread.key.rsplit("#", 1)[1]))
-            if (pull.get("base") or {}).get("ref") != event.base_branch:
+            base, conflicted, head_sha, url = await _mergeability(client, event, thread)
+            if base != event.base_branch or not conflicted:
                 continue
-            if pull.get("mergeable") is False or pull.get("mergeable_state") == "dirty":
-                conflict = TeamEvent("github", "conflict", f"github-conflict:{thread.key}:"
-                                     f"{(pull.get('head') or {}).get('sha')}:{event.head_sha}",
-                                     thread_key=thread.key, thread_kind="pull_request", target=thread.target,
-                                     repository=event.repository, repository_ids=event.repository_ids,
-                                     url=pull.get("html_url"), base_branch=event.base_branch)
-                handled += await on_pull_request_event(services, organization_id, credential, conflict)
+            conflict = TeamEvent(event.provider, "conflict", f"{event.provider}-conflict:{thread.key}:{head_sha}:"
+                                 f"{event.head_sha}", thread_key=thread.key, thread_kind=thread.kind,
+                                 target=thread.target, repository=event.repository,
+                                 repository_ids=event.repository_ids, url=url, base_branch=event.base_branch)
+            handled += await on_pull_request_event(services, organization_id, credential, conflict)
     return bool(handled)
+
+
+async def _mergeability(client: Any, event: TeamEvent, thread: TeamThread) -> tuple[str | None, bool, str | None,
+                                                                                    str | None]:
+    """(base branch, has conflicts, head commit, URL) of the thread's pull (merge) request, as its provider says."""
+    if event.provider == "gitlab":
+        mr = await client.merge_request(thread.target.get("project_id"), int(thread.key.rsplit("!", 1)[1]))
+        conflicted = bool(mr.get("has_conflicts")) or mr.get("merge_status") == "cannot_be_merged" \
+            or mr.get("detailed_merge_status") == "conflict"
+        return mr.get("target_branch"), conflicted, mr.get("sha"), mr.get("web_url")
+    pull = await client.pull_request(event.repository, int(thread.key.rsplit("#", 1)[1]))
+    conflicted = pull.get("mergeable") is False or pull.get("mergeable_state") == "dirty"
+    return (pull.get("base") or {}).get("ref"), conflicted, (pull.get("head") or {}).get("sha"), pull.get("html_url")
 
 
 async def on_pr_closed(services: Any, organization_id: uuid.UUID, credential: LoopCredential,
@@ -337,7 +373,8 @@ def review_text(event: TeamEvent) -> str:
 def conflict_text(event: TeamEvent, thread: TeamThread | None) -> str:
     details = (thread.details if thread is not None else None) or {}
     base, url = event.base_branch or details.get("base_branch"), event.url or details.get("url")
-    return (f"The pull request {url or event.thread_key} has merge conflicts with `{base or 'its base branch'}`. "
+    noun = THREAD_NOUNS.get(event.thread_kind or "", "pull request")
+    return (f"The {noun} {url or event.thread_key} has merge conflicts with `{base or 'its base branch'}`. "
             f"Merge `origin/{base or 'the base branch'}` into its branch, resolve the conflicts, commit and push.")
 
 

@@ -1,5 +1,5 @@
 """GitLab's REST API (v4), as far as the team loop needs it: a note on an issue or merge request, the merge
-request of a pushed branch (found or opened), a pipeline's failed jobs and a job's log. `api_url` is
+request of a pushed branch (found or opened) or of an iid, a pipeline's failed jobs and a job's log. `api_url` is
 `https://gitlab.com/api/v4` or a self-managed instance's `https://HOST/api/v4`; a project is named by its id or
 its URL-encoded path (`acme%2Fshop`)."""
 
@@ -36,6 +36,11 @@ class GitLabClient(ProviderClient):
             "source_branch": source_branch, "target_branch": target_branch, "title": title,
             "description": description, "remove_source_branch": True})
         return response.json()
+
+    async def merge_request(self, project_id: int | str, iid: int) -> dict[str, Any]:
+        """`GET /projects/:id/merge_requests/:iid` (`target_branch`, `sha`, `has_conflicts`, `merge_status`,
+        `detailed_merge_status`, `web_url`)."""
+        return (await self.call("GET", f"/projects/{project_id}/merge_requests/{iid}", "merge request")).json()
 
     async def failed_jobs(self, project_id: int | str, pipeline_id: int) -> list[dict[str, Any]]:
         """`GET /projects/:id/pipelines/:pipeline_id/jobs?scope[]=failed`."""
