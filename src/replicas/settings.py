@@ -45,6 +45,11 @@ class Settings(BaseSettings):
     # `GET /metrics` in the Prometheus format (metrics.py); unauthenticated, like most exporters: keep the
     # port off the internet, or turn this off.
     metrics_enabled: bool = True
+    # OpenTelemetry traces (tracing.py; the `otel` extra): a span per API request and per engine call, sent as
+    # OTLP/HTTP (protobuf) to `otel_endpoint`. Off by default.
+    otel_enabled: bool = False
+    otel_endpoint: str = "http://127.0.0.1:4318/v1/traces"
+    otel_service_name: str = "replicas"
     # Where the pinned agent CLIs are installed (`replicas agents install`); default `<data_dir>/tools`.
     tools_dir: Path | None = None
     # Each agent's model when a request names none (README, "Models and gateways"). Passed to workspaces as

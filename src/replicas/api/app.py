@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
 
-from replicas import __version__, metrics, outbound
+from replicas import __version__, metrics, outbound, tracing
 from replicas.api.errors import error_response, install_error_handlers
 from replicas.api.observability import Observability
 from replicas.api.proxy import mount_preview_proxy
@@ -63,6 +64,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     @asynccontextmanager
     async def lifespan(app: FastAPI):
         policy = outbound.install(settings)  # the outbound policy of code with no Settings at hand (git, webhooks)
+        tracing.configure(settings)  # off unless REPLICAS_OTEL_ENABLED
         settings.ensure_data_dir()
         engine = make_engine(settings.resolved_database_url)
         await migrate(engine)
@@ -89,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             await app.state.replicas.stop()
             await engine.dispose()
             outbound.uninstall(policy)
+            await asyncio.to_thread(tracing.shutdown)  # sends what is buffered (blocking I/O: off the loop)
 
     app = FastAPI(
         title="Replicas (self-hosted Replica API)",

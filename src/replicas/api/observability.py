@@ -2,6 +2,7 @@
 (`X-Request-Id`, taken from the caller when it sends a sane one, else made), the log context of every line the
 request logs (logs.py), the request metrics by route template (metrics.py), and one access line
 (`replicas.access`) with the route template, status and duration. Streams (SSE) are timed to their first byte.
+With tracing on (tracing.py), the request runs in a span named `<method> <route template>`.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import re
 import time
 import uuid
 
-from replicas import logs, metrics
+from replicas import logs, metrics, tracing
 
 access = logging.getLogger("replicas.access")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
@@ -42,9 +43,25 @@ class Observability:
             await send(message)
 
         try:
-            await self.app(scope, receive, sending)
+            if tracing.enabled():
+                await self._traced(scope, receive, sending, request_id, lambda: status)
+            else:
+                await self.app(scope, receive, sending)
         finally:
             logs.reset(token)
+
+    async def _traced(self, scope, receive, send, request_id: str, status) -> None:
+        """The request inside a span, named by its route template once routing has found it."""
+        method = scope.get("method", "")
+        with tracing.span(f"{method} request", **{"http.request.method": method,
+                                                   "replicas.request_id": request_id}) as span:
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                template = getattr(scope.get("route"), "path", None) or "unmatched"
+                span.update_name(f"{method} {template}")
+                span.set_attribute("http.route", template)
+                span.set_attribute("http.response.status_code", status())
 
 
 def _record(scope, status: int, seconds: float) -> None:

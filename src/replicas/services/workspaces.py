@@ -27,6 +27,7 @@ import httpx
 from sqlalchemy import bindparam, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from replicas import tracing
 from replicas.crypto import SecretBox
 from replicas.engine.agents.base import default_model_variable
 from replicas.engine_protocol import incompatibility
@@ -302,8 +303,10 @@ class WorkspaceManager:
         input, an unknown chat or message, a conflict, a limit); any other refusal is 502 (as the contract has
         it)."""
         try:
-            async with self.engine(workspace) as client:
-                response = await client.request(method, path, **kwargs)
+            with tracing.span(f"engine {method}", **{"http.request.method": method, "url.path": path,
+                                                     "replicas.workspace_id": str(workspace.id)}):
+                async with self.engine(workspace) as client:
+                    response = await client.request(method, path, **kwargs)
         except (httpx.TransportError, FileNotFoundError, ConnectionError) as exc:
             raise ServiceUnavailable("Workspace engine is unreachable", str(exc) or type(exc).__name__) from None
         if response.status_code >= 400:
