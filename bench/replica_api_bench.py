@@ -107,6 +107,16 @@ class Server:
                 self.process.wait()
 
 
+def server_cpu(process: subprocess.Popen | None) -> float:
+    """CPU seconds (user + system, every thread) the server process has used so far; 0 where /proc is not there.
+    On a machine shared with the load generator this is the steadier figure: it counts the server's own work."""
+    try:
+        fields = Path(f"/proc/{process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (AttributeError, OSError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def auth() -> dict[str, str]:
     return {"Authorization": f"Bearer {KEY}"}
 
@@ -176,9 +186,11 @@ class LoadResult:
     seconds: float
     errors: list[str] = field(default_factory=list)
     concurrency: int = 1
+    server_cpu: float = 0.0  # seconds the server used during the run
 
 
-async def load(base: str, name: str, path: str, concurrency: int, requests: int, seconds: float) -> LoadResult:
+async def load(base: str, name: str, path: str, concurrency: int, requests: int, seconds: float,
+               server: subprocess.Popen | None = None) -> LoadResult:
     """`concurrency` keep-alive clients issue GET `path` until `requests` are done or `seconds` passed."""
     latencies: list[float] = []
     errors: list[str] = []
@@ -205,9 +217,10 @@ async def load(base: str, name: str, path: str, concurrency: int, requests: int,
                 if response.status_code != 200:
                     errors.append(f"{response.status_code} {response.text[:200]}")
 
-        started = time.perf_counter()
+        started, cpu = time.perf_counter(), server_cpu(server)
         await asyncio.gather(*(worker(c) for c in clients))
-        return LoadResult(name, latencies, time.perf_counter() - started, errors)
+        return LoadResult(name, latencies, time.perf_counter() - started, errors,
+                          server_cpu=server_cpu(server) - cpu)
     finally:
         await asyncio.gather(*(c.aclose() for c in clients))
 
@@ -264,7 +277,7 @@ async def listen(base: str, replica_id: str, listener: Listener, turns: int, on_
 
 
 async def sse_delays(base: str, replica_id: str, model: ScriptedModelServer, clients: int, turns: int,
-                     shell_calls: int) -> dict:
+                     shell_calls: int, server: subprocess.Popen | None = None) -> dict:
     """Open `clients` SSE streams, run `turns` scripted turns, and measure receive time minus event ts."""
     listeners = [Listener(i) for i in range(clients)]
     turn_done = [asyncio.Event() for _ in range(turns)]
@@ -282,7 +295,7 @@ async def sse_delays(base: str, replica_id: str, model: ScriptedModelServer, cli
             raise RuntimeError(f"{len(failed)} SSE clients failed: {failed[:3]}")
         print(f"{clients} SSE clients attached, all got the snapshot in {time.monotonic() - started:.2f} s")
         await asyncio.sleep(0.5)  # let every stream reach its live subscription
-        sent_at = time.time()
+        sent_at, cpu = time.time(), server_cpu(server)
         async with httpx.AsyncClient(base_url=base, headers=auth(), timeout=60) as client:
             for turn in range(turns):
                 steps = []
@@ -295,6 +308,7 @@ async def sse_delays(base: str, replica_id: str, model: ScriptedModelServer, cli
                     raise RuntimeError(f"message {turn + 1}: {sent.status_code} {sent.text[:300]}")
                 await asyncio.wait_for(turn_done[turn].wait(), 120)
         await asyncio.wait_for(asyncio.gather(*tasks), 60)
+        cpu = server_cpu(server) - cpu
     finally:
         for task in tasks:
             task.cancel()
@@ -311,7 +325,9 @@ async def sse_delays(base: str, replica_id: str, model: ScriptedModelServer, cli
         types[kind] = types.get(kind, 0) + 1
     by_type = {kind: stats([received - ts for item in listeners for _, k, ts, received in item.frames if k == kind])
                for kind in types}
+    frames = sum(len(item.frames) for item in listeners)
     return {"clients": clients, "turns": turns, "events_per_client": len(reference),
+            "server_cpu_us_per_frame": round(cpu * 1e6 / frames) if frames and cpu else None,
             "exactly_once": exact, "delays": stats(delays), "types": types, "by_type": by_type,
             "distinct_sequences": len({tuple(seq) for seq in sequences})}
 
@@ -326,12 +342,15 @@ def ms(value: float) -> str:
 def print_tables(reads: list[LoadResult], sse: dict | None, database: str) -> None:
     print(f"\nGET latency (keep-alive clients, each its own connection), database: {database}")
     print(f"{'endpoint':<30} {'clients':>7} {'requests':>8} {'errors':>6} {'req/s':>8} {'p50 ms':>8} "
-          f"{'p90 ms':>8} {'p99 ms':>8} {'max ms':>8}")
-    print("-" * 100)
+          f"{'p90 ms':>8} {'p99 ms':>8} {'max ms':>8} {'cpu ms':>7}")
+    print("-" * 108)
     for result in reads:
         s = stats(result.latencies)
+        cpu = result.server_cpu * 1000 / s["n"] if s["n"] else float("nan")
         print(f"{result.name:<30} {result.concurrency:>7} {s['n']:>8} {len(result.errors):>6} "
-              f"{s['n'] / result.seconds:>8.1f} {ms(s['p50'])} {ms(s['p90'])} {ms(s['p99'])} {ms(s['max'])}")
+              f"{s['n'] / result.seconds:>8.1f} {ms(s['p50'])} {ms(s['p90'])} {ms(s['p99'])} {ms(s['max'])} "
+              f"{cpu:>7.2f}")
+    print("cpu ms: the server's CPU time per request (user + system), its own work whatever else runs")
     if sse is None:
         print("\nSSE delay: FAILED (see below)")
         return
@@ -345,6 +364,7 @@ def print_tables(reads: list[LoadResult], sse: dict | None, database: str) -> No
         print(f"  {kind:<28} {s['n']:>8} {ms(s['p50'])} {ms(s['p90'])} {ms(s['p99'])} {ms(s['max'])}")
     verdict = "yes" if sse["exactly_once"] else f"NO ({sse['distinct_sequences']} distinct sequences)"
     print(f"every client got every event exactly once, same id sequence: {verdict}")
+    print(f"server CPU per delivered frame (pump, store and fan-out included): {sse['server_cpu_us_per_frame']} us")
 
 
 def summary_json(reads: list[LoadResult], sse: dict, database: str) -> str:
@@ -353,10 +373,11 @@ def summary_json(reads: list[LoadResult], sse: dict, database: str) -> str:
         s = stats(result.latencies)
         out["get"].append({"endpoint": result.name, "clients": result.concurrency, "requests": s["n"],
                            "errors": len(result.errors), "rps": round(s["n"] / result.seconds, 1),
+                           "server_cpu_ms": round(result.server_cpu * 1000 / s["n"], 2) if s["n"] else None,
                            **{f"{k}_ms": round(s[k] * 1000, 1) for k in ("p50", "p90", "p99", "max")}})
     d = sse["delays"]
     out["sse"] = {"clients": sse["clients"], "events_per_client": sse["events_per_client"], "pairs": d["n"],
-                  "exactly_once": sse["exactly_once"],
+                  "exactly_once": sse["exactly_once"], "server_cpu_us_per_frame": sse["server_cpu_us_per_frame"],
                   **{f"{k}_ms": round(d[k] * 1000, 1) for k in ("p50", "p90", "p99", "max")}}
     return json.dumps(out)
 
@@ -401,7 +422,8 @@ async def main(options: argparse.Namespace) -> None:
                                            ("GET /v1/replica (list)", "/v1/replica")]:
                             for concurrency, count in [(1, max(1, options.requests // 20)),
                                                        (options.concurrency, options.requests)]:
-                                result = await load(server.base, name, path, concurrency, count, options.duration)
+                                result = await load(server.base, name, path, concurrency, count, options.duration,
+                                                    server.process)
                                 result.concurrency = concurrency
                                 if result.errors:
                                     print(f"{name} x{concurrency}: {len(result.errors)} errors, first: "
@@ -409,7 +431,7 @@ async def main(options: argparse.Namespace) -> None:
                                 reads.append(result)
                         try:
                             sse = await sse_delays(server.base, replica_id, model, options.sse_clients,
-                                                   options.turns, options.shell_calls)
+                                                   options.turns, options.shell_calls, server.process)
                         except Exception:
                             print_tables(reads, None, database)
                             raise

@@ -6,7 +6,8 @@ One PostgreSQL database (created, dropped at the end), the scripted model, one r
 (its first turn done), then, for `GET /v1/replica/{id}`:
 
 1. one process, an open-loop load of `--rate` requests per second for `--seconds` (each request leaves at its
-   slot whether or not the earlier ones have answered, on a pool of keep-alive connections): p50/p99;
+   slot whether or not the earlier ones have answered, on a pool of keep-alive connections): p50/p99, and the
+   server's CPU time per request (its own work, the steadier figure on a machine shared with other load);
 2. the highest rate of `--rates` at which p99 stays under 50 ms with no error, with one process, then with two
    (a second `replicas serve` on the same database; the load alternates between them): the ratio.
 
@@ -29,7 +30,7 @@ from pathlib import Path
 
 import httpx
 
-from bench.replica_api_bench import PG_ADMIN_URL, Server, _pg, auth, create_replica, percentile
+from bench.replica_api_bench import PG_ADMIN_URL, Server, _pg, auth, create_replica, percentile, server_cpu
 from bench.workspace_bench import make_repo
 from replicas.engine.agents import install
 from replicas.testing.scripted_model import ScriptedModelServer
@@ -38,8 +39,10 @@ TOOLS = Path(os.environ.get("REPLICAS_TEST_TOOLS_DIR", "~/.cache/replicas-test-t
 P99_LIMIT = 0.050
 
 
-async def open_loop(bases: list[str], path: str, rate: float, seconds: float) -> dict:
-    """`rate` GETs per second for `seconds`, alternating over `bases`; latency from each request's slot."""
+async def open_loop(bases: list[str], path: str, rate: float, seconds: float,
+                    servers: list[Server] | None = None) -> dict:
+    """`rate` GETs per second for `seconds`, alternating over `bases`; latency from each request's slot, and the
+    servers' CPU time per request."""
     clients = [httpx.AsyncClient(base_url=base, headers=auth(), timeout=30,
                                  limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
                for base in bases]
@@ -49,6 +52,7 @@ async def open_loop(bases: list[str], path: str, rate: float, seconds: float) ->
         await asyncio.gather(*(client.get(path) for client in clients for _ in range(8)))  # connections warm
         count = int(rate * seconds)
         start = time.perf_counter() + 0.1
+        cpu = sum(server_cpu(server.process) for server in servers or ())
 
         async def one(index: int) -> None:
             nonlocal errors
@@ -64,19 +68,22 @@ async def open_loop(bases: list[str], path: str, rate: float, seconds: float) ->
 
         await asyncio.gather(*(one(i) for i in range(count)))
         took = time.perf_counter() - start
+        cpu = sum(server_cpu(server.process) for server in servers or ()) - cpu
     finally:
         for client in clients:
             await client.aclose()
     ordered = sorted(latencies)
     return {"rate": rate, "achieved": round(len(ordered) / took, 1), "errors": errors,
             "p50_ms": round(percentile(ordered, 50) * 1000, 1), "p99_ms": round(percentile(ordered, 99) * 1000, 1),
-            "mean_ms": round(statistics.mean(ordered) * 1000, 1)}
+            "mean_ms": round(statistics.mean(ordered) * 1000, 1),
+            "server_cpu_ms": round(cpu * 1000 / len(ordered), 2) if ordered and servers else None}
 
 
-async def best_rate(bases: list[str], path: str, rates: list[float], seconds: float) -> tuple[float, list[dict]]:
+async def best_rate(bases: list[str], path: str, rates: list[float], seconds: float,
+                    servers: list[Server]) -> tuple[float, list[dict]]:
     runs, best = [], 0.0
     for rate in rates:
-        run = await open_loop(bases, path, rate, seconds)
+        run = await open_loop(bases, path, rate, seconds, servers)
         runs.append(run)
         print(f"  {len(bases)} process(es), {rate:g}/s: {json.dumps(run)}", flush=True)
         if run["errors"] or run["p99_ms"] >= P99_LIMIT * 1000:
@@ -103,17 +110,18 @@ async def main(options: argparse.Namespace) -> None:
                 async with httpx.AsyncClient(base_url=first.base, headers=auth(), timeout=60) as client:
                     replica_id = await create_replica(client, origin, model)
                 path = f"/v1/replica/{replica_id}"
-                fixed = await open_loop([first.base], path, options.rate, options.seconds)
+                fixed = await open_loop([first.base], path, options.rate, options.seconds, [first])
                 print(f"one process at {options.rate:g}/s: {json.dumps(fixed)}", flush=True)
                 rates = [float(r) for r in options.rates.split(",")]
-                one, one_runs = await best_rate([first.base], path, rates, options.seconds)
+                one, one_runs = await best_rate([first.base], path, rates, options.seconds, [first])
                 second = Server(root, database_url, "warning")
                 second.env.update(first.env)
                 second.env["REPLICAS_SECRET_KEY"] = "scale-bench"
                 second.log_path = root / "serve-2.log"
                 servers.append(second)
                 await second.start()
-                two, two_runs = await best_rate([first.base, second.base], path, rates, options.seconds)
+                two, two_runs = await best_rate([first.base, second.base], path, rates, options.seconds,
+                                                [first, second])
                 async with httpx.AsyncClient(base_url=first.base, headers=auth(), timeout=60) as client:
                     await client.delete(path)
     finally:
@@ -123,7 +131,8 @@ async def main(options: argparse.Namespace) -> None:
     ratio = (two / one) if one else float("nan")
     print(f"\nscale bench: GET /v1/replica/{{id}}, PostgreSQL, {os.cpu_count()} CPUs shared with the load generator")
     print(f"one process at {options.rate:g} req/s: p50 {fixed['p50_ms']} ms, p99 {fixed['p99_ms']} ms "
-          f"(target p99 < 20 ms: {'met' if fixed['p99_ms'] < 20 and not fixed['errors'] else 'MISSED'})")
+          f"(target p99 < 20 ms: {'met' if fixed['p99_ms'] < 20 and not fixed['errors'] else 'MISSED'}); "
+          f"server CPU {fixed['server_cpu_ms']} ms per request")
     print(f"highest rate with p99 < 50 ms: one process {one:g}/s, two processes {two:g}/s: {ratio:.2f}x "
           f"(target >= 1.7x where the cores allow)")
     print(json.dumps({"fixed": fixed, "one": one, "two": two, "ratio": ratio, "one_runs": one_runs,
