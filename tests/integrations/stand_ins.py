@@ -12,7 +12,8 @@ provider's documented shape:
   merge_requests/{iid}` (what the test set: `has_conflicts`, `merge_status`),
   `GET /projects/{id}/pipelines/{id}/jobs` (`scope[]` filters by status), `GET /projects/{id}/jobs/{id}/trace`
   (the raw log).
-- Slack Web API: `chat.postMessage`, `reactions.add`, `auth.test` (200 with `ok`).
+- Slack Web API: `chat.postMessage`, `reactions.add`, `auth.test` (200 with `ok`), `GET conversations.replies`
+  (the thread's first message as the test set it in `slack_messages`, else `thread_not_found`).
 - Linear GraphQL: `POST /graphql` with the `commentCreate` mutation.
 - A GitLab instance's git side (when `git_root` is set): git's smart HTTP protocol for `/<path>.git/...` served by
   `git http-backend` from the bare repositories under `git_root`, each request refused (401) unless it carries
@@ -60,6 +61,7 @@ class StandIn:
     git_root: Path | None = None  # bare repositories served over git's smart HTTP (`<path>.git`)
     git_token: str = ""
     git_requests: list[Recorded] = field(default_factory=list)
+    slack_messages: dict[tuple[str, str], dict] = field(default_factory=dict)  # (channel, ts) -> message
     held: dict[tuple[str, str], threading.Event] = field(default_factory=dict)  # (method, path): answered once set
     next_number: int = 7
     next_id: int = 900000
@@ -205,6 +207,11 @@ class StandIn:
         if path == "/slack/auth.test":
             return 200, {"ok": True, "url": "https://acme.slack.com/", "team": "Acme", "user": "replicas",
                          "team_id": "T123ABC456", "user_id": "U0BOT00001", "bot_id": "B0BOT"}, None
+        if path == "/slack/conversations.replies":
+            channel, ts = ((query or {}).get(name, [""])[0] for name in ("channel", "ts"))
+            message = self.slack_messages.get((channel, ts))
+            return 200, ({"ok": True, "messages": [message], "has_more": False} if message else
+                         {"ok": False, "error": "thread_not_found"}), None
         if path == "/slack/reactions.add":
             return 200, {"ok": True}, None
         if path == "/linear/graphql":

@@ -70,7 +70,8 @@ async def ensure_thread(session: AsyncSession, organization_id: uuid.UUID, event
     thread = await thread_by_key(session, organization_id, key)
     if thread is None:
         thread = TeamThread(organization_id=organization_id, provider=event.provider, key=key,
-                            kind=kind or event.thread_kind, target=target or event.target, details={})
+                            kind=kind or event.thread_kind, target=target or event.target,
+                            details=_first_message(event) if key == event.thread_key else {})
         session.add(thread)
     details = dict(thread.details or {})
     for name in ("title", "url", "head_branch", "base_branch"):
@@ -88,6 +89,14 @@ async def ensure_thread(session: AsyncSession, organization_id: uuid.UUID, event
         if thread is None:
             raise
     return thread
+
+
+def _first_message(event: TeamEvent) -> dict[str, Any]:
+    """A Slack thread's first message and its author (the contract's `SlackThreadMetadata.original_message`,
+    `user_id`), when the event is that message."""
+    if event.provider != "slack" or not event.ts or event.ts != event.target.get("thread_ts"):
+        return {}
+    return {"original_message": event.text, "message_ts": event.ts, **({"user_id": event.actor} if event.actor else {})}
 
 
 async def pull_request_owner(session: AsyncSession, organization_id: uuid.UUID,

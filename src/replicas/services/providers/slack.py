@@ -1,5 +1,5 @@
-"""Slack's Web API, as far as the team loop needs it: post in a thread, add a reaction, and `auth.test` (the
-bot token's team). Slack answers 200
+"""Slack's Web API, as far as the team loop needs it: post in a thread, add a reaction, `auth.test` (the bot
+token's team) and a thread's first message (`conversations.replies`). Slack answers 200
 with `{"ok": false, "error": ...}` for refusals; those raise ProviderError too (`already_reacted` is fine).
 `api_url` is `https://slack.com/api`; the token is the app's bot token (`xoxb-...`)."""
 
@@ -35,3 +35,12 @@ class SlackClient(ProviderClient):
     async def auth_test(self) -> dict[str, Any]:
         """`auth.test`: who the token is (`team_id`, `user_id`, `bot_id`)."""
         return await self._method("auth.test", {})
+
+    async def thread_parent(self, channel: str, thread_ts: str) -> dict[str, Any] | None:
+        """The thread's first message (`conversations.replies`, a read: query parameters, not JSON); None when
+        Slack has none."""
+        answer = (await self.call("GET", "/conversations.replies", "conversations.replies",
+                                  params={"channel": channel, "ts": thread_ts, "limit": 1})).json()
+        if not answer.get("ok"):
+            raise ProviderError(self.provider, "conversations.replies", 200, str(answer.get("error")))
+        return next(iter(answer.get("messages") or []), None)
