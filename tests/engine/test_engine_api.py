@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
+import time
 
 from tests.contract import validate_schema
 from tests.engine.conftest import read_events
@@ -233,3 +235,32 @@ async def test_a_restarted_engine_keeps_its_chats_and_seq_and_ends_the_turn_it_l
     first, second, third = agent_log(tmp_path)
     session = second["argv"][second["argv"].index("--resume") + 1]
     assert third["argv"][third["argv"].index("--resume") + 1] == session
+
+
+async def test_a_turn_that_ended_just_before_a_crash_is_not_reported_lost(tmp_path, home, make_engine, fake_tools):
+    """The engine journals a turn's end, then saves its chats: killed in between, it restarts with the turn
+    still marked running in chats.json but ended in the journal, and must not report it lost."""
+    chats_file = home / ".replicas" / "engine" / "chats.json"
+    engine = await make_engine(REPLICAS_TOOLS_DIR=str(fake_tools)).start()
+    async with engine.client() as client:
+        chat_id = (await default_chat(client))["id"]
+        await client.post(f"/chats/{chat_id}/messages", json={"message": "sleep:2"})
+        deadline = time.monotonic() + 30
+        while not any(chat.get("running") for chat in json.loads(chats_file.read_text())["chats"]):
+            assert time.monotonic() < deadline, "the turn never showed as running in chats.json"
+            await asyncio.sleep(0.05)
+        while_running = chats_file.read_text()
+        done = await read_events(client, 0, lambda e: e["type"] == "chat.turn.completed")
+        last_seq = done[-1]["seq"]
+    engine.kill()
+    chats_file.write_text(while_running)  # the state on disk of a crash between the journal and the save
+
+    engine = await engine.start()
+    async with engine.client() as client:
+        events = await read_events(client, last_seq, lambda e: e["type"] == "engine.ready")
+        assert [e for e in events if e["type"] in ("error", "chat.turn.completed")] == []
+        assert (await client.get(f"/chats/{chat_id}")).json()["processing"] is False
+        await client.post(f"/chats/{chat_id}/messages", json={"message": "after restart"})
+        after = await read_events(client, last_seq, lambda e: e["type"] == "chat.turn.completed")
+        assert [e["payload"]["isComplete"] for e in after if e["type"] == "chat.turn.completed"] == [True]
+        assert not [e for e in after if e["type"] == "error"]

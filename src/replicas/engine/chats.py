@@ -91,13 +91,24 @@ class ChatManager:
         for record in self.store.load():
             chat = self.chats[record.id] = Chat(record)
             if record.running is not None:
-                self.journal.append("error", {"code": "engine_restarted", "details": f"chat {record.id}",
-                                              "message": "the engine restarted while this turn was running"})
-                self.journal.append("chat.turn.completed", {"chatId": record.id, "isComplete": False})
+                # The turn's end is journaled before the record is saved: a crash in between leaves
+                # `running` set for a turn that did end, and the journal says so.
+                if not self._turn_ended_in_journal(record.id):
+                    self.journal.append("error", {"code": "engine_restarted", "details": f"chat {record.id}",
+                                                  "message": "the engine restarted while this turn was running"})
+                    self.journal.append("chat.turn.completed", {"chatId": record.id, "isComplete": False})
                 record.running = None
             if record.queue:
                 self._start_next(chat)
         await self.save()
+
+    def _turn_ended_in_journal(self, chat_id: str) -> bool:
+        """Whether the chat's last turn event in the journal is its end (read backwards, once at load)."""
+        for event in reversed(self.journal.read()):
+            if event["type"] in ("chat.turn.started", "chat.turn.completed") \
+                    and event["payload"].get("chatId") == chat_id:
+                return event["type"] == "chat.turn.completed"
+        return False
 
     async def close(self) -> None:
         for chat in self.chats.values():
