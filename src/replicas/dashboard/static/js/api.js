@@ -84,7 +84,9 @@ const E = (environmentId) => `/v1/environments/${id(environmentId)}`;
 export const replicas = {
   list: (query) => get("/v1/replica", query),
   search: (query) => get("/v1/replicas/search", query),
-  statusEvents: (onEvent, options = {}) => stream("/v1/replicas/status-events", { onEvent, ...options }),
+  // Shared by this profile's tabs; the worker hands a joining tab the latest frame of each replica.
+  statusEvents: (onEvent, options = {}) =>
+    stream("/v1/replicas/status-events", { onEvent, shared: true, latestBy: "replica", ...options }),
   get: (replicaId, include) => get(R(replicaId), { include }),
   create: (body) => post("/v1/replica", body),
   remove: (replicaId) => del(R(replicaId)),

@@ -40,7 +40,7 @@ export function openStream(url, options = {}) {
   return ownStream(url, options);
 }
 
-function ownStream(url, { method = "GET", body, headers = {}, onEvent, onOpen, onError, onEnd,
+function ownStream(url, { method = "GET", body, headers = {}, onEvent, onId, onOpen, onError, onEnd,
                           reconnect = true, lastEventId = null } = {}) {
   const controller = new AbortController();
   let stopped = false;
@@ -70,7 +70,7 @@ function ownStream(url, { method = "GET", body, headers = {}, onEvent, onOpen, o
       if (done) return;
       buffer = parseFrames((buffer + value).replace(/\r\n?/g, "\n"), (frame) => {
         if (frame.id !== null && /^\d+$/.test(frame.id)) lastId = frame.id;
-        if (!frame.data.length) return;
+        if (!frame.data.length) { onId?.(frame.id); return; }
         let data = frame.data.join("\n");
         try { data = JSON.parse(data); } catch { /* plain text data */ }
         onEvent?.(data, frame);
@@ -140,7 +140,9 @@ function sessionOf() {
 }
 
 function sharedStream(url, options) {
-  const { onEvent, onOpen, onError, onEnd, lastEventId = null } = options;
+  // latestBy: the stream is a state (each frame the whole item `data[latestBy]`), so the worker keeps the latest
+  // frame of each item, and frames may share an id (a cursor): only an older id is skipped.
+  const { onEvent, onId, onOpen, onError, onEnd, lastEventId = null, latestBy = null } = options;
   const port = sharedWorker()?.port;
   if (!port) return ownStream(url, options);
   const id = newId();
@@ -151,10 +153,14 @@ function sharedStream(url, options) {
       if (message.kind === "event") {
         const { frame } = message;
         if (frame.id !== null && /^\d+$/.test(frame.id)) {
-          if (lastId !== null && /^\d+$/.test(lastId) && Number(frame.id) <= Number(lastId)) return;
+          if (lastId !== null && /^\d+$/.test(lastId) && (latestBy ? Number(frame.id) < Number(lastId)
+            : Number(frame.id) <= Number(lastId))) return;
           lastId = frame.id;
         }
         onEvent?.(message.data, frame);
+      } else if (message.kind === "id") {
+        if (lastId === null || !/^\d+$/.test(lastId) || Number(message.id) > Number(lastId)) lastId = message.id;
+        onId?.(message.id);
       } else if (message.kind === "open") onOpen?.();
       else if (message.kind === "error") {
         const failure = new Error(message.message);
@@ -172,7 +178,8 @@ function sharedStream(url, options) {
     },
   };
   subscriptions.set(id, subscription);
-  port.postMessage({ op: "subscribe", subscription: id, key: `${sessionOf()} ${lastEventId} ${url}`, url, lastEventId });
+  port.postMessage({ op: "subscribe", subscription: id, key: `${sessionOf()} ${lastEventId} ${latestBy} ${url}`, url,
+    lastEventId, latestBy });
   return () => {
     if (stopOwn) return stopOwn();
     if (subscriptions.delete(id)) port.postMessage({ op: "unsubscribe", subscription: id });

@@ -19,31 +19,43 @@ export function ReplicasPage() {
   const [creating, setCreating] = useState(false);
   const [live, setLive] = useState(false);
   const request = useRef(0);
+  // The latest status frame of each replica this tab was told of (a tab joining late is handed them by the
+  // shared stream before its own read of the list may be back): laid over every page read, so a read older than
+  // the stream cannot undo a change, and a deleted replica stays gone.
+  const latest = useRef(new Map());
+  const shown = useRef(null);
+  const overlay = (answer) => answer && ({ ...answer, replicas: answer.replicas
+    .filter((row) => latest.current.get(row.id)?.type !== "replica.deleted")
+    .map((row) => (latest.current.has(row.id) ? { ...row, ...latest.current.get(row.id).replica } : row)) });
+  const show = (answer) => { shown.current = answer; setResult(answer); };
 
   async function load() {
     const mine = ++request.current;
     try {
       const answer = await replicas.search({ ...filters, page, limit: PAGE_SIZE });
-      if (mine === request.current) { setResult(answer); setError(null); }
+      if (mine === request.current) { show(overlay(answer)); setError(null); }
     } catch (failure) {
       if (mine === request.current) setError(failure);
     }
   }
+  const loadLatest = useRef(load);
+  loadLatest.current = load;
   useEffect(() => { load(); }, [filters, page]);
   useEffect(() => { environments.list("all").then(setEnvs).catch(() => setEnvs([])); }, []);
 
-  // Live status: update the rows in view; a replica that appears or goes away reloads the page (debounced).
+  // Live status, one stream for all of this profile's tabs: rows in view change in place and a deleted one
+  // leaves at once; a replica that appears or goes away reloads the page (debounced) for the totals and pages.
   const reloadSoon = useRef(null);
   useEffect(() => replicas.statusEvents((event) => {
-    if (event.type === "replica.updated") {
-      setResult((current) => current && ({ ...current,
-        replicas: current.replicas.map((row) => (row.id === event.replica.id ? { ...row, ...event.replica } : row)) }));
-    }
-    if (event.type === "replica.created" || event.type === "replica.deleted") {
+    if (!event.replica?.id) return;
+    latest.current.set(event.replica.id, event);
+    const inView = shown.current?.replicas.some((row) => row.id === event.replica.id);
+    if (shown.current) show(overlay(shown.current));
+    if ((event.type === "replica.created" && shown.current && !inView) || (event.type === "replica.deleted" && inView)) {
       clearTimeout(reloadSoon.current);
-      reloadSoon.current = setTimeout(load, 300);
+      reloadSoon.current = setTimeout(() => loadLatest.current(), 300);
     }
-  }, { onOpen: () => setLive(true), onError: () => setLive(false) }), [filters, page]);
+  }, { onOpen: () => setLive(true), onError: () => setLive(false) }), []);
 
   const set = (key) => (e) => { setPage(1); setFilters({ ...filters, [key]: e.target.value }); };
   const envName = Object.fromEntries(envs.map((e) => [e.id, e.name]));
