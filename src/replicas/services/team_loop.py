@@ -26,7 +26,7 @@ What each kind of event does (team_events.py says how each is recognised):
 Every delivery acted on is recorded under its dedupe key first (team_threads.record), so a redelivery does
 nothing. Messages are sent through the Replica API's own path (`send_message`: a sleeping or archived
 workspace wakes for it); a thread whose workspace was deleted gets a new one. When a turn that answers a
-message ends, its result is posted back (team_watcher.py).
+message ends, its result is posted back (team_watcher.py). What each message says is team_texts.py's.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from sqlalchemy import select
 
 from replicas.errors import ReplicasError
 from replicas.services import integration_credentials, team_replies
+from replicas.services import team_texts as texts
 from replicas.services.integration_credentials import LOOP_PROVIDERS, LoopCredential
 from replicas.services.principal import Principal
 from replicas.services.providers import ProviderError, client_for
@@ -67,8 +68,6 @@ from replicas.store.team_models import TeamMessage, TeamThread
 
 log = logging.getLogger("replicas.team_loop")
 _tasks: set[asyncio.Task] = set()
-PLAN_THEN_PR = ("Plan first: write down a short plan of the change. Then carry it out on a new branch, commit, "
-                "and open a pull request.")
 
 
 def spawn(coro: Coroutine) -> asyncio.Task:
@@ -138,7 +137,7 @@ async def on_mention(services: Any, organization_id: uuid.UUID, credential: Loop
     if event.provider == "slack":
         await team_replies.queue_reaction(services, organization_id, event.target["channel"], event.ts)
     if workspace is not None:
-        return await follow_up(services, organization_id, event, thread, mention_text(event))
+        return await follow_up(services, organization_id, event, thread, texts.mention_text(event))
     async with services.sessions() as session:
         if await record(session, organization_id, event.dedupe_key, event.kind) is None:
             return False
@@ -151,7 +150,7 @@ async def on_thread_reply(services: Any, organization_id: uuid.UUID, credential:
         thread = await thread_by_key(session, organization_id, event.thread_key)
     if thread is None or not _newer(event.ts, thread.last_message_ts):
         return False
-    return await follow_up(services, organization_id, event, thread, f"Reply in the Slack thread:\n\n{event.text}")
+    return await follow_up(services, organization_id, event, thread, texts.thread_reply_text(event))
 
 
 def _newer(ts: str | None, last: str | None) -> bool:
@@ -180,12 +179,12 @@ async def on_pull_request_event(services: Any, organization_id: uuid.UUID, crede
     if workspace is not None and not pr_followups(workspace):
         return False
     if event.kind == "review":
-        return await follow_up(services, organization_id, event, thread, review_text(event),
+        return await follow_up(services, organization_id, event, thread, texts.review_text(event),
                                delay=services.settings.review_batch_seconds)
     if event.kind == "check_failed":
         text = await check_text(services, organization_id, credential, event)
         return bool(text) and await follow_up(services, organization_id, event, thread, text)
-    return await follow_up(services, organization_id, event, thread, conflict_text(event, thread))
+    return await follow_up(services, organization_id, event, thread, texts.conflict_text(event, thread))
 
 
 async def _branch_merge_request(services: Any, organization_id: uuid.UUID, event: TeamEvent) -> bool:
@@ -314,68 +313,7 @@ HANDLERS: dict[str, Callable[..., Awaitable[bool]]] = {
     "pr_closed": on_pr_closed, "pr_reopened": on_pr_reopened, "issue_closed": on_issue_closed}
 
 
-# -- what the workspace is told --------------------------------------------------------------------
-
-
-PROVIDER_NAMES = {"github": "GitHub", "gitlab": "GitLab"}
-THREAD_NOUNS = {"issue": "issue", "pull_request": "pull request", "merge_request": "merge request"}
-
-
-def _where(event: TeamEvent) -> str:
-    if event.provider in PROVIDER_NAMES:
-        mark = "!" if event.thread_kind == "merge_request" else "#"
-        title = f": {event.title}" if event.title else ""
-        return (f"{PROVIDER_NAMES[event.provider]} {THREAD_NOUNS[event.thread_kind or 'issue']} "
-                f"{event.repository}{mark}{event.number}{title}" + (f"\n{event.url}" if event.url else ""))
-    if event.provider == "linear":
-        name = event.target.get("identifier") or "issue"
-        return f"Linear issue {name}" + (f": {event.title}" if event.title else "") + \
-            (f"\n{event.url}" if event.url else "")
-    return "Slack"
-
-
-def mention_text(event: TeamEvent) -> str:
-    who = f"@{event.actor}" if event.actor and event.provider != "slack" else "Someone"
-    return f"{who} on {_where(event)}:\n\n{event.text}".strip()
-
-
-def first_message(event: TeamEvent, branch: str | None) -> str:
-    parts = []
-    if event.provider == "slack":
-        parts.append(f"A request from Slack:\n\n{event.text}")
-        parts.append("Your final message is posted back in the Slack thread.")
-        return "\n\n".join(parts)
-    parts.append(f"You were asked to work on {_where(event)}")
-    if event.body:
-        parts.append(f"## Description\n{event.body}")
-    if event.text:
-        who = f" by @{event.actor}" if event.actor and event.provider != "linear" else ""
-        parts.append(f"## Comment{who}\n{event.text}")
-    if event.thread_kind in PR_KINDS:
-        checkout = (f"`git fetch origin {branch} && git switch {branch}`" if branch else
-                    f"`git fetch origin pull/{event.number}/head` and switch to the pull request's branch")
-        parts.append(f"Work on the pull request's own branch ({checkout}): commit there and push; do not open "
-                     "another pull request.")
-    else:
-        parts.append(PLAN_THEN_PR)
-    parts.append("Your final message is posted back as the summary of your work.")
-    return "\n\n".join(parts)
-
-
-def review_text(event: TeamEvent) -> str:
-    where = f"`{event.file}:{event.line}`" if event.file and event.line else (f"`{event.file}`" if event.file
-                                                                               else "review")
-    who = f"@{event.actor}" if event.actor else "a reviewer"
-    text = event.text or "(changes requested, no comment)"
-    return f"- {where} ({who}): {text}" + (f"\n  {event.url}" if event.url else "")
-
-
-def conflict_text(event: TeamEvent, thread: TeamThread | None) -> str:
-    details = (thread.details if thread is not None else None) or {}
-    base, url = event.base_branch or details.get("base_branch"), event.url or details.get("url")
-    noun = THREAD_NOUNS.get(event.thread_kind or "", "pull request")
-    return (f"The {noun} {url or event.thread_key} has merge conflicts with `{base or 'its base branch'}`. "
-            f"Merge `origin/{base or 'the base branch'}` into its branch, resolve the conflicts, commit and push.")
+# -- failed CI: the jobs and their logs --------------------------------------------------------------
 
 
 async def check_text(services: Any, organization_id: uuid.UUID, credential: LoopCredential,
@@ -400,17 +338,9 @@ async def check_text(services: Any, organization_id: uuid.UUID, credential: Loop
                 async with services.sessions() as session:
                     if await record(session, organization_id, key, "job") is None:
                         continue
-            log_tail = None
-            if job.get("id") is not None:
-                log_tail = await client.job_log_tail(project, job["id"])
-            body = f"```text\n{log_tail}\n```" if log_tail else (job.get("summary") or "(no log available)")
-            sections.append(f"### {job.get('name')} ({job.get('conclusion')})\n"
-                            + (f"{job['url']}\n" if job.get("url") else "") + body)
-    if not sections:
-        return None
-    commit = f" (commit {event.head_sha[:12]})" if event.head_sha else ""
-    return (f"CI failed on {event.url or event.thread_key}{commit}:\n\n" + "\n\n".join(sections)
-            + "\n\nFix it on the pull request's branch, commit and push.")
+            log_tail = await client.job_log_tail(project, job["id"]) if job.get("id") is not None else None
+            sections.append(texts.job_section(job, log_tail))
+    return texts.check_failed_text(event, sections) if sections else None
 
 
 # -- starting and steering workspaces --------------------------------------------------------------
@@ -442,7 +372,7 @@ async def flush_thread(services: Any, thread_id: uuid.UUID) -> bool:
         thread = await session.get(TeamThread, thread_id)
     if not rows or thread is None:
         return False
-    text = batch_text(rows, thread)
+    text = texts.batch_text(rows, thread)
     error = None
     try:
         await deliver(services, thread, text)
@@ -457,17 +387,6 @@ async def flush_thread(services: Any, thread_id: uuid.UUID) -> bool:
     return error is None
 
 
-def batch_text(rows: list[TeamMessage], thread: TeamThread) -> str:
-    reviews = [row.text for row in rows if row.kind == "review"]
-    parts = []
-    if reviews:
-        url = (thread.details or {}).get("url") or thread.key
-        parts.append(f"Review comments on {url}:\n\n" + "\n".join(reviews)
-                     + "\n\nAddress them on the pull request's branch, commit and push.")
-    parts += [row.text for row in rows if row.kind != "review"]
-    return "\n\n---\n\n".join(parts)
-
-
 async def deliver(services: Any, thread: TeamThread, text: str) -> None:
     """Send to the thread's workspace (waking it if it sleeps or is archived), or start a new one in the
     thread's environment if it was deleted; the answering turn is then posted back."""
@@ -476,8 +395,7 @@ async def deliver(services: Any, thread: TeamThread, text: str) -> None:
     if workspace is None:
         branch = (thread.details or {}).get("head_branch")
         if thread.kind in PR_KINDS and branch:
-            text += (f"\n\nThis workspace replaces one that was deleted. Work on the pull request's branch "
-                     f"(`git fetch origin {branch} && git switch {branch}`), commit there and push.")
+            text += texts.replacement_note(branch)
         await _create(services, thread, text, plan_mode=False)
         return
     await services.replicas.send_message(bot(thread.organization_id, thread.provider), str(workspace.id), text)
@@ -503,11 +421,9 @@ async def start(services: Any, organization_id: uuid.UUID, credential: LoopCrede
             row.last_message_ts = event.ts
             await session.commit()
     if env is None:
-        what = (f"no environment is bound to {event.repository}" if event.provider in ("github", "gitlab") else
-                "no environment matches; name one with [env:name] or set the integration's default environment")
-        log.info("team loop cannot start a workspace on %s: %s", event.thread_key, what)
-        await team_replies.queue_notice(services, thread, event.dedupe_key,
-                                        f"I can't start a workspace for this: {what}.")
+        notice = texts.no_environment_notice(event)
+        log.info("team loop cannot start a workspace on %s: %s", event.thread_key, notice)
+        await team_replies.queue_notice(services, thread, event.dedupe_key, notice)
         return False
     branch = event.head_branch
     if event.thread_kind == "pull_request" and not branch and credential.token:
@@ -522,7 +438,7 @@ async def start(services: Any, organization_id: uuid.UUID, credential: LoopCrede
         row.details = {**(row.details or {}), **({"head_branch": branch} if branch else {})}
         await session.commit()
         thread = row
-    await _create(services, thread, first_message(event, branch), plan_mode=event.plan_mode)
+    await _create(services, thread, texts.first_message(event, branch), plan_mode=event.plan_mode)
     return True
 
 
