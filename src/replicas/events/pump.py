@@ -1,9 +1,9 @@
 """The event pump: pulls each workspace engine's journal into the store, then fans it out.
 
-For each event of the engine's `GET /events?after=<stored seq>` SSE stream it stores the event (commit)
-THEN publishes it to the `EventHub`, so a subscriber never sees an event the store does not have. When
-the stream drops (engine restart, sleep, network) it reconnects with exponential backoff and resumes from
-the stored seq, so a control-plane restart, a dropped connection or an engine restart loses nothing and
+For the events of the engine's `GET /events?after=<stored seq>` SSE stream it stores them (commit; what arrived
+while the last commit ran goes in one transaction) THEN publishes them to the `EventHub`, so a subscriber never
+sees an event the store does not have. When the stream drops (engine restart, sleep, network) it reconnects
+with exponential backoff and resumes from the stored seq, so a control-plane restart, a dropped connection or an engine restart loses nothing and
 stores nothing twice. It stops on cancellation (`stop`) or when the workspace row is deleted.
 
 Each connection reads the workspace row again: where its engine is may have changed since the pump started
@@ -57,6 +57,18 @@ async def sse_events(response: httpx.Response) -> AsyncIterator[dict[str, Any]]:
             data.append(line[5:].removeprefix(" "))
 
 
+STORE_BATCH = 200  # events stored in one transaction at most
+_ENDED = object()  # the reader's last item: the engine's stream ended (or broke: the reader task says how)
+
+
+async def _read_into(events: AsyncIterator[dict[str, Any]], arrived: asyncio.Queue) -> None:
+    try:
+        async for event in events:
+            arrived.put_nowait(event)
+    finally:
+        arrived.put_nowait(_ENDED)
+
+
 def _observe_delay(ts: str | None) -> None:
     """Engine timestamp -> stored, into `replicas_event_store_delay_seconds` (clocks of one machine, or NTP's)."""
     try:
@@ -98,18 +110,37 @@ class EventPump:
                 await response.aread()
                 raise httpx.HTTPStatusError(f"engine /events answered {response.status_code}",
                                             request=response.request, response=response)
-            async for event in sse_events(response):
-                # Shielded: a pump stopped (cancelled) mid-transaction would leave its connection inside a
-                # write transaction (SQLite's write lock held until the connection is collected). The store
-                # finishes, briefly, on its own; the event it holds is stored, not lost.
-                stored = await asyncio.shield(asyncio.ensure_future(self._store(workspace.id, event)))
-                for item in stored:
-                    _observe_delay(item.get("ts"))
-                    await self.hub.publish(workspace.id, item)
+            # A reader task takes the engine's events as they come; this loop stores what has arrived meanwhile in
+            # one transaction. A burst (an agent's deltas) then costs one commit, not one per event, and a later
+            # event does not wait behind the commits of each earlier one.
+            arrived: asyncio.Queue = asyncio.Queue()
+            reader = asyncio.create_task(_read_into(sse_events(response), arrived), name=f"event-reader-{workspace.id}")
+            try:
+                while True:
+                    batch = [await arrived.get()]
+                    while not arrived.empty() and len(batch) < STORE_BATCH:
+                        batch.append(arrived.get_nowait())
+                    ended = batch[-1] is _ENDED
+                    batch = [event for event in batch if event is not _ENDED]
+                    if batch:
+                        # Shielded: a pump stopped (cancelled) mid-transaction would leave its connection inside a
+                        # write transaction (SQLite's write lock held until the connection is collected). The store
+                        # finishes, briefly, on its own; the events it holds are stored, not lost.
+                        stored = await asyncio.shield(asyncio.ensure_future(self._store(workspace.id, batch)))
+                        for item in stored:
+                            _observe_delay(item.get("ts"))
+                            await self.hub.publish(workspace.id, item)
+                    if ended:
+                        await reader  # the stream's end, or what broke it
+                        return
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
 
-    async def _store(self, workspace_id: uuid.UUID, event: dict) -> list[dict]:
+    async def _store(self, workspace_id: uuid.UUID, events: list[dict]) -> list[dict]:
         async with self.sessions() as session:
-            return await store_events(session, workspace_id, [event], self.on_stored)
+            return await store_events(session, workspace_id, events, self.on_stored)
 
     async def _reload(self, workspace: Workspace) -> Workspace | None:
         async with self.sessions() as session:
