@@ -38,9 +38,9 @@ async def queued(app) -> list[tuple[str, str]]:
             select(TeamMessage).where(TeamMessage.kind.in_(("reaction", "notice"))).order_by(TeamMessage.kind))]
 
 
-async def test_the_reaction_and_notice_survive_a_restart_and_are_posted_once(tmp_path, stand_in):
-    mention = json.loads((PAYLOADS / "slack_app_mention.json").read_text())
-    # The first app's watcher makes its pass at start, then not for an hour: the delivery comes in between.
+async def first_delivery(tmp_path, stand_in) -> tuple[str, list[tuple[str, str]]]:
+    """An organization with Slack connected (and no environment) and a mention delivered to an app whose watcher
+    makes its pass at start, then not for an hour; returns the receiver's path and what was queued."""
     first = create_app(settings_for(tmp_path, interval=3600))
     async with first.router.lifespan_context(first):
         async with first.state.sessions() as session:
@@ -48,11 +48,18 @@ async def test_the_reaction_and_notice_survive_a_restart_and_are_posted_once(tmp
             key = await auth.create_org_key(session, org, name="test")
             await session.commit()
         async with _client(first, key) as client, _client(first, None) as anonymous:
-            path = await connect(client, stand_in, "slack")  # the organization has no environment
+            path = await connect(client, stand_in, "slack")
+            mention = json.loads((PAYLOADS / "slack_app_mention.json").read_text())
             assert (await post(anonymous, path, slack(mention))).status_code == 202
-        assert await queued(first) == [("notice", "to_post"), ("reaction", "to_post")]
         await asyncio.sleep(0.5)
+        return path, await queued(first)
+
+
+async def test_the_reaction_and_notice_survive_a_restart_and_are_posted_once(tmp_path, stand_in):
+    path, rows = await first_delivery(tmp_path, stand_in)
+    assert rows == [("notice", "to_post"), ("reaction", "to_post")]
     assert stand_in.requests == []  # stopped before anything reached Slack
+    mention = json.loads((PAYLOADS / "slack_app_mention.json").read_text())
 
     second = create_app(settings_for(tmp_path, interval=0.1))
     async with second.router.lifespan_context(second):
@@ -86,20 +93,6 @@ async def stopped_while_posting(app, stand_in, attempts: int) -> None:
             return len(stand_in.made("POST", r"/slack/reactions.add$")) == attempts
         await wait_for(posting, timeout=20, what=f"reactions.add #{attempts}")
         assert await reaction_status(app) == ("posting" if attempts == 1 else "reposting")
-
-
-async def first_delivery(tmp_path, stand_in) -> None:
-    """An organization with Slack connected and a mention delivered; the app's watcher then makes no pass."""
-    first = create_app(settings_for(tmp_path, interval=3600))
-    async with first.router.lifespan_context(first):
-        async with first.state.sessions() as session:
-            org = await auth.get_or_create_organization(session, "acme")
-            key = await auth.create_org_key(session, org, name="test")
-            await session.commit()
-        async with _client(first, key) as client, _client(first, None) as anonymous:
-            path = await connect(client, stand_in, "slack")
-            mention = json.loads((PAYLOADS / "slack_app_mention.json").read_text())
-            assert (await post(anonymous, path, slack(mention))).status_code == 202
 
 
 async def test_a_reaction_whose_poster_died_is_posted_again_once_its_claim_expires(tmp_path, stand_in):
