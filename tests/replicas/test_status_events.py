@@ -1,14 +1,15 @@
 """`GET /v1/replicas/status-events`, the organization-wide live status stream behind the replicas list, against a
 real server on SQLite and PostgreSQL: a change made through the API reaches a connected client at once (pushed,
 well before the stream's safety re-read), another organization's replicas never do, and a client that comes back
-with `Last-Event-ID` gets what changed while it was away. On PostgreSQL a change made through another process
-arrives too (NOTIFY)."""
+with `Last-Event-ID` gets what changed while it was away, replicas deleted meanwhile included (their tombstones,
+pruned after a day). On PostgreSQL a change made through another process arrives too (NOTIFY)."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 import uuid
+from datetime import timedelta
 
 import httpx
 import pytest
@@ -16,7 +17,9 @@ from httpx_sse import ServerSentEvent, aconnect_sse
 from sqlalchemy import select
 
 from replicas.api.routers.replica_extensions import STATUS_EVENTS_SAFETY_SECONDS
-from replicas.store.models import Organization, Workspace, utcnow
+from replicas.services.replica_index import RESUME_MARGIN_MICROSECONDS
+from replicas.services.replica_status_feed import TOMBSTONE_DAYS
+from replicas.store.models import Organization, ReplicaTombstone, Workspace, utcnow
 from tests.live_server import LiveServer, live_settings
 
 PUSHED_WITHIN = 5.0  # seconds: far below the safety re-read, so only a push can make it
@@ -149,6 +152,80 @@ async def test_a_client_back_with_last_event_id_gets_what_changed_meanwhile(serv
             assert updates[first] == "archived"
             assert set(updates) <= {first, second}
             assert int(frame.id) >= int(cursor)
+        finally:
+            await stream.close()
+
+
+async def catch_up(stream: StatusStream) -> dict[str, tuple[str, dict]]:
+    """The frames a resumed stream sends before its cursor: replica id -> (event, replica)."""
+    frames = {}
+    while True:
+        frame = await stream.next()
+        if frame.data == "":
+            return frames
+        frames[frame.json()["replica"]["id"]] = (frame.event, frame.json()["replica"])
+
+
+async def test_a_replica_deleted_while_the_client_was_away_is_reported_on_resume(server):
+    key, (first, second, third) = organization(server, "first", "second", "third")
+    other_key, (theirs,) = organization(server, "theirs")
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        stream = StatusStream(client, key)
+        cursor = await stream.cursor()
+        await stream.close()
+
+        await change(client, key, "DELETE", f"/v1/replica/{second}")
+        await change(client, other_key, "DELETE", f"/v1/replica/{theirs}")
+        # A tombstone older than a day is pruned by the next deletion (this one's own is kept).
+        async def age_tombstone() -> None:
+            async with server.app.state.sessions() as session:
+                tombstone = await session.get(ReplicaTombstone, uuid.UUID(second))
+                tombstone.deleted_at = utcnow() - timedelta(days=TOMBSTONE_DAYS, minutes=1)
+                await session.commit()
+
+        stream = StatusStream(client, key, last_event_id=cursor)
+        try:
+            frames = await catch_up(stream)
+            assert frames[second] == ("replica.deleted", {"id": second})
+            assert theirs not in frames  # another organization's deletion is never sent
+        finally:
+            await stream.close()
+
+        await asyncio.to_thread(server.call, age_tombstone())
+        await change(client, key, "DELETE", f"/v1/replica/{third}")
+        stream = StatusStream(client, key, last_event_id=cursor)
+        try:
+            frames = await catch_up(stream)
+            assert frames[third] == ("replica.deleted", {"id": third})
+            assert second not in frames
+            assert set(frames) <= {first, third}
+        finally:
+            await stream.close()
+
+    async def tombstones() -> set[str]:
+        async with server.app.state.sessions() as session:
+            return {str(row_id) for row_id in await session.scalars(select(ReplicaTombstone.replica_id))}
+
+    assert {second, third} & await asyncio.to_thread(server.call, tombstones()) == {third}
+
+
+async def test_a_deletion_seen_live_moves_the_cursor_past_it(server):
+    """A client that saw a deletion live and resumes from the cursor it was given is not told of it again."""
+    key, (first, second) = organization(server, "first", "second")
+    async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
+        stream = StatusStream(client, key)
+        try:
+            await stream.cursor()
+            await change(client, key, "DELETE", f"/v1/replica/{second}")
+            frame = await stream.next()
+            assert frame.event == "replica.deleted"
+            cursor = frame.id
+        finally:
+            await stream.close()
+        # Resumed one margin later, so that only what came after the cursor is sent.
+        stream = StatusStream(client, key, last_event_id=str(int(cursor) + RESUME_MARGIN_MICROSECONDS + 1))
+        try:
+            assert await catch_up(stream) == {}
         finally:
             await stream.close()
 

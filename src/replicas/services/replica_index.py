@@ -13,7 +13,8 @@ every process writes, for rows changed since its last look and rows gone. It als
 Each change carries `id:`, a cursor (the newest `updated_at` seen, in microseconds since the epoch); a stream
 opened with that cursor first sends every replica changed since (`replica.created` for those created since),
 with a margin for clocks and late commits: a change may come twice, and each carries the whole item. A replica
-deleted while no stream was open is not reported (the store keeps no trace of it).
+deleted since is reported too (`replica.deleted`), from the tombstone its deletion left; tombstones are kept a
+day (replica_status_feed.TOMBSTONE_DAYS), so a client away longer should read the list again.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from replicas.services.principal import Principal
 from replicas.services.replica_status_feed import ANY_ORGANIZATION
 from replicas.services.replica_views import list_item
 from replicas.services.workspaces import POOLED
-from replicas.store.models import Workspace, aware
+from replicas.store.models import ReplicaTombstone, Workspace, aware
 
 
 def indexed_item(row: Workspace) -> dict[str, Any]:
@@ -87,9 +88,12 @@ async def status_changes(sessions: async_sessionmaker[AsyncSession], hub: EventH
         if after is not None:
             since = after - RESUME_MARGIN_MICROSECONDS
             missed = [row_id for row_id, updated in known.items() if _micros(updated) > since]
+            deleted = await _tombstones(sessions, org, since=since)
+            cursor = max([cursor, after, *deleted.values()])
             for kind, item in await _items(sessions, missed, lambda row: _micros(row.created_at) > since):
-                yield kind, {"replica": item}, max(cursor, after)
-            cursor = max(cursor, after)
+                yield kind, {"replica": item}, cursor
+            for row_id in deleted:
+                yield "replica.deleted", {"replica": {"id": str(row_id)}}, cursor
         yield cursor
         while True:
             await watch.changed(safety_interval)
@@ -98,7 +102,10 @@ async def status_changes(sessions: async_sessionmaker[AsyncSession], hub: EventH
             cursor = max([cursor, *(_micros(updated) for updated in current.values())])
             for kind, item in await _items(sessions, changed, lambda row, seen=known: row.id not in seen):
                 yield kind, {"replica": item}, cursor
-            for row_id in known.keys() - current.keys():
+            gone = known.keys() - current.keys()
+            if gone:
+                cursor = max([cursor, *(await _tombstones(sessions, org, ids=gone)).values()])
+            for row_id in gone:
                 yield "replica.deleted", {"replica": {"id": str(row_id)}}, cursor
             known = current
     finally:
@@ -150,6 +157,20 @@ async def _look(sessions: async_sessionmaker[AsyncSession], org: uuid.UUID) -> d
         return {row_id: aware(updated) for row_id, updated in await session.execute(
             select(Workspace.id, Workspace.updated_at).where(Workspace.organization_id == org,
                                                              Workspace.status != POOLED))}
+
+
+async def _tombstones(sessions: async_sessionmaker[AsyncSession], org: uuid.UUID, *, since: int | None = None,
+                      ids: set[uuid.UUID] | None = None) -> dict[uuid.UUID, int]:
+    """The organization's deleted replicas (deleted after the cursor `since`, or among `ids`) with the time of
+    their deletion as a cursor, oldest first."""
+    where = [ReplicaTombstone.organization_id == org]
+    if ids is not None:
+        where.append(ReplicaTombstone.replica_id.in_(ids))
+    async with sessions() as session:
+        rows = await session.execute(select(ReplicaTombstone.replica_id, ReplicaTombstone.deleted_at).where(*where)
+                                     .order_by(ReplicaTombstone.deleted_at))
+        deleted = {row_id: _micros(deleted_at) for row_id, deleted_at in rows}
+    return {row_id: at for row_id, at in deleted.items() if since is None or at > since}
 
 
 async def _items(sessions: async_sessionmaker[AsyncSession], ids: list[uuid.UUID],

@@ -17,6 +17,10 @@ them:
 A signal carries nothing but the organization: the streams read the store, the one source of truth, and still
 re-read it after a quiet spell, so a lost signal costs latency, never a change.
 
+A listed workspace row deleted through the ORM also leaves a `ReplicaTombstone` in the same transaction (its id,
+organization and time, pruned after `TOMBSTONE_DAYS`), so that a stream resuming after the deletion still reports
+it. (An organization deleted takes its rows and tombstones with it; nobody is left to tell.)
+
     connect(sessions, hub)                  # once, where the sessions and the hub meet (ReplicaService)
     subscription = hub.subscribe(status_key(org_id))
 """
@@ -24,20 +28,23 @@ re-read it after a quiet spell, so a lost signal costs latency, never a change.
 from __future__ import annotations
 
 import asyncio
+from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import event, inspect, text
+from sqlalchemy import delete, event, insert, inspect, text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session
 
 from replicas.events.fanout import EventHub
 from replicas.events.notify import STATUS_CHANNEL, status_key
-from replicas.store.models import Workspace
+from replicas.services.workspaces import POOLED
+from replicas.store.models import ReplicaTombstone, Workspace, utcnow
 
 ANY_ORGANIZATION = "*"
 # The columns behind a list item (and the organization, which decides who sees it).
 WATCHED = frozenset({"name", "status", "source", "created_at", "last_activity_at", "repositories", "pull_requests",
                      "organization_id"})
+TOMBSTONE_DAYS = 1
 _HUB = "replicas.status_feed.hub"
 _MARKED = "replicas.status_feed.marked"
 _tasks: set[asyncio.Task] = set()
@@ -64,6 +71,17 @@ def _row_changed(_mapper, connection, row: Workspace) -> None:
     session = Session.object_session(row)
     if session is not None and row.organization_id is not None:
         _mark(session, str(row.organization_id), connection)
+
+
+def _row_deleted(mapper, connection, row: Workspace) -> None:
+    _row_changed(mapper, connection, row)
+    if row.organization_id is None or row.status == POOLED:  # a pooled workspace was never listed
+        return
+    now = utcnow()
+    pruned = now - timedelta(days=TOMBSTONE_DAYS)
+    connection.execute(delete(ReplicaTombstone).where(ReplicaTombstone.deleted_at < pruned))
+    connection.execute(insert(ReplicaTombstone).values(replica_id=row.id, organization_id=row.organization_id,
+                                                       deleted_at=now))
 
 
 def _row_updated(mapper, connection, row: Workspace) -> None:
@@ -115,7 +133,7 @@ def _rolled_back(session: Session, *_args: Any) -> None:
 
 
 event.listen(Workspace, "after_insert", _row_changed)
-event.listen(Workspace, "after_delete", _row_changed)
+event.listen(Workspace, "after_delete", _row_deleted)
 event.listen(Workspace, "after_update", _row_updated)
 event.listen(Session, "do_orm_execute", _bulk_statement)
 event.listen(Session, "after_commit", _committed)

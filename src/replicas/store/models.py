@@ -481,6 +481,17 @@ class Workspace(Base):
     auto_stop_minutes: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
 
+class ReplicaTombstone(Base):
+    """A replica deleted, kept a day so that a status stream resuming after it (`Last-Event-ID`) still reports
+    the deletion: the workspace row itself is gone. Written in the deleting transaction
+    (services/replica_status_feed.py), pruned there too."""
+
+    __tablename__ = "replica_tombstones"
+    replica_id: Mapped[uuid.UUID] = mapped_column(Uuid, primary_key=True)
+    organization_id: Mapped[uuid.UUID] = _org()
+    deleted_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, index=True)
+
+
 class ProviderCredential(Base):
     """An agent provider's API key (e.g. `opencode-go`), for the organization (`user_id` null) or one user.
 
