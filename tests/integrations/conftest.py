@@ -108,3 +108,12 @@ async def github_workspaces(app) -> list[Workspace]:
     async with app.state.sessions() as session:
         return list(await session.scalars(select(Workspace).where(Workspace.source == "github")
                                           .order_by(Workspace.created_at)))
+
+
+async def notes_on(stand_in, noteable: str, count: int = 1) -> list:
+    """The notes posted on acme/shop's `noteable` (`issues/4`, `merge_requests/1`), once `count` are (waited for)."""
+    async def found():
+        made = stand_in.made("POST", rf"/gitlab/projects/[^/]+/{noteable}/notes$")
+        return made if len(made) >= count else None
+
+    return await wait_for(found, timeout=120, what=f"{count} note(s) on {noteable}")

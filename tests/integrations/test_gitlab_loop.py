@@ -27,6 +27,7 @@ from tests.integrations.conftest import (
     GITLAB_ORIGIN,
     connect,
     gitlab_hook,
+    notes_on,
     open_pull_request,
     prompt_with,
     turns,
@@ -46,14 +47,6 @@ def payload(name: str) -> dict:
 
 def header(recorded, name: str) -> str | None:
     return {key.lower(): value for key, value in recorded.headers.items()}.get(name.lower())
-
-
-async def notes_on(stand_in, noteable: str, count: int = 1) -> list:
-    async def found():
-        made = stand_in.made("POST", rf"/gitlab/projects/[^/]+/{noteable}/notes$")
-        return made if len(made) >= count else None
-
-    return await wait_for(found, timeout=120, what=f"{count} note(s) on {noteable}")
 
 
 async def gitlab_workspaces(app) -> list[Workspace]:

@@ -16,25 +16,17 @@ from tests.integrations.conftest import (
     GITLAB_ORIGIN,
     connect,
     gitlab_hook,
+    notes_on,
     open_pull_request,
     payload,
     prompt_with,
     turns,
 )
-from tests.replicas.conftest import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.replica_settings(**FAST),
               pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)]
 
 MERGE_REQUEST = "https://gitlab.example.com/acme/shop/-/merge_requests/1"
-
-
-async def notes_on(stand_in, noteable: str, count: int) -> list:
-    async def found():
-        made = stand_in.made("POST", rf"/gitlab/projects/[^/]+/{noteable}/notes$")
-        return made if len(made) >= count else None
-
-    return await wait_for(found, timeout=120, what=f"{count} note(s) on {noteable}")
 
 
 async def test_a_branch_pipeline_and_a_push_to_main_reach_the_merge_requests_workspace(app, client, anonymous,

@@ -19,7 +19,7 @@ from replicas.engine.publish import Publisher
 from replicas.store.models import Workspace, WorkspaceEvent
 from replicas.testing import ShellCall, Text
 from tests.automations.test_receivers import post
-from tests.integrations.conftest import BRANCH, FAST, TOKENS, connect, gitlab_hook, payload
+from tests.integrations.conftest import BRANCH, FAST, TOKENS, connect, gitlab_hook, notes_on, payload
 from tests.replicas.conftest import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.replica_settings(**FAST)]
@@ -67,10 +67,7 @@ async def test_a_gitlab_workspace_pushes_with_the_integrations_token(app, client
                            for r in stand_in.git_requests)
 
     # The merge request of that branch is opened and linked on the issue.
-    async def noted():
-        return stand_in.made("POST", r"/gitlab/projects/15/issues/4/notes$") or None
-
-    [note] = await wait_for(noted, timeout=120, what="the note on the issue")
+    [note] = await notes_on(stand_in, "issues/4")
     assert note.body["body"].startswith(f"Merge request: {stand_in.url}/acme/shop/-/merge_requests/1")
     [opened] = stand_in.made("POST", r"/gitlab/projects/15/merge_requests$")
     assert opened.body["source_branch"] == BRANCH

@@ -14,7 +14,7 @@ from replicas.events import store_events
 from replicas.store.models import Workspace
 from replicas.testing import Text
 from tests.automations.test_receivers import post
-from tests.integrations.conftest import FAST, GITLAB_ORIGIN, connect, gitlab_hook, open_pull_request, payload
+from tests.integrations.conftest import FAST, GITLAB_ORIGIN, connect, gitlab_hook, notes_on, open_pull_request, payload
 from tests.replicas.conftest import wait_for
 
 pytestmark = [pytest.mark.slow, pytest.mark.replica_settings(**FAST),
@@ -46,10 +46,7 @@ async def test_the_merge_request_and_a_pull_request_reported_meanwhile_both_stay
             "type": "repo.status.changed", "payload": {"repos": repos}}], app.state.replicas._on_stored)
     gate.set()
 
-    async def noted():
-        return stand_in.made("POST", r"/gitlab/projects/15/issues/4/notes$") or None
-
-    [note] = await wait_for(noted, timeout=60, what="the note on the issue")
+    [note] = await notes_on(stand_in, "issues/4")
     assert MERGE_REQUEST in note.body["body"]
     listed = (await client.get(f"/v1/replica/{workspace.id}")).json()["replica"]["pull_requests"]
     urls = [pr["url"] for pr in listed]
