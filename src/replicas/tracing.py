@@ -1,7 +1,9 @@
 """Optional OpenTelemetry traces of a control-plane process: a span per API request (api/observability.py) and
 per engine call (services/workspaces.py), exported as OTLP/HTTP to a collector.
 
-Off by default. `REPLICAS_OTEL_ENABLED=true` turns it on, `REPLICAS_OTEL_ENDPOINT` names the collector's traces URL
+Off by default. OpenTelemetry's own `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`) turns it
+on, as for any OpenTelemetry program, with the exporter reading its standard variables (headers, timeout,
+`OTEL_SERVICE_NAME`). Or `REPLICAS_OTEL_ENABLED=true`, with `REPLICAS_OTEL_ENDPOINT` the collector's traces URL
 (default `http://127.0.0.1:4318/v1/traces`) and `REPLICAS_OTEL_SERVICE_NAME` the service (default `replicas`).
 The packages are the `otel` extra (`pip install 'replicas[otel]'`): turned on without them, the server says so
 at start-up and runs without traces. Off, `span` costs one check.
@@ -20,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import os
 from collections.abc import Iterator
 from typing import Any
 
@@ -33,7 +36,8 @@ _tracer: Any = None
 def configure(settings: Settings) -> None:
     """Start exporting spans when the settings ask for it (see the module docstring)."""
     global _provider, _tracer
-    if not settings.otel_enabled:
+    standard = os.environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not settings.otel_enabled and not standard:
         return
     try:
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
@@ -41,13 +45,20 @@ def configure(settings: Settings) -> None:
         from opentelemetry.sdk.trace import TracerProvider
         from opentelemetry.sdk.trace.export import BatchSpanProcessor
     except ImportError:
-        log.warning("REPLICAS_OTEL_ENABLED is set but the OpenTelemetry packages are not installed "
+        log.warning("traces are asked for but the OpenTelemetry packages are not installed "
                     "(pip install 'replicas[otel]'): no traces")
         return
-    _provider = TracerProvider(resource=Resource.create({"service.name": settings.otel_service_name}))
-    _provider.add_span_processor(BatchSpanProcessor(OTLPSpanExporter(endpoint=settings.otel_endpoint)))
+    if settings.otel_enabled:
+        exporter, endpoint = OTLPSpanExporter(endpoint=settings.otel_endpoint), settings.otel_endpoint
+        resource = Resource.create({"service.name": settings.otel_service_name})
+    else:  # the standard variables: the exporter and the resource read them
+        exporter, endpoint = OTLPSpanExporter(), standard
+        resource = Resource.create({} if os.environ.get("OTEL_SERVICE_NAME")
+                                   else {"service.name": settings.otel_service_name})
+    _provider = TracerProvider(resource=resource)
+    _provider.add_span_processor(BatchSpanProcessor(exporter))
     _tracer = _provider.get_tracer("replicas")
-    log.info("tracing: OTLP/HTTP to %s", settings.otel_endpoint)
+    log.info("tracing: OTLP/HTTP to %s", endpoint)
 
 
 def enabled() -> bool:

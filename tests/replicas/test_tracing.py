@@ -33,14 +33,19 @@ class Collector:
     def __init__(self):
         self.spans: list[tuple[str, dict, int]] = []
         self.content_types: set[str] = set()
+        self.paths: set[str] = set()
+        self.services: set[str] = set()
         collector = self
 
         class Handler(BaseHTTPRequestHandler):
             def do_POST(self):  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers["Content-Length"]))
                 collector.content_types.add(self.headers["Content-Type"])
+                collector.paths.add(self.path)
                 request = ExportTraceServiceRequest.FromString(body)
                 for resource in request.resource_spans:
+                    collector.services.update(a.value.string_value for a in resource.resource.attributes
+                                              if a.key == "service.name")
                     for scope in resource.scope_spans:
                         for span in scope.spans:
                             attributes = {a.key: a.value.string_value or a.value.int_value for a in span.attributes}
@@ -106,3 +111,15 @@ async def test_no_span_leaves_when_tracing_is_off(tmp_path, postgres_url, collec
             assert (await client.get("/v1/replica")).status_code == 200
     assert collector.spans == []
 
+
+
+async def test_the_standard_otel_endpoint_variable_turns_traces_on(tmp_path, postgres_url, collector, monkeypatch):
+    """`OTEL_EXPORTER_OTLP_ENDPOINT`, as for any OpenTelemetry program: the exporter adds `/v1/traces`."""
+    monkeypatch.setenv("OTEL_EXPORTER_OTLP_ENDPOINT", collector.url.removesuffix("/v1/traces"))
+    monkeypatch.setenv("OTEL_SERVICE_NAME", "replicas-eu")
+    app = create_app(settings_for(tmp_path, postgres_url))
+    async with app.router.lifespan_context(app):
+        async with _client(app, KEY) as client:
+            assert (await client.get("/v1/replica")).status_code == 200
+    assert collector.named("GET /v1/replica")
+    assert collector.paths == {"/v1/traces"} and collector.services == {"replicas-eu"}
