@@ -142,6 +142,20 @@ class EnvironmentPage(Dashboard):
     def mcp_result(self, name: str):
         return self.page.get_by_role("status", name=f"{name} test result")
 
+    # The add/edit form; its Test checks the server as entered (`mcp_output`/`mcp_result` of ENTERED).
+    ENTERED = "The server as entered"
+
+    def fill_mcp(self, name: str, transport: str, fields: dict[str, str]) -> None:
+        """Fill the form: `fields` by label (Command, Arguments, URL)."""
+        form = self.page.get_by_role("form", name="MCP server")
+        form.get_by_label("Name", exact=True).fill(name)
+        form.get_by_label("Transport").select_option(transport)
+        for label, value in fields.items():
+            form.get_by_label(label, exact=True).fill(value)
+
+    def test_entered_mcp(self) -> None:
+        self.page.get_by_role("button", name="Test the server as entered").click()
+
 
 class ApiKeysPage(Dashboard):
     def open(self) -> None:

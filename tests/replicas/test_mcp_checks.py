@@ -147,3 +147,36 @@ async def test_another_organizations_server_is_not_found(client, make_org, greet
         assert response.status_code == 404 and set(response.json()) == {"error", "details"}
     missing = await client.post(f"/v1/environments/{greeter_env}/mcps/00000000-0000-0000-0000-000000000000/test")
     assert missing.status_code == 404 and missing.json()["error"] == "Environment MCP not found"
+
+
+async def test_a_server_not_saved_yet_is_tested_and_nothing_is_stored(client, greeter_env, http_mcp_url):
+    """The add/edit form's Test: `POST .../mcps/test[/stream]` with the server as the form holds it."""
+    draft = {"name": "greeter", "transport": "stdio", "config": {"command": sys.executable, "args": ["greeter.py"]}}
+    response = await client.post(f"/v1/environments/{greeter_env}/mcps/test/stream", json=draft, timeout=120)
+    assert response.status_code == 200 and response.headers["content-type"].startswith("text/event-stream")
+    events = sse_events(response.text)
+    output = "".join(data["output"] for kind, data in events if kind == "output")
+    assert "greeter: starting with say_hi" in output
+    assert events[-1][0] == "complete" and events[-1][1]["ok"] is True and events[-1][1]["tools"] == ["say_hi"]
+
+    remote = {"transport": "http", "config": {"url": http_mcp_url}}  # no name: it only labels the check
+    test = (await client.post(f"/v1/environments/{greeter_env}/mcps/test", json=remote, timeout=60)).json()["test"]
+    assert test["ok"] is True and test["server"] == {"name": "remote-tools", "version": "0.9"}, test
+
+    listed = await client.get(f"/v1/environments/{greeter_env}/mcps")
+    assert listed.json()["environment_mcps"] == []
+
+
+async def test_a_draft_is_checked_as_a_create_is(client, make_org, greeter_env):
+    base = f"/v1/environments/{greeter_env}/mcps"
+    for body, details in (({"transport": "stdio", "config": {"args": ["x"]}}, "config.command"),
+                          ({"transport": "http", "config": {"url": "ftp://example.com"}}, "config.url"),
+                          ({"transport": "carrier-pigeon", "config": {}}, "transport")):
+        for path in ("test", "test/stream"):
+            response = await client.post(f"{base}/{path}", json=body)
+            assert response.status_code == 400, response.text
+            assert set(response.json()) == {"error", "details"} and details in response.json()["details"]
+    other = await make_org()
+    response = await other.client.post(f"{base}/test", json={"transport": "http",
+                                                             "config": {"url": "http://127.0.0.1:9/mcp"}})
+    assert response.status_code == 404 and set(response.json()) == {"error", "details"}

@@ -15,6 +15,9 @@ protocol_version, tools, error}`. Nothing is stored.
     check = await prepare_check(session, principal, sandbox, env_ref, mcp_id)   # 404s, no sandbox: raised here
     async for event in run_check(check):                                          # progress, output, complete
         ...
+
+`prepare_draft_check` checks a server that is not saved yet (the add/edit form's Test): its transport and
+config are checked as a create would check them (400 otherwise), then it runs the same way.
 """
 
 from __future__ import annotations
@@ -81,12 +84,24 @@ async def prepare_check(session, principal: Principal, sandbox: HookSandbox, env
     env = await resolve_environment(session, principal, env_ref)
     row = await env_mcps.get_mcp(session, principal, env, mcp_id)
     config = json.loads(sandbox.box.decrypt(row.config_encrypted))
-    check = McpCheck(row.name, row.transport, config)
-    if row.transport == "stdio":
+    return await _prepare(session, principal, sandbox, env, McpCheck(row.name, row.transport, config))
+
+
+async def prepare_draft_check(session, principal: Principal, sandbox: HookSandbox, env_ref: str, *,
+                              transport: str, config: Any, name: str | None = None) -> McpCheck:
+    """As `prepare_check`, for a server not saved: `config` is checked against `transport` as a create checks
+    it (400), the name only labels the check."""
+    env = await resolve_environment(session, principal, env_ref)
+    draft = McpCheck(name or "draft", transport, env_mcps.normalize_config(transport, config))
+    return await _prepare(session, principal, sandbox, env, draft)
+
+
+async def _prepare(session, principal: Principal, sandbox: HookSandbox, env, check: McpCheck) -> McpCheck:
+    if check.transport == "stdio":
         await sandbox.runtime.check_isolation()
         resolved = await provisioning.resolve_workspace_config(session, sandbox.box, principal, str(env.id))
-        check.run = SandboxHookRun(sandbox.runtime, resolved, probe_script(config), settings=sandbox.settings,
-                                   label=f"MCP server {row.name}",
+        check.run = SandboxHookRun(sandbox.runtime, resolved, probe_script(check.config), settings=sandbox.settings,
+                                   label=f"MCP server {check.name}",
                                    timeout=PROBE_TIMEOUT_SECONDS + SANDBOX_MARGIN_SECONDS)
     await session.close()
     return check

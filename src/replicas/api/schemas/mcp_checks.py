@@ -2,7 +2,22 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from pydantic import BaseModel, Field
+
+from replicas.api.schemas.common import Request
+from replicas.api.schemas.env_resources import Transport
+
+
+class McpDraftTestRequest(Request):
+    """A server as the add/edit form holds it, not saved: the shape of a create (`name` optional, a label)."""
+
+    name: str | None = Field(None, max_length=64)
+    transport: Transport
+    # The shape depends on `transport` (stdio {command, args?, env?}, http/sse {url, headers?}); checked as a
+    # create checks it.
+    config: dict[str, Any]
 
 
 class McpServerInfo(BaseModel):

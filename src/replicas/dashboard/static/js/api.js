@@ -142,6 +142,9 @@ export const environments = {
   skills: nested("skills", "environment_skills", "environment_skill"),
   testMcp: (environmentId, mcpId, onEvent, options = {}) =>
     stream(`${E(environmentId)}/mcps/${id(mcpId)}/test/stream`, { method: "POST", body: {}, reconnect: false, onEvent, ...options }),
+  // A server not saved yet ({name, transport, config}, as the add/edit form holds it).
+  testMcpDraft: (environmentId, draft, onEvent, options = {}) =>
+    stream(`${E(environmentId)}/mcps/test/stream`, { method: "POST", body: draft, reconnect: false, onEvent, ...options }),
   searchSkills: async (q) => (await get("/v1/environment-skills/search", { q })).skills,
   warmHooks: (environmentId) => get(`${E(environmentId)}/warm-hooks`),
   saveWarmHook: (environmentId, content) => post(`${E(environmentId)}/warm-hooks/save`, { content }),

@@ -5,6 +5,7 @@ import { useEffect, useRef, useState } from "preact/hooks";
 import { html } from "../html.js";
 import { environments, repositories, session } from "../api.js";
 import { ConfirmButton, ErrorBox, Field, Loaded, Loading, StatusBadge, useLoad, when } from "../components/ui.js";
+import { Mcps } from "./environment-mcps.js";
 
 const VIEWS = [["settings", "Settings"], ["variables", "Variables"], ["files", "Files"], ["skills", "Skills"],
   ["mcps", "MCP servers"], ["hooks", "Hooks"], ["pool", "Warm pool"]];
@@ -164,67 +165,6 @@ function Skills({ envId }) {
     <${ErrorBox} error=${saving.error} />
     ${found ? found.length ? html`<ul>${found.map((s) => html`<li>${s.name} <span class="hint">${s.source} · ${s.installs} installs</span>
       <button type="button" onClick=${() => add(s)}>Enable</button></li>`)}</ul>` : html`<p class="state empty">No skills found.</p>` : null}
-  </div>`;
-}
-
-function Mcps({ envId }) {
-  const [mcps, state] = useLoad(() => environments.mcps.list(envId), [envId]);
-  const [draft, setDraft] = useState({ name: "", transport: "http", url: "", command: "", args: "" });
-  const saving = useSaving();
-  const set = (key) => (e) => setDraft({ ...draft, [key]: e.target.value });
-  async function add(event) {
-    event.preventDefault();
-    const config = draft.transport === "stdio"
-      ? { command: draft.command, args: draft.args.split(" ").filter(Boolean), env: {} } : { url: draft.url, headers: {} };
-    if (await saving.run(() => environments.mcps.create(envId, { name: draft.name, transport: draft.transport, config }))) state.reload();
-  }
-  return html`<div>
-    <${Loaded} state=${state} data=${mcps} empty="No MCP servers.">${(list) => html`<ul class="mcps">${list.map((m) => html`<li key=${m.id}>
-      <${McpServer} envId=${envId} server=${m} onRemoved=${state.reload} /></li>`)}</ul>`}<//>
-    <h2>Add an MCP server</h2>
-    <form class="row" onSubmit=${add}>
-      <${Field} label="Name"><input name="name" required value=${draft.name} onInput=${set("name")} /><//>
-      <${Field} label="Transport"><select name="transport" value=${draft.transport} onChange=${set("transport")}>
-        <option value="http">http</option><option value="sse">sse</option><option value="stdio">stdio</option></select><//>
-      ${draft.transport === "stdio"
-        ? html`<${Field} label="Command"><input name="command" required value=${draft.command} onInput=${set("command")} /><//>
-               <${Field} label="Arguments"><input name="args" value=${draft.args} onInput=${set("args")} /><//>`
-        : html`<${Field} label="URL"><input name="url" type="url" required value=${draft.url} onInput=${set("url")} /><//>`}
-      <button type="submit" class="primary">Add</button></form>
-    <${ErrorBox} error=${saving.error} /></div>`;
-}
-
-// One MCP server with its Test: the check's progress and the server's stderr stream in, then the outcome (the
-// server's name and tools, or why it did not answer).
-function McpServer({ envId, server, onRemoved }) {
-  const [output, setOutput] = useState("");
-  const [outcome, setOutcome] = useState(null);
-  const [running, setRunning] = useState(false);
-  const stop = useRef(() => {});
-  useEffect(() => () => stop.current(), []);
-  function test() {
-    setOutput("");
-    setOutcome(null);
-    setRunning(true);
-    const fail = (message) => { setOutcome({ ok: false, error: message }); setRunning(false); };
-    stop.current = environments.testMcp(envId, server.id, (event) => {
-      if (event.type === "output") setOutput((o) => o + event.output);
-      else if (event.type === "progress") setOutput((o) => `${o}# ${event.message}\n`);
-      else if (event.type === "complete") { setOutcome(event); setRunning(false); }
-      else if (event.type === "error") fail(event.message);
-    }, { onError: (failure) => fail(failure.message), onEnd: () => setRunning(false) });
-  }
-  const info = outcome?.server ? `${outcome.server.name}${outcome.server.version ? ` ${outcome.server.version}` : ""}` : "The server";
-  return html`<div class="mcp-server"><div class="row">
-      <strong>${server.name}</strong><span class="hint">${server.transport} · ${server.config.url || server.config.command}</span>
-      <button type="button" onClick=${test} disabled=${running} aria-label=${`Test ${server.name}`}>${running ? "Testing…" : "Test"}</button>
-      <${ConfirmButton} label="Remove" danger question=${`Remove the MCP server ${server.name}?`}
-        onConfirm=${async () => { await environments.mcps.remove(envId, server.id); onRemoved(); }} /></div>
-    ${output || running ? html`<pre class="hook-output" role="log" aria-live="polite" aria-label=${`${server.name} test output`}>${output}</pre>` : null}
-    ${outcome ? html`<p role="status" aria-label=${`${server.name} test result`} class=${outcome.ok ? "mcp-result ok" : "mcp-result failed"}>
-      ${outcome.ok
-        ? `Answered: ${info} · ${outcome.tools.length ? `tools: ${outcome.tools.join(", ")}` : "no tools"}`
-        : `Failed: ${outcome.error}`}</p>` : null}
   </div>`;
 }
 
