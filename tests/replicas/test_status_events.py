@@ -129,6 +129,16 @@ async def test_a_bulk_update_of_a_listed_column_reaches_the_stream(server):
             await stream.close()
 
 
+async def catch_up(stream: StatusStream) -> tuple[dict[str, tuple[str, dict]], str]:
+    """The frames a resumed stream sends before its cursor (replica id -> (event, replica)), and that cursor."""
+    frames = {}
+    while True:
+        frame = await stream.next()
+        if frame.data == "":
+            return frames, frame.id
+        frames[frame.json()["replica"]["id"]] = (frame.event, frame.json()["replica"])
+
+
 async def test_a_client_back_with_last_event_id_gets_what_changed_meanwhile(server):
     key, (first, second) = organization(server, "first", "second")
     other_key, (theirs,) = organization(server, "theirs")
@@ -142,28 +152,13 @@ async def test_a_client_back_with_last_event_id_gets_what_changed_meanwhile(serv
 
         stream = StatusStream(client, key, last_event_id=cursor)
         try:
-            updates = {}
-            while True:
-                frame = await stream.next()
-                if frame.data == "":
-                    break  # the cursor after the catch-up
-                updates[frame.json()["replica"]["id"]] = frame.json()["replica"]["status"]
+            frames, resumed_at = await catch_up(stream)
             # A margin may repeat a replica that had not changed; what changed is there, and nothing of theirs.
-            assert updates[first] == "archived"
-            assert set(updates) <= {first, second}
-            assert int(frame.id) >= int(cursor)
+            assert frames[first][1]["status"] == "archived"
+            assert set(frames) <= {first, second}
+            assert int(resumed_at) >= int(cursor)
         finally:
             await stream.close()
-
-
-async def catch_up(stream: StatusStream) -> dict[str, tuple[str, dict]]:
-    """The frames a resumed stream sends before its cursor: replica id -> (event, replica)."""
-    frames = {}
-    while True:
-        frame = await stream.next()
-        if frame.data == "":
-            return frames
-        frames[frame.json()["replica"]["id"]] = (frame.event, frame.json()["replica"])
 
 
 async def test_a_replica_deleted_while_the_client_was_away_is_reported_on_resume(server):
@@ -185,7 +180,7 @@ async def test_a_replica_deleted_while_the_client_was_away_is_reported_on_resume
 
         stream = StatusStream(client, key, last_event_id=cursor)
         try:
-            frames = await catch_up(stream)
+            frames, _ = await catch_up(stream)
             assert frames[second] == ("replica.deleted", {"id": second})
             assert theirs not in frames  # another organization's deletion is never sent
         finally:
@@ -195,7 +190,7 @@ async def test_a_replica_deleted_while_the_client_was_away_is_reported_on_resume
         await change(client, key, "DELETE", f"/v1/replica/{third}")
         stream = StatusStream(client, key, last_event_id=cursor)
         try:
-            frames = await catch_up(stream)
+            frames, _ = await catch_up(stream)
             assert frames[third] == ("replica.deleted", {"id": third})
             assert second not in frames
             assert set(frames) <= {first, third}
@@ -225,7 +220,7 @@ async def test_a_deletion_seen_live_moves_the_cursor_past_it(server):
         # Resumed one margin later, so that only what came after the cursor is sent.
         stream = StatusStream(client, key, last_event_id=str(int(cursor) + RESUME_MARGIN_MICROSECONDS + 1))
         try:
-            assert await catch_up(stream) == {}
+            assert (await catch_up(stream))[0] == {}
         finally:
             await stream.close()
 
