@@ -2,7 +2,8 @@
 cluster the API server stand-in (apiserver.py), driven through the REST API as a user drives it. A replica with a
 first message (the real Claude Code behind the scripted model), its answer in the history and the SSE stream, the
 diff, a control-plane restart (SIGKILL) that reattaches, a follow-up, sleep (pod gone, claim kept), wake (a new
-pod on the same files) and delete (nothing of the workspace left in the cluster).
+pod on the same files) and delete (nothing of the workspace left in the cluster); a preview of a port the agent
+serves in its pod and a terminal session in it, both through the control plane.
 
 Stand-in only: the pods here must reach this machine's control plane and scripted model, which a live cluster's
 cannot; tests/workspaces' `kubernetes` parameter drives a live cluster end to end."""
@@ -11,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 
 import httpx
@@ -20,6 +22,8 @@ from replicas.runtime.bwrap import find_bwrap
 from replicas.runtime.k8s_objects import workspace_name
 from replicas.testing.script import ShellCall, Text, WriteFile
 from tests.agents.test_real_clis import agent_tools, model  # noqa: F401 - fixtures
+from tests.engine.test_engine_terminal import output as terminal_output
+from tests.engine.test_engine_terminal import read_stream
 from tests.kubernetes.apiserver import KINDS, StandInApiServer
 from tests.kubernetes.conftest import STANDIN_IMAGE, standin_engine_image
 from tests.replicas.test_events_restart import (
@@ -238,3 +242,62 @@ async def test_a_warm_pool_fills_on_kubernetes_and_a_create_claims_from_it(tmp_p
                 return cluster_objects(standin, refill["sandbox_id"]) == {kind: [] for kind in KINDS}
 
             await until(expired, timeout=60, what="the expired pool workspace's objects to go")
+
+
+def lines(terminal_text: str) -> list[str]:
+    return terminal_text.replace("\r", "\n").split("\n")
+
+
+def free_port() -> int:
+    """A port nothing listens on (the stand-in's pods share this machine's network, each at its own IP)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+async def test_a_preview_and_a_terminal_reach_the_pod_through_the_control_plane(tmp_path, agent_tools, model,  # noqa: F811
+                                                                               make_git_repo, standin):
+    """What the agent serves in its pod is reachable at the preview's URL on the control plane (which relays to
+    the pod's IP), and a terminal session runs its shell in the pod."""
+    port = free_port()
+    async with running_server(tmp_path, agent_tools, **kubernetes_env(standin)) as server:
+        async with httpx.AsyncClient(base_url=server.base, headers=auth(), timeout=60) as client:
+            env_id = await setup_environment(client, make_git_repo, model)
+            model.add_turn(ShellCall(f"mkdir -p ~/site && echo served-from-the-pod > ~/site/index.html && "
+                                     f"(setsid python3 -m http.server {port} --bind 0.0.0.0 --directory ~/site "
+                                     f"> ~/site.log 2>&1 < /dev/null &) && echo started"),
+                           Text("Serving the site."))
+            created = await client.post("/v1/replica", headers=VERSION, json={
+                "name": "serving", "environment_id": env_id, "message": f"Serve a site on port {port}"})
+            assert created.status_code == 201, created.text
+            replica_id = created.json()["replica"]["id"]
+            await wait_settled(client, replica_id, timeout=90)
+            pod_ip = standin.objects[("pods", NAMESPACE, workspace_name(replica_id))]["status"]["podIP"]
+            assert pod_ip.startswith("127.1.")  # not this machine's 127.0.0.1: the proxy must go to the pod
+
+            # The preview: its URL is on the control plane, which relays to the pod's IP.
+            made = await client.post(f"/v1/workspaces/{replica_id}/previews", json={"port": port})
+            assert made.status_code == 201, made.text
+            path = "/previews/" + made.json()["publicUrl"].split("/previews/", 1)[1]
+
+            async def served():
+                response = await client.get(path)
+                return response if response.status_code == 200 else None
+
+            page = await until(served, timeout=30, what="the preview to answer")
+            assert page.text == "served-from-the-pod\n"
+
+            # A terminal session: a shell in the pod.
+            sessions = f"/v1/workspaces/{replica_id}/terminal/sessions"
+            opened = await client.post(sessions, json={"cols": 80, "rows": 24})
+            assert opened.status_code == 201, opened.text
+            url = f"{sessions}/{opened.json()['session']['id']}"
+            typed = await client.post(f"{url}/input", json={"data": "echo hi\n", "generation": 0, "sequence": 0})
+            assert typed.json() == {"success": True}, typed.text
+            events = await read_stream(client, f"{url}/stream", lambda events, text: "hi" in lines(text), timeout=30)
+            assert "hi" in lines(terminal_output(events))  # the command's output, not only its echo
+            listed = (await client.get(sessions)).json()["sessions"]
+            assert [s["id"] for s in listed] == [opened.json()["session"]["id"]]
+            closed = await client.delete(url)
+            assert closed.json() == {"success": True}, closed.text
+
