@@ -129,6 +129,22 @@ async def test_a_bulk_update_of_a_listed_column_reaches_the_stream(server):
             await stream.close()
 
 
+async def cursor_now(client: httpx.AsyncClient, key: str) -> str:
+    """The cursor a stream opened now starts at (the stream is closed again)."""
+    stream = StatusStream(client, key)
+    try:
+        return await stream.cursor()
+    finally:
+        await stream.close()
+
+
+async def age_tombstone(server: LiveServer, replica_id: str) -> None:
+    async with server.app.state.sessions() as session:
+        tombstone = await session.get(ReplicaTombstone, uuid.UUID(replica_id))
+        tombstone.deleted_at = utcnow() - timedelta(days=TOMBSTONE_DAYS, minutes=1)
+        await session.commit()
+
+
 async def catch_up(stream: StatusStream) -> tuple[dict[str, tuple[str, dict]], str]:
     """The frames a resumed stream sends before its cursor (replica id -> (event, replica)), and that cursor."""
     frames = {}
@@ -143,9 +159,7 @@ async def test_a_client_back_with_last_event_id_gets_what_changed_meanwhile(serv
     key, (first, second) = organization(server, "first", "second")
     other_key, (theirs,) = organization(server, "theirs")
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-        stream = StatusStream(client, key)
-        cursor = await stream.cursor()
-        await stream.close()
+        cursor = await cursor_now(client, key)
 
         await change(client, key, "POST", f"/v1/workspaces/{first}/archive")
         await change(client, other_key, "POST", f"/v1/workspaces/{theirs}/archive")
@@ -165,18 +179,10 @@ async def test_a_replica_deleted_while_the_client_was_away_is_reported_on_resume
     key, (first, second, third) = organization(server, "first", "second", "third")
     other_key, (theirs,) = organization(server, "theirs")
     async with httpx.AsyncClient(base_url=server.url, timeout=30) as client:
-        stream = StatusStream(client, key)
-        cursor = await stream.cursor()
-        await stream.close()
+        cursor = await cursor_now(client, key)
 
         await change(client, key, "DELETE", f"/v1/replica/{second}")
         await change(client, other_key, "DELETE", f"/v1/replica/{theirs}")
-        # A tombstone older than a day is pruned by the next deletion (this one's own is kept).
-        async def age_tombstone() -> None:
-            async with server.app.state.sessions() as session:
-                tombstone = await session.get(ReplicaTombstone, uuid.UUID(second))
-                tombstone.deleted_at = utcnow() - timedelta(days=TOMBSTONE_DAYS, minutes=1)
-                await session.commit()
 
         stream = StatusStream(client, key, last_event_id=cursor)
         try:
@@ -186,7 +192,8 @@ async def test_a_replica_deleted_while_the_client_was_away_is_reported_on_resume
         finally:
             await stream.close()
 
-        await asyncio.to_thread(server.call, age_tombstone())
+        # A tombstone older than a day is pruned by the next deletion (that one's own is kept).
+        await asyncio.to_thread(server.call, age_tombstone(server, second))
         await change(client, key, "DELETE", f"/v1/replica/{third}")
         stream = StatusStream(client, key, last_event_id=cursor)
         try:
