@@ -293,3 +293,30 @@ async def test_a_restarted_control_plane_expires_ready_workspaces_whose_engine_i
         await restarted.stop()
     finally:
         await drain(app, client, env_id)
+
+
+@pytest.mark.replica_settings(**FAST)
+async def test_a_gitlab_thread_with_push_access_does_not_claim_a_pool_workspace(app, client, replica_env, model):
+    """The team loop's GitLab workspaces get the integration's push token in their engine's environment; a ready
+    pool workspace's engine was started without it, so such a create goes the cold way and the pool stays."""
+    from replicas.services.replica_requests import NewReplica
+    from replicas.services.team_loop import bot
+
+    env_id = replica_env.environment_id
+    pool = await enable(app, client, env_id, 1)
+    try:
+        [pooled] = await ready(client, pool, 1)
+        response = await client.put("/v1/integrations/gitlab", json={"secret": "hook-secret", "token": "glpat-pushaccess"})
+        assert response.status_code == 200, response.text
+        organization_id = (await row_of(app, pooled["sandbox_id"])).organization_id
+        model.add_turn(Text("From the GitLab thread."))
+        row = await app.state.replicas.create(
+            bot(organization_id, "gitlab"), NewReplica(name="gl", message="Fix it", environment_id=env_id),
+            wait=False, source="gitlab")
+        assert str(row.id) != pooled["sandbox_id"], "a GitLab create claimed a pool workspace"
+        ready_ids = [w["sandbox_id"] for w in await workspaces(client, pool) if w["status"] == "ready"]
+        assert ready_ids == [pooled["sandbox_id"]]
+        snapshot = await wait_for(lambda: settled(app, str(row.id)), timeout=120, what="the GitLab replica's turn")
+        assert "From the GitLab thread." in str(snapshot.get("last_text"))
+    finally:
+        await drain(app, client, env_id)

@@ -10,6 +10,8 @@ The environment's own variables still win (a workspace may be given a token of i
 
 from __future__ import annotations
 
+import uuid
+
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from replicas.crypto import SecretBox
@@ -26,9 +28,15 @@ def instance_url(api_url: str | None) -> str:
 
 
 async def push_env(session: AsyncSession, box: SecretBox, workspace: Workspace) -> dict[str, str]:
-    if workspace.source != "gitlab":
+    return await push_env_for(session, box, workspace.organization_id, workspace.source)
+
+
+async def push_env_for(session: AsyncSession, box: SecretBox, organization_id: uuid.UUID,
+                       source: str | None) -> dict[str, str]:
+    """What `push_env` gives a workspace of `source` in that organization (before its row exists)."""
+    if source != "gitlab":
         return {}
-    credential = await integration_credentials.load(session, box, workspace.organization_id, "gitlab")
+    credential = await integration_credentials.load(session, box, organization_id, "gitlab")
     if not credential.token:
         return {}
     return {"GITLAB_TOKEN": credential.token, "GITLAB_HOST": instance_url(credential.api_url)}

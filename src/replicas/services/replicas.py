@@ -44,7 +44,17 @@ from replicas.events.fanout import follow_batches
 from replicas.events.pump import connect_via
 from replicas.events.webhooks import WebhookDispatcher, enqueue
 from replicas.runtime import RuntimeStatus, WorkspaceWillNotRun
-from replicas.services import credentials, hook_runner, leases, loops, provisioning, usage, warm_hooks, warm_pools
+from replicas.services import (
+    credentials,
+    gitlab_push,
+    hook_runner,
+    leases,
+    loops,
+    provisioning,
+    usage,
+    warm_hooks,
+    warm_pools,
+)
 from replicas.services.agent_availability import AgentAvailabilityCache
 from replicas.services.environments import parse_uuid
 from replicas.services.pool_filler import PoolFiller
@@ -309,7 +319,7 @@ class ReplicaService:
         """Take a ready workspace of the environment's warm pool as this create's replica: `preparing`, renamed
         and attributed to the caller, under the capacity lock (admitted like a cold create). None: the cold path
         (no enabled pool, none ready, or the caller has provider keys of their own, which the pool's engine,
-        started with the organization's, would not use)."""
+        started with the organization's, would not use; likewise a GitLab thread's push access)."""
         async with self.sessions() as session:
             config = await warm_pools.enabled_config(session, principal, env_ref)
             if config is None:
@@ -319,6 +329,8 @@ class ReplicaService:
                                                           principal.user_id)
                 if own != await credentials.agent_credentials(session, self.box, principal.organization_id, None):
                     return None
+            if await gitlab_push.push_env_for(session, self.box, principal.organization_id, fields.get("source")):
+                return None  # a GitLab thread's push access: the pool's engine was started without it
             awake = await self._awake_under_lock(session)
             if awake >= self.settings.max_active_workspaces:
                 await session.rollback()
