@@ -306,7 +306,8 @@ async def test_a_gitlab_thread_with_push_access_does_not_claim_a_pool_workspace(
     pool = await enable(app, client, env_id, 1)
     try:
         [pooled] = await ready(client, pool, 1)
-        response = await client.put("/v1/integrations/gitlab", json={"secret": "hook-secret", "token": "glpat-pushaccess"})
+        response = await client.put("/v1/integrations/gitlab", json={"secret": "hook-secret",
+                                                                     "token": "glpat-pushaccess"})
         assert response.status_code == 200, response.text
         organization_id = (await row_of(app, pooled["sandbox_id"])).organization_id
         model.add_turn(Text("From the GitLab thread."))

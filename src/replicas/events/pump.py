@@ -3,8 +3,9 @@
 For the events of the engine's `GET /events?after=<stored seq>` SSE stream it stores them (commit; what arrived
 while the last commit ran goes in one transaction) THEN publishes them to the `EventHub`, so a subscriber never
 sees an event the store does not have. When the stream drops (engine restart, sleep, network) it reconnects
-with exponential backoff and resumes from the stored seq, so a control-plane restart, a dropped connection or an engine restart loses nothing and
-stores nothing twice. It stops on cancellation (`stop`) or when the workspace row is deleted.
+with exponential backoff and resumes from the stored seq, so a control-plane restart, a dropped connection or an
+engine restart loses nothing and stores nothing twice. It stops on cancellation (`stop`) or when the workspace
+row is deleted.
 
 Each connection reads the workspace row again: where its engine is may have changed since the pump started
 (a wake on Kubernetes is a new pod at a new IP). `start` on a running pump makes it reconnect now rather than
