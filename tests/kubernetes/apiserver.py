@@ -14,7 +14,9 @@ expansion resolved as a kubelet does) and the image's command taken from the `im
 loopback address (127.1.x.y) as its IP, so engines in different pods listen on the same port as on a
 cluster. Paths given as `hidden` (the control plane's data dirs) are empty inside containers, as a node shares
 no disk with the control plane. It does not enforce securityContext, resources or NetworkPolicies (the builders'
-tests check those fields; only a live cluster enforces them). Besides the API, `evict` plays the node evicting a pod.
+tests check those fields; only a live cluster enforces them). Besides the API, `evict` plays the node evicting a pod,
+and `before_request` hooks let a test act at a given moment of the backend's work (each called with the method,
+kind, namespace and name, None for a list, of a request before it is served, on the stand-in's thread).
 
 Phases it plays: Pending while a claim is unbound (an unknown storage class; PodScheduled False,
 Unschedulable), ErrImagePull/ImagePullBackOff for an image not in the table, CreateContainerConfigError for a
@@ -35,6 +37,7 @@ import shutil
 import signal
 import threading
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -97,6 +100,7 @@ class StandInApiServer:
         self.bwrap = find_bwrap()
         self.loop: asyncio.AbstractEventLoop | None = None
         self.url = ""
+        self.before_request: list[Callable[[str, str, str, str | None], None]] = []
 
     # -- the server's thread --------------------------------------------------------------------
 
@@ -203,6 +207,8 @@ class StandInApiServer:
         if len(rest) > 1:
             return status_error(404, "NotFound", "the server could not find the requested resource")
         name = rest[0] if rest else None
+        for hook in self.before_request:
+            hook(request.method, kind, ns, name)
         if request.method == "GET" and name is None:
             if request.query.get("watch") in ("true", "1"):
                 return await self.watch(request, kind, ns)

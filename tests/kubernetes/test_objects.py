@@ -138,6 +138,10 @@ def test_claim_size_and_storage_class():
     assert make_pvc(workspace(storage_class="fast"))["spec"]["storageClassName"] == "fast"
 
 
+def test_a_new_claim_says_its_home_is_still_staged_on_the_control_plane():
+    assert make_pvc(workspace())["metadata"]["annotations"]["replicas.dev/home"] == "staged"
+
+
 def test_names_are_dns_labels_unique_per_id_and_labels_find_the_workspace():
     ids = ["3f6c2a10-8d1e-4c55-9b7e-0a1b2c3d4e5f", "Ws_Upper_Case", "ws_upper_case", "a" * 128, "_-_"[1:] + "x"]
     names = [workspace_name(i) for i in ids]

@@ -12,8 +12,11 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import shutil
 import socket
 import time
+from pathlib import Path
 
 import httpx
 import pytest
@@ -301,3 +304,42 @@ async def test_a_preview_and_a_terminal_reach_the_pod_through_the_control_plane(
             closed = await client.delete(url)
             assert closed.json() == {"success": True}, closed.text
 
+
+async def test_a_staged_home_lost_before_the_first_start_is_provisioned_again(tmp_path, agent_tools, model,  # noqa: F811
+                                                                              make_git_repo, standin):
+    """The home is staged on the control plane's disk (an emptyDir in a cluster) until the first start copies it
+    into the claim. Lost in between (as with the control plane's pod), the first start does not run the engine
+    on the empty claim: the home is laid out again (a new clone) and the workspace comes up with its repository."""
+    staging_root = Path(os.path.realpath(tmp_path / "data" / "workspaces"))
+    lost: list[list[str]] = []
+
+    def lose_the_staged_home(method: str, kind: str, namespace: str, name: str | None) -> None:
+        # The first start reads the engine's pod by name first: the staged home goes just before.
+        if lost or (method, kind) != ("GET", "pods") or name is None:
+            return
+        for staging in staging_root.glob("*"):
+            if workspace_name(staging.name) == name:
+                lost.append(sorted(p.name for p in (staging / "home" / "workspaces").glob("*/*")))
+                shutil.rmtree(staging)
+
+    standin.before_request.append(lose_the_staged_home)
+    try:
+        async with running_server(tmp_path, agent_tools, **kubernetes_env(standin)) as server:
+            async with httpx.AsyncClient(base_url=server.base, headers=auth(), timeout=60) as client:
+                env_id = await setup_environment(client, make_git_repo, model)
+                model.add_turn(ShellCall("cat README.md"), Text("It is the shop."))
+                created = await client.post("/v1/replica", headers=VERSION, json={
+                    "name": "restaged", "environment_id": env_id, "message": "What is this repository?"})
+                assert created.status_code == 201, created.text
+                replica_id = created.json()["replica"]["id"]
+                await wait_settled(client, replica_id, timeout=90)
+                assert lost == [[".git", "README.md"]]  # the clone was staged, then lost before the first start
+
+                details = await replica(client, replica_id)
+                assert details["status"] == "active", details
+                assert [r["repository"] for r in details["repository_statuses"]] == ["shop"]
+                assert "# shop" in model.model_requests()[-1].conversation_text()
+                claim = standin.objects[("persistentvolumeclaims", NAMESPACE, workspace_name(replica_id))]
+                assert claim["metadata"]["annotations"]["replicas.dev/home"] == "in-claim"
+    finally:
+        standin.before_request.remove(lose_the_staged_home)

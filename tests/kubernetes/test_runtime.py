@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shutil
 import uuid
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import httpx
 import pytest
 
 from replicas.errors import Conflict, NotFound
-from replicas.runtime.base import RuntimeStatus, WorkspaceSpec
+from replicas.runtime.base import HomeNotProvisioned, RuntimeStatus, WorkspaceSpec
 from replicas.runtime.k8s_api import ApiError
 from replicas.runtime.kubernetes import WorkspacePodFailed
 from replicas.services.workspaces import ENGINE_SECRET_HEADER
@@ -132,6 +133,34 @@ async def test_commands_before_the_first_start_run_in_a_throwaway_pod_on_the_cla
     assert [p for p in pods["items"] if not p["metadata"].get("deletionTimestamp")] == []  # all deleted
     await runtime.start(handle, [], {"REPLICAS_ENGINE_SECRET": SECRET})
     assert (await runtime.exec(handle, ["cat", "warmed.txt"], 30)).output == "warmed\n"
+
+
+async def test_a_staged_home_lost_before_the_first_start_is_refused_and_staged_again(make_runtime):
+    """The control plane that staged the home went (its emptyDir with it): no start or command runs on the empty
+    claim, and a new control plane's `provision` stages the home again; once copied in, the claim says so."""
+    runtime = make_runtime()
+    handle = await runtime.provision(new_id(), WorkspaceSpec())
+    (Path(handle.home) / "first.txt").write_text("staged by the lost control plane\n")
+    shutil.rmtree(handle.workspace_dir)
+
+    restarted = make_runtime()
+    again = restarted.load_state(json.loads(json.dumps(runtime.get_state(handle))))
+    with pytest.raises(HomeNotProvisioned, match="provision it again"):
+        await restarted.start(again, [], {"REPLICAS_ENGINE_SECRET": SECRET})
+    with pytest.raises(HomeNotProvisioned):
+        await restarted.exec(again, ["true"], 30)
+    assert await get(restarted, "pods", again.name) is None
+
+    again = await restarted.provision(handle.workspace_id, WorkspaceSpec())
+    (Path(again.home) / "second.txt").write_text("staged again\n")
+    await restarted.start(again, [], {"REPLICAS_ENGINE_SECRET": SECRET})
+    result = await restarted.exec(again, ["sh", "-c", "cat second.txt; test -e first.txt || echo no first.txt"], 30)
+    assert result.output == "staged again\nno first.txt\n", result.output
+    claim = await get(restarted, "persistentvolumeclaims", again.name)
+    assert claim["metadata"]["annotations"]["replicas.dev/home"] == "in-claim"
+    await restarted.stop(again)
+    await restarted.start(again, [], {"REPLICAS_ENGINE_SECRET": SECRET})  # a wake has no staged home to ask for
+    assert (await health(restarted, again)).status_code == 200
 
 
 async def test_a_restarted_control_plane_finds_its_workspaces_by_handle_and_by_label(make_runtime):

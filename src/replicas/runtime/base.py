@@ -67,6 +67,14 @@ class WorkspaceWillNotRun(RuntimeFailure):
     default_message = "Workspace will not run"
 
 
+class HomeNotProvisioned(RuntimeFailure):
+    """`start` (or `exec`) found that the workspace's home never reached its disk: a backend that stages the
+    home on the control plane before the first start (kubernetes) lost it with the control plane that staged it.
+    Nothing was started; `provision` again stages a new one, which the caller lays out (clone, files) anew."""
+
+    default_message = "Workspace home was never provisioned"
+
+
 class SandboxUnavailable(RuntimeFailure):
     """Tenant code cannot be run isolated here (no working bubblewrap, no Docker engine). Callers that run
     tenant-supplied code refuse with this rather than run it on the control plane's host."""

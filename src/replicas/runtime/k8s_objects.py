@@ -34,6 +34,11 @@ LABEL_COMPONENT = "app.kubernetes.io/component"
 LABEL_WORKSPACE = "replicas.dev/workspace"
 LABEL_ROLE = "replicas.dev/role"
 ANNOTATION_WORKSPACE_ID = "replicas.dev/workspace-id"
+# Where the claim's home is: still staged on the control plane that provisioned it (HOME_STAGED, from the claim's
+# creation) or copied into the claim (HOME_IN_CLAIM, from the first upload on). A claim without it predates it.
+ANNOTATION_HOME = "replicas.dev/home"
+HOME_STAGED = "staged"
+HOME_IN_CLAIM = "in-claim"
 MANAGED_BY = "replicas"
 ROLE_ENGINE = "engine"
 ROLE_EXEC = "exec"
@@ -109,12 +114,14 @@ def _metadata(workspace: WorkspaceObjects, name: str, role: str | None = None) -
 
 def make_pvc(workspace: WorkspaceObjects) -> dict[str, Any]:
     """The workspace's disk. ReadWriteOnce: one node at a time, which is all a workspace's pods need (the
-    engine's pod, or while it sleeps one throwaway pod for a command, never both)."""
+    engine's pod, or while it sleeps one throwaway pod for a command, never both). Created empty while its home
+    is staged on the control plane: annotated so (`ANNOTATION_HOME`) until the home is copied in."""
     spec: dict[str, Any] = {"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": workspace.storage}}}
     if workspace.storage_class:
         spec["storageClassName"] = workspace.storage_class
-    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": _metadata(workspace, workspace.name),
-            "spec": spec}
+    metadata = _metadata(workspace, workspace.name)
+    metadata["annotations"][ANNOTATION_HOME] = HOME_STAGED
+    return {"apiVersion": "v1", "kind": "PersistentVolumeClaim", "metadata": metadata, "spec": spec}
 
 
 def make_secret(workspace: WorkspaceObjects, env: Mapping[str, str]) -> dict[str, Any]:

@@ -2,7 +2,8 @@
 namespace (`settings.k8s_namespace`) of a cluster that shares no disk with the control plane.
 
     provision   NetworkPolicy (before anything can run), then the PersistentVolumeClaim (home/ and run/);
-                the home is staged in the workspace directory here, as for a remote Docker engine
+                the home is staged in the workspace directory here, as for a remote Docker engine (again if
+                the claim never got the one staged before: see "A lost staged home" below)
     start       the Secret (start's environment: the engine secret, provider keys), then the pod; the first
                 pod of a workspace waits in an init container until the staged home is in its claim
     stop        deletes the pod and its Secret; the claim stays (sleep)
@@ -17,6 +18,12 @@ Copying the staged home in: through pods/exec, a tar stream into the waiting ini
 Not an init container that fetches it from the control plane (that would need an endpoint serving homes to
 pods, and an ingress rule for it), not a ConfigMap (1 MiB); exec is what `exec` needs anyway, so the
 backend talks to the cluster in one way only. The engine starts once the home is complete.
+
+A lost staged home: the staging area is on the control plane's disk (an emptyDir in a cluster), which goes
+with its pod. The claim says where its home is (`ANNOTATION_HOME`: staged until the first upload, in the claim
+after), so a start or exec that finds the claim waiting for a home this control plane does not hold raises
+`HomeNotProvisioned` rather than run on an empty disk, and `provision` stages the home again for the caller to
+lay out anew (the workspace service does, once, at the first start).
 
 The engine is the image's own (its CMD, or `k8s_engine_command`): the command `start` is given is this
 machine's Python and means nothing in a pod, as `ro_binds` do not. It listens on the pod's IP, at
@@ -54,6 +61,7 @@ from replicas.runtime import k8s_exec
 from replicas.runtime.base import (
     EngineEndpoint,
     ExecResult,
+    HomeNotProvisioned,
     OutputCallback,
     PortEndpoint,
     Runtime,
@@ -67,9 +75,12 @@ from replicas.runtime.base import (
 )
 from replicas.runtime.k8s_api import ApiError, KubernetesApi
 from replicas.runtime.k8s_objects import (
+    ANNOTATION_HOME,
     ANNOTATION_WORKSPACE_ID,
     DEFAULT_EGRESS_EXCEPT,
     ENGINE_CONTAINER,
+    HOME_IN_CLAIM,
+    HOME_STAGED,
     LABEL_MANAGED_BY,
     LABEL_ROLE,
     LABEL_WORKSPACE,
@@ -264,8 +275,13 @@ class KubernetesRuntime(Runtime):
     async def provision(self, workspace_id: str, spec: WorkspaceSpec) -> KubernetesHandle:
         validate_workspace_id(workspace_id)
         h = self._handle(workspace_id, spec)
-        if await self._claim(h) is not None:
-            return h  # provisioned before: the home is the claim's, no staging area again
+        claim = await self._claim(h)
+        if claim is not None:  # provisioned before: the home is the claim's, or staged here, or lost
+            if _home_of(claim) == HOME_STAGED and not self._staged(h):
+                await asyncio.to_thread(self._stage, h)  # staged by a control plane that is gone: stage again
+                log.warning("workspace home staged again workspace_id=%s claim=%s (the staged one was lost)",
+                            workspace_id, h.name)
+            return h
         await asyncio.to_thread(self._stage, h)
         s = self.settings
         policy = make_network_policy(self.objects(h), control_plane_namespace=s.k8s_control_plane_namespace,
@@ -304,12 +320,14 @@ class KubernetesRuntime(Runtime):
 
     async def start(self, handle: WorkspaceHandle, command: Sequence[str], env: Mapping[str, str]) -> None:
         h = self._kube(handle)
-        if await self._claim(h) is None:
+        claim = await self._claim(h)
+        if claim is None:
             raise NotFound("Workspace not found", h.workspace_id)
         pod = await self._pod(h)
         condition = pod_condition(pod, now_utc(), self.pending_timeout)
         if pod is not None and condition.status is RuntimeStatus.RUNNING and not condition.failure:
             raise Conflict("Workspace is already running", h.workspace_id)
+        staged = self._home_to_upload(h, claim)
         if pod is not None:  # a failed, evicted or terminating one: it goes before the new one comes
             await self._delete("pods", h.name, grace=0)
             await self._wait_pod(h.name, lambda p: p is None, 120, "deleting the failed pod")
@@ -319,7 +337,6 @@ class KubernetesRuntime(Runtime):
         objects = self.objects(h, secret_keys=list(secret_env))
         await self._delete("secrets", h.name)
         await self.api.request("POST", self._path("secrets"), body=make_secret(objects, secret_env))
-        staged = self._staged(h)
         started = time.monotonic()
         created = await self.api.request("POST", self._path("pods"), body=make_pod(objects, upload=staged))
         h.pod_uid, h.pod_ip = created["metadata"].get("uid"), None
@@ -332,6 +349,32 @@ class KubernetesRuntime(Runtime):
 
     def _staged(self, h: KubernetesHandle) -> bool:
         return os.path.exists(os.path.join(h.workspace_dir, STAGED_MARKER))
+
+    def _home_to_upload(self, h: KubernetesHandle, claim: Mapping[str, Any]) -> bool:
+        """Whether the next pod must take the staged home in first; `HomeNotProvisioned` when the claim still
+        waits for a home that is not staged here (the control plane that staged it is gone)."""
+        if self._staged(h):
+            return True
+        if _home_of(claim) == HOME_STAGED:
+            raise HomeNotProvisioned("Workspace home was never provisioned",
+                                     f"{h.workspace_id}: claim {h.name} is empty and its staged home is gone "
+                                     "(the control plane that staged it was lost); provision it again")
+        return False
+
+    async def _mark_home_in_claim(self, h: KubernetesHandle) -> None:
+        """Say on the claim that its home is in it (a PUT of the claim as read: 409 when it changed meanwhile)."""
+        for _ in range(5):
+            claim = await self._get("persistentvolumeclaims", h.name)
+            if claim is None or _home_of(claim) == HOME_IN_CLAIM:
+                return
+            claim["metadata"].setdefault("annotations", {})[ANNOTATION_HOME] = HOME_IN_CLAIM
+            try:
+                await self.api.request("PUT", self._path("persistentvolumeclaims", h.name), body=claim)
+                return
+            except ApiError as exc:
+                if exc.code != 409:
+                    raise
+        raise RuntimeFailure("Kubernetes API conflict", f"claim {h.name} kept changing while it was annotated")
 
     async def _wait_running(self, h: KubernetesHandle, name: str, container: str) -> Mapping[str, Any]:
         """Until `container` of pod `name` runs and the pod has an IP; `WorkspacePodFailed` as soon as the pod
@@ -373,6 +416,7 @@ class KubernetesRuntime(Runtime):
         if outcome.exit_code != 0:
             raise RuntimeFailure("Workspace upload failed", f"{h.workspace_id}: tar exited {outcome.exit_code}: "
                                  f"{outcome.output[-1000:].decode(errors='replace')}")
+        await self._mark_home_in_claim(h)  # before the staging goes: a crash between the two uploads it again
         await asyncio.to_thread(_empty, Path(h.workspace_dir))
         log.info("workspace uploaded workspace_id=%s bytes=%d in %.2fs", h.workspace_id, size,
                  time.monotonic() - started)
@@ -452,7 +496,8 @@ class KubernetesRuntime(Runtime):
         isolation; it takes the staged home in first, as the engine's would). `timeout` (coreutils) kills the
         command's tree when time is up; cancelling closes the stream and deletes a throwaway pod."""
         h = self._kube(handle)
-        if await self._claim(h) is None:
+        claim = await self._claim(h)
+        if claim is None:
             raise NotFound("Workspace not found", h.workspace_id)
         if not argv:
             raise ValueError("empty command")
@@ -463,7 +508,8 @@ class KubernetesRuntime(Runtime):
         if pod is not None and condition.status is RuntimeStatus.RUNNING and not condition.failure:
             outcome = await self._exec_in(h, h.name, argv, seconds, env or {}, cwd or h.home, on_output)
         else:
-            outcome = await self._exec_aside(h, argv, seconds, env or {}, cwd or h.home, on_output)
+            outcome = await self._exec_aside(h, self._home_to_upload(h, claim), argv, seconds, env or {},
+                                             cwd or h.home, on_output)
         timed_out = outcome.exit_code in (124, 137) and time.monotonic() - started >= timeout
         return ExecResult(exit_code=outcome.exit_code,
                           output=outcome.output[-EXEC_OUTPUT_LIMIT:].decode(errors="replace"), timed_out=timed_out)
@@ -476,10 +522,9 @@ class KubernetesRuntime(Runtime):
         return await asyncio.wait_for(
             k8s_exec.run(socket, _once(k8s_exec.environment_line(env)), on_output, EXEC_OUTPUT_LIMIT), seconds + 30)
 
-    async def _exec_aside(self, h: KubernetesHandle, argv: Sequence[str], seconds: int, env: Mapping[str, str],
-                          cwd: str, on_output: OutputCallback | None) -> k8s_exec.ExecOutcome:
+    async def _exec_aside(self, h: KubernetesHandle, staged: bool, argv: Sequence[str], seconds: int,
+                          env: Mapping[str, str], cwd: str, on_output: OutputCallback | None) -> k8s_exec.ExecOutcome:
         name = f"{h.name}-exec-{uuid.uuid4().hex[:8]}"
-        staged = self._staged(h)
         lifetime = int(self.pending_timeout) + seconds + 60  # it ends by itself should we never delete it
         await self.api.request("POST", self._path("pods"),
                                body=make_pod(self.objects(h), upload=staged, exec_name=name, exec_seconds=lifetime))
@@ -510,6 +555,11 @@ def _empty(staging: Path) -> None:
             _remove_tree(entry)
         else:
             entry.unlink()
+
+
+def _home_of(claim: Mapping[str, Any]) -> str:
+    """Where the claim's home is (`ANNOTATION_HOME`); a claim from before the annotation has its home."""
+    return ((claim.get("metadata") or {}).get("annotations") or {}).get(ANNOTATION_HOME, HOME_IN_CLAIM)
 
 
 def _unowned(info: tarfile.TarInfo) -> tarfile.TarInfo:

@@ -33,6 +33,7 @@ from replicas.engine.agents.base import default_model_variable
 from replicas.engine_protocol import incompatibility
 from replicas.errors import BadGateway, BadRequest, Conflict, NotFound, ServiceUnavailable, TooManyRequests
 from replicas.runtime import Runtime, RuntimeStatus, WorkspaceSpec, create_runtime
+from replicas.runtime.base import HomeNotProvisioned
 from replicas.runtime.local import python_environment_paths
 from replicas.services import base_snapshots, credentials, gitlab_push, provisioning, warm_hooks
 from replicas.services.environments import parse_uuid
@@ -141,20 +142,34 @@ class WorkspaceManager:
 
         Where the environment's pool has a base snapshot at its current generation, the home starts from it
         copy-on-write instead, and the warm hooks are not run again (services/base_snapshots.py).
-        `on_output` gets the warm hooks' output as it comes (a pool workspace's live stream)."""
+        `on_output` gets the warm hooks' output as it comes (a pool workspace's live stream).
+
+        A home that never reached the workspace's disk (`HomeNotProvisioned`: staged on a control plane that is
+        gone) is laid out again, once, rather than the engine started on an empty disk."""
         try:
             async with self.sessions() as session:
                 resolved = await provisioning.resolve_workspace_config(session, self.box, principal,
                                                                        str(row.environment_id))
                 base = await base_snapshots.usable(session, self.runtime, row.organization_id, row.environment_id)
-            if base is not None:
-                row, env = await self._layer_on(row, resolved, base, on_step)
-            else:
-                row, env = await self._provision_cold(row, resolved, pooled, on_step, on_output)
-            env["REPLICAS_DEFAULT_PROVIDER"] = row.coding_agent
-            if pooled:
-                env["REPLICAS_DEFER_START_HOOKS"] = "1"
-            row = await self._start_engine(row, env)
+
+            async def lay_out(row: Workspace) -> tuple[Workspace, dict[str, str]]:
+                if base is not None:
+                    row, env = await self._layer_on(row, resolved, base, on_step)
+                else:
+                    row, env = await self._provision_cold(row, resolved, pooled, on_step, on_output)
+                env["REPLICAS_DEFAULT_PROVIDER"] = row.coding_agent
+                if pooled:
+                    env["REPLICAS_DEFER_START_HOOKS"] = "1"
+                return row, env
+
+            row, env = await lay_out(row)
+            try:
+                row = await self._start_engine(row, env)
+            except HomeNotProvisioned as exc:
+                log.warning("workspace home lost before the first start, provisioning again workspace_id=%s: %s",
+                            row.id, exc.details)
+                row, env = await lay_out(row)
+                row = await self._start_engine(row, env)
             chats = await self.call_engine(row, "GET", "/chats")
             default_chat = chats["chats"][0]["id"] if chats.get("chats") else None
             return await self._save(row, status=POOLED if pooled else "active", default_chat_id=default_chat,
