@@ -14,9 +14,10 @@ model, and creates one replica with the legacy blocking `POST /v1/replica` whose
    transport errors are counted as errors. Latency is client-side, request sent to body read.
 2. SSE: S clients (each its own connection) open `GET /v1/replica/{id}/events`; once every one has
    the snapshot, T messages are sent one after another, each a scripted turn of text and shell calls.
-   For every `id:`-carrying event a client receives, delay = `time.time()` when the frame is complete
-   minus the event's `ts` (the engine's journal timestamp, taken inside the workspace when it
-   appended the event; same machine clock). `ts` is truncated to milliseconds, so each delay reads
+   For every `id:`-carrying event a client receives, delay = `time.time()` when the read completing the
+   frame arrives (each client is a bare asyncio protocol that parses after the run) minus the event's `ts`
+   (the engine's journal timestamp, taken inside the workspace when it appended the event; same machine
+   clock). `ts` is truncated to milliseconds, so each delay reads
    0 to 1 ms high (0.5 ms on average). Every client must get the same id sequence, each id once.
 
 The bench process itself (httpx clients, SSE parsing, the scripted model's thread) shares the machine
@@ -239,41 +240,91 @@ class Listener:
     index: int
     snapshot: asyncio.Event = field(default_factory=asyncio.Event)
     frames: list[tuple[int, str, float, float]] = field(default_factory=list)
+    raw: list[tuple[int, bytes, float]] = field(default_factory=list)
     completed: int = 0
     error: str | None = None
 
 
-async def listen(base: str, replica_id: str, listener: Listener, turns: int, on_completed) -> None:
-    """Read the stream until `turns` turns completed; frames are timestamped when their blank line arrives."""
-    async with httpx.AsyncClient(base_url=base, headers=auth(), timeout=httpx.Timeout(30, read=120)) as client:
-        async with client.stream("GET", f"/v1/replica/{replica_id}/events") as response:
-            if response.status_code != 200:
-                listener.error = f"HTTP {response.status_code}"
-                listener.snapshot.set()
+class _RawEventStream(asyncio.Protocol):
+    """One SSE client at the socket: each read is timestamped as it arrives, frames are split with byte
+    operations and their JSON is parsed only at the end, so a hundred clients in this one process do not
+    queue behind each other's parsing (with httpx's line iterator, the last of 100 clients stamped an event
+    tens of ms after the first). HTTP/1.0: the body is the stream itself, no chunked framing."""
+
+    def __init__(self, listener: Listener, turns: int, on_completed, finished: asyncio.Future):
+        self.listener, self.turns, self.on_completed, self.finished = listener, turns, on_completed, finished
+        self.buffer = b""
+        self.in_body = False
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport) -> None:
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        received = time.time()
+        self.buffer += data
+        if not self.in_body:
+            head, sep, rest = self.buffer.partition(b"\r\n\r\n")
+            if not sep:
                 return
-            frame: dict[str, str] = {}
-            async for line in response.aiter_lines():
-                if line:
-                    if not line.startswith(":"):
-                        name, _, value = line.partition(":")
-                        frame[name] = value.removeprefix(" ")
-                    continue
-                received = time.time()
-                if "data" not in frame:
-                    frame = {}
-                    continue
-                data = json.loads(frame["data"])
-                if "id" not in frame:
-                    if data["type"] == "hooks.status":  # the snapshot's last frame
-                        listener.snapshot.set()
-                else:
-                    listener.frames.append((int(frame["id"]), data["type"], parse_ts(data["ts"]), received))
-                    if data["type"] == "chat.turn.completed":
-                        listener.completed += 1
-                        on_completed(listener)
-                        if listener.completed >= turns:
-                            return
-                frame = {}
+            status = head.split(b"\r\n", 1)[0].split(b" ")[1]
+            if status != b"200":
+                self.listener.error = f"HTTP {status.decode()}"
+                self.listener.snapshot.set()
+                self._finish()
+                return
+            self.in_body, self.buffer = True, rest
+        *frames, self.buffer = self.buffer.split(b"\n\n")
+        for frame in frames:
+            seq, data_line = None, None
+            for line in frame.split(b"\n"):
+                if line.startswith(b"id:"):
+                    seq = int(line[3:])
+                elif line.startswith(b"data:"):
+                    data_line = line[5:]
+            if data_line is None:
+                continue
+            if seq is None:
+                if b'"hooks.status"' in data_line:  # the snapshot's last frame
+                    self.listener.snapshot.set()
+                continue
+            self.listener.raw.append((seq, data_line, received))
+            if b'"chat.turn.completed"' in data_line:
+                self.listener.completed += 1
+                self.on_completed(self.listener)
+                if self.listener.completed >= self.turns:
+                    self._finish()
+                    return
+
+    def _finish(self) -> None:
+        if not self.finished.done():
+            self.finished.set_result(None)
+        if self.transport is not None:
+            self.transport.close()
+
+    def connection_lost(self, exc) -> None:
+        if not self.finished.done():
+            self.finished.set_result(None)
+
+
+async def listen(base: str, replica_id: str, listener: Listener, turns: int, on_completed) -> None:
+    """Read the stream until `turns` turns completed; frames are timestamped when the read that completes them
+    arrives, and parsed into `listener.frames` at the end."""
+    host, port = base.removeprefix("http://").rsplit(":", 1)
+    loop = asyncio.get_running_loop()
+    finished = loop.create_future()
+    transport, _ = await loop.create_connection(
+        lambda: _RawEventStream(listener, turns, on_completed, finished), host, int(port))
+    try:
+        transport.write(f"GET /v1/replica/{replica_id}/events HTTP/1.0\r\nHost: {host}\r\n"
+                        f"Authorization: Bearer {KEY}\r\nAccept: text/event-stream\r\n\r\n".encode())
+        await finished
+    finally:
+        transport.close()
+        for seq, data_line, received in listener.raw:
+            data = json.loads(data_line)
+            listener.frames.append((seq, data["type"], parse_ts(data["ts"]), received))
+        listener.raw.clear()
 
 
 async def sse_delays(base: str, replica_id: str, model: ScriptedModelServer, clients: int, turns: int,
@@ -304,7 +355,8 @@ async def sse_delays(base: str, replica_id: str, model: ScriptedModelServer, cli
                               ShellCall(f"echo turn-{turn + 1}-step-{call + 1}")]
                 model.add_turn(*steps, Text(f"Turn {turn + 1} done."))
                 sent = await client.post(f"/v1/replica/{replica_id}/messages", json={"message": f"turn {turn + 1}"})
-                if sent.status_code != 200 or sent.json().get("status") != "sent":
+                # "queued": the client saw the last turn end before the engine finished its after-turn work
+                if sent.status_code != 200 or sent.json().get("status") not in ("sent", "queued"):
                     raise RuntimeError(f"message {turn + 1}: {sent.status_code} {sent.text[:300]}")
                 await asyncio.wait_for(turn_done[turn].wait(), 120)
         await asyncio.wait_for(asyncio.gather(*tasks), 60)
@@ -329,7 +381,23 @@ async def sse_delays(base: str, replica_id: str, model: ScriptedModelServer, cli
     return {"clients": clients, "turns": turns, "events_per_client": len(reference),
             "server_cpu_us_per_frame": round(cpu * 1e6 / frames) if frames and cpu else None,
             "exactly_once": exact, "delays": stats(delays), "types": types, "by_type": by_type,
-            "distinct_sequences": len({tuple(seq) for seq in sequences})}
+            "distinct_sequences": len({tuple(seq) for seq in sequences}),
+            **first_and_spread(listeners, sent_at)}
+
+
+def first_and_spread(listeners: list[Listener], sent_at: float) -> dict:
+    """Per event: the first client's delay (the pipeline: engine, pump, store, notify) and how much later the
+    last client got it (the fan-out to every stream)."""
+    arrivals: dict[int, list[float]] = {}
+    stamped: dict[int, float] = {}
+    for item in listeners:
+        for seq, _, ts, received in item.frames:
+            if ts >= sent_at - 0.001:
+                arrivals.setdefault(seq, []).append(received)
+                stamped[seq] = ts
+    first = [min(times) - stamped[seq] for seq, times in arrivals.items()]
+    spread = [max(times) - min(times) for times in arrivals.values()]
+    return {"first_client": stats(first), "fan_out_spread": stats(spread)}
 
 
 # -- output -----------------------------------------------------------------------------------------------
@@ -363,6 +431,10 @@ def print_tables(reads: list[LoadResult], sse: dict | None, database: str) -> No
     for kind, s in sorted(sse["by_type"].items(), key=lambda item: -item[1]["n"]):
         print(f"  {kind:<28} {s['n']:>8} {ms(s['p50'])} {ms(s['p90'])} {ms(s['p99'])} {ms(s['max'])}")
     verdict = "yes" if sse["exactly_once"] else f"NO ({sse['distinct_sequences']} distinct sequences)"
+    for label, key in (("first client, per event", "first_client"), ("last minus first client", "fan_out_spread")):
+        if sse.get(key):
+            s = sse[key]
+            print(f"{label:<30} {s['n']:>8} {ms(s['p50'])} {ms(s['p90'])} {ms(s['p99'])} {ms(s['max'])}")
     print(f"every client got every event exactly once, same id sequence: {verdict}")
     print(f"server CPU per delivered frame (pump, store and fan-out included): {sse['server_cpu_us_per_frame']} us")
 
