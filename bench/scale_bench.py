@@ -11,8 +11,9 @@ One PostgreSQL database (created, dropped at the end), the scripted model, one r
 2. the highest rate of `--rates` at which p99 stays under 50 ms with no error, with one process, then with two
    (a second `replicas serve` on the same database; the load alternates between them): the ratio.
 
-The load generator (httpx, in this process) shares the machine's cores with the servers, PostgreSQL, the
-engine and the model, so the two-process ratio is bounded by the cores there are: the table says how many.
+The load generator (bare keep-alive connections, in this process) shares the machine's cores with the servers,
+PostgreSQL, the engine and the model, so the two-process ratio is bounded by the cores there are: the table says
+how many.
 SSE delays with 100 clients are `bench.replica_api_bench`'s. Nothing asserts a time.
 """
 
@@ -39,17 +40,61 @@ TOOLS = Path(os.environ.get("REPLICAS_TEST_TOOLS_DIR", "~/.cache/replicas-test-t
 P99_LIMIT = 0.050
 
 
+class RawConnection:
+    """One keep-alive HTTP/1.1 connection that sends a GET and reads the answer by its Content-Length: the
+    load generator's own cost per request is a small fraction of httpx's, which on 2 shared cores capped the
+    rate it could offer (at 200/s it managed 85, and the latency it measured was its own queue)."""
+
+    def __init__(self, base: str):
+        self.host, port = base.removeprefix("http://").rsplit(":", 1)
+        self.port = int(port)
+        self.reader: asyncio.StreamReader | None = None
+        self.writer: asyncio.StreamWriter | None = None
+
+    async def get(self, path: str) -> int:
+        if self.writer is None:
+            self.reader, self.writer = await asyncio.open_connection(self.host, self.port)
+        assert self.reader is not None
+        self.writer.write(f"GET {path} HTTP/1.1\r\nHost: {self.host}\r\nAuthorization: {auth()['Authorization']}"
+                          f"\r\n\r\n".encode())
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        marker = head.lower().find(b"content-length:")
+        if marker < 0:
+            raise OSError("an answer without Content-Length")
+        length = int(head[marker + 15:head.index(b"\r\n", marker)])
+        await self.reader.readexactly(length)
+        return int(head[9:12])
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
 async def open_loop(bases: list[str], path: str, rate: float, seconds: float,
                     servers: list[Server] | None = None) -> dict:
-    """`rate` GETs per second for `seconds`, alternating over `bases`; latency from each request's slot, and the
-    servers' CPU time per request."""
-    clients = [httpx.AsyncClient(base_url=base, headers=auth(), timeout=30,
-                                 limits=httpx.Limits(max_connections=64, max_keepalive_connections=64))
-               for base in bases]
+    """`rate` GETs per second for `seconds`, alternating over `bases` (64 keep-alive connections each); latency
+    from each request's slot (a request waits for a free connection: open loop), and the servers' CPU time per
+    request."""
+    pools = [asyncio.Queue() for _ in bases]
+    connections = [RawConnection(base) for base in bases for _ in range(64)]
+    for index, connection in enumerate(connections):
+        pools[index // 64].put_nowait(connection)
     latencies: list[float] = []
     errors = 0
+
+    async def send(pool: asyncio.Queue) -> int:
+        connection = await pool.get()
+        try:
+            return await connection.get(path)
+        except (OSError, asyncio.IncompleteReadError, ValueError):
+            connection.close()
+            connection.reader = connection.writer = None  # the next request opens a new connection
+            return 0
+        finally:
+            pool.put_nowait(connection)
+
     try:
-        await asyncio.gather(*(client.get(path) for client in clients for _ in range(8)))  # connections warm
+        await asyncio.gather(*(send(pool) for pool in pools for _ in range(64)))  # connections warm
         count = int(rate * seconds)
         start = time.perf_counter() + 0.1
         cpu = sum(server_cpu(server.process) for server in servers or ())
@@ -58,11 +103,7 @@ async def open_loop(bases: list[str], path: str, rate: float, seconds: float,
             nonlocal errors
             slot = start + index / rate
             await asyncio.sleep(max(0.0, slot - time.perf_counter()))
-            try:
-                response = await clients[index % len(clients)].get(path)
-                if response.status_code != 200:
-                    errors += 1
-            except httpx.HTTPError:
+            if await send(pools[index % len(pools)]) != 200:
                 errors += 1
             latencies.append(time.perf_counter() - slot)
 
@@ -70,8 +111,8 @@ async def open_loop(bases: list[str], path: str, rate: float, seconds: float,
         took = time.perf_counter() - start
         cpu = sum(server_cpu(server.process) for server in servers or ()) - cpu
     finally:
-        for client in clients:
-            await client.aclose()
+        for connection in connections:
+            connection.close()
     ordered = sorted(latencies)
     return {"rate": rate, "achieved": round(len(ordered) / took, 1), "errors": errors,
             "p50_ms": round(percentile(ordered, 50) * 1000, 1), "p99_ms": round(percentile(ordered, 99) * 1000, 1),
