@@ -29,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import signal
@@ -346,6 +347,8 @@ async def sse_delays(base: str, replica_id: str, model: ScriptedModelServer, cli
             raise RuntimeError(f"{len(failed)} SSE clients failed: {failed[:3]}")
         print(f"{clients} SSE clients attached, all got the snapshot in {time.monotonic() - started:.2f} s")
         await asyncio.sleep(0.5)  # let every stream reach its live subscription
+        gc.collect()
+        gc.freeze()  # this process's own gen-2 pauses would read as delays
         sent_at, cpu = time.time(), server_cpu(server)
         async with httpx.AsyncClient(base_url=base, headers=auth(), timeout=60) as client:
             for turn in range(turns):

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import json
 import os
 import statistics
@@ -96,6 +97,9 @@ async def open_loop(bases: list[str], path: str, rate: float, seconds: float,
     try:
         await asyncio.gather(*(send(pool) for pool in pools for _ in range(64)))  # connections warm
         count = int(rate * seconds)
+        gc.collect()
+        gc.freeze()  # the generator's own gen-2 pauses (100+ ms, this process holds the model server too) are not
+        # the server's latency
         start = time.perf_counter() + 0.1
         cpu = sum(server_cpu(server.process) for server in servers or ())
 

@@ -91,6 +91,7 @@ def serve(
 
     import uvicorn
 
+    from replicas import long_lived
     from replicas.api.app import create_app
 
     overrides: dict = {}
@@ -107,7 +108,7 @@ def serve(
     lock = _single_process_lock(settings)  # held until this process exits
     from replicas import draining
 
-    class Server(uvicorn.Server):
+    class Server(long_lived.Server):
         """On SIGTERM/SIGINT: stop taking connections (uvicorn), end the open streams at once (their clients
         reconnect elsewhere), let requests in flight finish, then the lifespan hands the leases back."""
 

@@ -23,6 +23,7 @@ from pathlib import Path
 
 import uvicorn
 
+from replicas import long_lived
 from replicas.engine.server import Engine, create_app
 from replicas.engine.state import EngineConfig
 from replicas.engine_protocol import ENGINE_PROTOCOL, engine_health
@@ -59,7 +60,7 @@ async def serve(config: EngineConfig, socket: Path | None = None, tcp: tuple[str
             options["uds"] = socket.name
         else:
             options["uds"] = str(socket)
-    server = uvicorn.Server(uvicorn.Config(app, **options))
+    server = long_lived.Server(uvicorn.Config(app, **options))
     if tcp is None or port_file is None:
         await server.serve()
         return
