@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import re
+import signal
 import time
 from collections.abc import Iterator
 
@@ -51,8 +52,10 @@ def settle(cli: Cli, replica_id: str, turns: int) -> None:
 
 
 def spawn(cli: Cli, *args: str) -> pexpect.spawn:
-    """The CLI in a pseudo-terminal of 120 columns, as a person runs it."""
-    return pexpect.spawn(REPLICAS, list(args), env=cli.env(), encoding="utf-8", dimensions=(40, 120), timeout=90)
+    """The CLI in a pseudo-terminal of 120 columns, as a person runs it: with Ctrl-C's default action, even when
+    this test run was started in the background (where the shell ignores SIGINT, and children inherit that)."""
+    return pexpect.spawn(REPLICAS, list(args), env=cli.env(), encoding="utf-8", dimensions=(40, 120), timeout=90,
+                         preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def test_create_follow_shows_the_agent_working_in_a_terminal(cli, model):

@@ -97,8 +97,10 @@ async def test_requests_and_engine_calls_are_traced_to_the_collector(tmp_path, p
     assert listed and listed[0][1]["http.route"] == "/v1/replica" and listed[0][1]["http.response.status_code"] == 200
     missing = collector.named("GET /v1/replica/{replica_id}")
     assert missing and missing[0][1]["http.response.status_code"] == 404
-    engine = collector.named("engine GET")
-    assert engine and engine[0][1]["url.path"] == "/health" and engine[0][1]["replicas.workspace_id"] == str(nowhere.id)
+    # (Only this call's span: on the shared PostgreSQL database the app may reach other tests' engines too.)
+    engine = [span for span in collector.named("engine GET")
+              if span[1].get("replicas.workspace_id") == str(nowhere.id)]
+    assert engine and engine[0][1]["url.path"] == "/health"
     assert engine[0][2] == 2  # STATUS_CODE_ERROR
     assert collector.content_types == {"application/x-protobuf"}
     assert not any(KEY in str(attributes) for _, attributes, _ in collector.spans)
