@@ -25,6 +25,7 @@ import logging
 import os
 import re
 import socket
+import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from datetime import timedelta
@@ -79,6 +80,7 @@ from replicas.store.db import read_sessions
 from replicas.store.models import Environment, Lease, Workspace, WorkspaceEvent, aware, utcnow
 
 log = logging.getLogger("replicas.replicas")
+ENGINE_CHECK_SECONDS = 20.0  # how long a restarted control plane keeps asking an active engine that does not answer
 
 AWAKE = ("preparing", "active")
 WAKEABLE = ("sleeping", "archived")
@@ -203,11 +205,18 @@ class ReplicaService:
     async def _check_engine(self, row: Workspace) -> None:
         """An active workspace found at start-up: an engine that answers with a protocol this control plane does
         not speak (it was upgraded under a running workspace) is stopped and the workspace put in error, naming
-        it, rather than half-used. An engine that does not answer is left to the pump and the wake path."""
-        try:
-            health = await self.manager.call_engine(row, "GET", "/health")
-        except ReplicasError:
-            return
+        it, rather than half-used. An engine still starting (a busy machine) is asked again for a while; one that
+        never answers is left to the pump and the wake path."""
+        delay, deadline = 0.25, time.monotonic() + ENGINE_CHECK_SECONDS
+        while True:
+            try:
+                health = await self.manager.call_engine(row, "GET", "/health")
+                break
+            except ReplicasError:
+                if time.monotonic() + delay > deadline:
+                    return
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
         if reason := incompatibility(health, image=(row.runtime_state or {}).get("image")):
             log.warning("workspace %s: engine incompatible after a control-plane upgrade: %s", row.id, reason)
             with contextlib.suppress(Exception):
