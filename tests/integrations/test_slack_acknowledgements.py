@@ -66,7 +66,7 @@ async def test_the_reaction_and_notice_survive_a_restart_and_are_posted_once(tmp
         async def posted():
             return await queued(second) == [("notice", "sent"), ("reaction", "sent")]
 
-        await wait_for(posted, timeout=20, what="the queued acknowledgements")
+        await wait_for(posted, timeout=60, what="the queued acknowledgements")
         async with _client(second, None) as anonymous:  # Slack retries the delivery: nothing new is queued
             assert (await post(anonymous, path, slack(mention))).status_code == 202
         await asyncio.sleep(0.5)  # several passes
@@ -91,7 +91,7 @@ async def stopped_while_posting(app, stand_in, attempts: int) -> None:
     async with app.router.lifespan_context(app):
         async def posting():
             return len(stand_in.made("POST", r"/slack/reactions.add$")) == attempts
-        await wait_for(posting, timeout=20, what=f"reactions.add #{attempts}")
+        await wait_for(posting, timeout=60, what=f"reactions.add #{attempts}")
         assert await reaction_status(app) == ("posting" if attempts == 1 else "reposting")
 
 
@@ -106,7 +106,7 @@ async def test_a_reaction_whose_poster_died_is_posted_again_once_its_claim_expir
         async def sent():
             return await reaction_status(second) == "sent"
 
-        await wait_for(sent, timeout=20, what="the reaction posted again")
+        await wait_for(sent, timeout=60, what="the reaction posted again")
         await asyncio.sleep(1.5)  # past another claim's expiry: a sent row stays sent
         assert await reaction_status(second) == "sent"
     reactions = stand_in.made("POST", r"/slack/reactions.add$")
@@ -125,6 +125,6 @@ async def test_a_reaction_whose_poster_died_twice_is_failed_not_posted_a_third_t
         async def failed():
             return await reaction_status(third) == "failed"
 
-        await wait_for(failed, timeout=20, what="the reaction given up")
+        await wait_for(failed, timeout=60, what="the reaction given up")
         await asyncio.sleep(0.5)
     assert len(stand_in.made("POST", r"/slack/reactions.add$")) == 2
