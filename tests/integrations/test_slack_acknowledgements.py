@@ -13,7 +13,7 @@ from pathlib import Path
 from sqlalchemy import select
 
 from replicas.api.app import create_app
-from replicas.services import auth
+from replicas.services import auth, loops
 from replicas.settings import Settings
 from replicas.store.team_models import TeamMessage
 from tests.automations.test_receivers import post, slack
@@ -26,10 +26,13 @@ NOTICE = ("I can't start a workspace for this: no environment matches; name one 
           "integration's default environment.")
 
 
-def settings_for(tmp_path: Path, interval: float, claim: float = 300.0) -> Settings:
+def settings_for(tmp_path: Path, interval: float, claim: float = 300.0, timeout: float = 5.0) -> Settings:
+    """`timeout` bounds each call to Slack: an app stopped while Slack holds its call must still be waiting for
+    it when it stops (on a loaded machine a stop can take seconds), or its call fails, and what it posts is
+    marked failed before the test stops it."""
     return Settings(data_dir=tmp_path / "data", database_url=f"sqlite:///{tmp_path / 'replicas.db'}",
                     secret_key=None, cron_enabled=False, pool_enabled=False, team_loop_interval_seconds=interval,
-                    provider_retry_delays=[0.05], provider_timeout_seconds=5.0, team_post_claim_seconds=claim)
+                    provider_retry_delays=[0.05], provider_timeout_seconds=timeout, team_post_claim_seconds=claim)
 
 
 async def queued(app) -> list[tuple[str, str]]:
@@ -40,9 +43,11 @@ async def queued(app) -> list[tuple[str, str]]:
 
 async def first_delivery(tmp_path, stand_in) -> tuple[str, list[tuple[str, str]]]:
     """An organization with Slack connected (and no environment) and a mention delivered to an app whose watcher
-    makes its pass at start, then not for an hour; returns the receiver's path and what was queued."""
+    is stopped (its pass at start could otherwise come after the delivery and post it); returns the receiver's
+    path and what was queued."""
     first = create_app(settings_for(tmp_path, interval=3600))
     async with first.router.lifespan_context(first):
+        await loops.cancel(first.state.team_watcher)
         async with first.state.sessions() as session:
             org = await auth.get_or_create_organization(session, "acme")
             key = await auth.create_org_key(session, org, name="test")
@@ -98,7 +103,8 @@ async def stopped_while_posting(app, stand_in, attempts: int) -> None:
 async def test_a_reaction_whose_poster_died_is_posted_again_once_its_claim_expires(tmp_path, stand_in):
     gate = stand_in.held["POST", "/slack/reactions.add"] = threading.Event()
     await first_delivery(tmp_path, stand_in)
-    await stopped_while_posting(create_app(settings_for(tmp_path, interval=0.1, claim=1.0)), stand_in, attempts=1)
+    await stopped_while_posting(create_app(settings_for(tmp_path, interval=0.1, claim=1.0, timeout=600)), stand_in,
+                                attempts=1)
 
     gate.set()  # Slack answers again; the dead process's call may or may not have reached it
     second = create_app(settings_for(tmp_path, interval=0.1, claim=1.0))
@@ -118,7 +124,8 @@ async def test_a_reaction_whose_poster_died_twice_is_failed_not_posted_a_third_t
     stand_in.held["POST", "/slack/reactions.add"] = threading.Event()
     await first_delivery(tmp_path, stand_in)
     for attempt in (1, 2):
-        await stopped_while_posting(create_app(settings_for(tmp_path, interval=0.1, claim=1.0)), stand_in, attempt)
+        await stopped_while_posting(create_app(settings_for(tmp_path, interval=0.1, claim=1.0, timeout=600)), stand_in,
+                                    attempt)
 
     third = create_app(settings_for(tmp_path, interval=0.1, claim=1.0))
     async with third.router.lifespan_context(third):
