@@ -27,11 +27,11 @@ import logging
 import uuid
 from collections.abc import Callable
 
-from sqlalchemy import text
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from replicas.events.fanout import EventHub
 from replicas.events.store import read_events
+from replicas.store.notify_on_commit import notify_on_commit
 
 log = logging.getLogger("replicas.events.notify")
 CHANNEL = "replicas_events"
@@ -39,12 +39,11 @@ STATUS_CHANNEL = "replicas_status"
 RECONNECT_SECONDS = 1.0
 
 
-async def announce(session: AsyncSession, workspace_id: uuid.UUID | str, seq: int) -> None:
+def announce(session: AsyncSession, workspace_id: uuid.UUID | str, seq: int) -> None:
     """Notify every process, once the caller's transaction commits, that the workspace's events up to `seq` are
-    stored. A no-op except on PostgreSQL."""
-    if session.bind.dialect.name == "postgresql":
-        await session.execute(text("SELECT pg_notify(:channel, :payload)"),
-                              {"channel": CHANNEL, "payload": f"{workspace_id}:{seq}"})
+    stored (sent with the transaction's other notifications, store/notify_on_commit.py). A no-op except on
+    PostgreSQL."""
+    notify_on_commit(session, CHANNEL, f"{workspace_id}:{seq}")
 
 
 def status_key(organization: str) -> str:

@@ -58,16 +58,20 @@ async def store_events(session: AsyncSession, workspace_id: uuid.UUID | str,
     `on_stored(session, workspace_id, events)` runs inside the same transaction with the new events, so
     what it derives from them (projections, webhook deliveries) commits exactly once with them.
 
-    The first statement is an UPDATE of the workspace row: it takes the row lock on PostgreSQL and the
-    write lock on SQLite before `last_event_seq` is read, so concurrent writers cannot interleave."""
+    The first statement is an UPDATE of the workspace row that returns the row: it takes the row lock on
+    PostgreSQL and the write lock on SQLite before `last_event_seq` is read, so concurrent writers cannot
+    interleave, and it loads the row into the session (`on_stored` gets it from there, without a query). The new
+    events and the row's changes then go in one flush; the pump's store costs BEGIN, this UPDATE, the INSERT, the
+    row's UPDATE, the notifications and COMMIT."""
     workspace_id = _uuid(workspace_id)
     try:
-        current = (await session.execute(
+        row = (await session.execute(
             update(Workspace).where(Workspace.id == workspace_id)
             .values(last_event_seq=Workspace.last_event_seq, updated_at=Workspace.updated_at)
-            .returning(Workspace.last_event_seq))).scalar_one_or_none()
-        if current is None:
+            .returning(Workspace).execution_options(populate_existing=True))).scalar_one_or_none()
+        if row is None:
             raise WorkspaceGone(str(workspace_id))
+        current = row.last_event_seq
         fresh: dict[int, dict[str, Any]] = {}
         for event in events:
             seq = int(event["seq"])
@@ -80,8 +84,7 @@ async def store_events(session: AsyncSession, workspace_id: uuid.UUID | str,
             session.add_all(WorkspaceEvent(workspace_id=workspace_id, seq=e["seq"], event_id=str(e.get("id", "")),
                                            type=str(e["type"]), ts=str(e.get("ts", "")),
                                            payload=e.get("payload") or {}, chat_id=_chat_id(e)) for e in stored)
-            await session.execute(update(Workspace).where(Workspace.id == workspace_id)
-                                  .values(last_event_seq=stored[-1]["seq"], updated_at=Workspace.updated_at))
+            row.last_event_seq = stored[-1]["seq"]
             if on_stored is not None:
                 await on_stored(session, workspace_id, stored)
         await session.commit()

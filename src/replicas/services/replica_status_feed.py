@@ -11,8 +11,8 @@ them:
   are not known);
 - after the commit, each marked organization is published on the process's `EventHub` under `status_key(org)`
   (`ANY_ORGANIZATION` for the unknown ones): the streams of this process wake and read what changed;
-- on PostgreSQL the same marks go, inside the transaction, as `NOTIFY replicas_status '<org id>'` (delivered on
-  commit, to every process): `events.notify.EventListener` publishes them on each process's hub.
+- on PostgreSQL the same marks go with the commit as `NOTIFY replicas_status '<org id>'` (store/notify_on_commit.py:
+  delivered on commit, to every process): `events.notify.EventListener` publishes them on each process's hub.
 
 A signal carries nothing but the organization: the streams read the store, the one source of truth, and still
 re-read it after a quiet spell, so a lost signal costs latency, never a change.
@@ -31,7 +31,7 @@ import asyncio
 from datetime import timedelta
 from typing import Any
 
-from sqlalchemy import delete, event, insert, inspect, text
+from sqlalchemy import delete, event, insert, inspect
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from sqlalchemy.orm import ORMExecuteState, Session
 
@@ -39,6 +39,7 @@ from replicas.events.fanout import EventHub
 from replicas.events.notify import STATUS_CHANNEL, status_key
 from replicas.services.workspaces import POOLED
 from replicas.store.models import ReplicaTombstone, Workspace, utcnow
+from replicas.store.notify_on_commit import notify_on_commit
 
 ANY_ORGANIZATION = "*"
 # The columns behind a list item (and the organization, which decides who sees it).
@@ -57,20 +58,18 @@ def connect(sessions: async_sessionmaker[AsyncSession], hub: EventHub) -> None:
     sessions.configure(info=info)
 
 
-def _mark(session: Session, organization: str, connection: Any) -> None:
+def _mark(session: Session, organization: str) -> None:
     marked: set[str] = session.info.setdefault(_MARKED, set())
     if organization in marked:
         return
     marked.add(organization)
-    if connection.dialect.name == "postgresql":
-        connection.execute(text("SELECT pg_notify(:channel, :payload)"),
-                           {"channel": STATUS_CHANNEL, "payload": organization})
+    notify_on_commit(session, STATUS_CHANNEL, organization)
 
 
 def _row_changed(_mapper, connection, row: Workspace) -> None:
     session = Session.object_session(row)
     if session is not None and row.organization_id is not None:
-        _mark(session, str(row.organization_id), connection)
+        _mark(session, str(row.organization_id))
 
 
 def _row_deleted(mapper, connection, row: Workspace) -> None:
@@ -90,7 +89,7 @@ def _row_updated(mapper, connection, row: Workspace) -> None:
         _row_changed(mapper, connection, row)
         previous = state.attrs.organization_id.history.deleted
         if previous and previous[0] is not None and Session.object_session(row) is not None:
-            _mark(Session.object_session(row), str(previous[0]), connection)
+            _mark(Session.object_session(row), str(previous[0]))
 
 
 def _bulk_sets_watched(statement: Any) -> bool:
@@ -110,7 +109,7 @@ def _bulk_statement(state: ORMExecuteState) -> None:
     if mapper is None or mapper.class_ is not Workspace or not _bulk_sets_watched(state.statement):
         return
     session = state.session
-    _mark(session, ANY_ORGANIZATION, session.connection(bind_arguments=state.bind_arguments))
+    _mark(session, ANY_ORGANIZATION)
 
 
 def _committed(session: Session) -> None:

@@ -86,6 +86,9 @@ AWAKE = ("preparing", "active")
 WAKEABLE = ("sleeping", "archived")
 WHEN_DONE = {"delete_when_done": "delete", "archive_when_done": "archive", "sleep_when_done": "sleep"}
 ENGINE_VERSION = "v1"
+# An agent's stream of deltas moves `last_activity_at` at most this often: each move is a row update that tells the
+# replica status streams of every process (replica_status_feed.py), for a time that the list shows in minutes.
+DELTA_ACTIVITY_SECONDS = 1.0
 # What pool workspaces are warmed as: any agent's create claims one (its chat is switched at the claim, as every
 # agent runs in any engine); only the size must match, its limits being the sandbox's own.
 POOL_AGENT, POOL_SIZE = "claude", "small"
@@ -512,7 +515,7 @@ class ReplicaService:
         snapshot = dict(row.snapshot or {})
         chats = {chat["id"]: chat for chat in snapshot.get("chats", [])}
         last_text = dict(snapshot.get("last_text", {}))
-        activity = False
+        activity = streaming = False
         for event in events:
             kind, payload = event["type"], event.get("payload") or {}
             if kind in ("chat.created", "chat.updated") and payload.get("chat"):
@@ -530,7 +533,7 @@ class ReplicaService:
             elif kind == "engine.status.changed":
                 snapshot["status"] = payload.get("status", {})
             elif kind == "chat.turn.delta":
-                activity = True
+                streaming = True
                 text = assistant_text(payload.get("event") or {})
                 if text:
                     last_text[str(payload.get("chatId"))] = text[-4000:]
@@ -547,9 +550,11 @@ class ReplicaService:
         snapshot["chats"] = list(chats.values())
         snapshot["last_text"] = last_text
         row.snapshot = snapshot
-        if activity:
-            row.last_activity_at = utcnow()
-        await notify.announce(session, workspace_id, events[-1]["seq"])  # other processes' streams (PostgreSQL)
+        now = utcnow()
+        if activity or (streaming and (row.last_activity_at is None or
+                                       (now - aware(row.last_activity_at)).total_seconds() >= DELTA_ACTIVITY_SECONDS)):
+            row.last_activity_at = now
+        notify.announce(session, workspace_id, events[-1]["seq"])  # other processes' streams (PostgreSQL)
 
     # -- messages ----------------------------------------------------------------------------------
 
