@@ -263,6 +263,8 @@ class _RawEventStream(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         received = time.time()
+        if self.finished.done():
+            return
         self.buffer += data
         if not self.in_body:
             head, sep, rest = self.buffer.partition(b"\r\n\r\n")
@@ -294,13 +296,13 @@ class _RawEventStream(asyncio.Protocol):
                 self.listener.completed += 1
                 self.on_completed(self.listener)
                 if self.listener.completed >= self.turns:
-                    self._finish()
+                    self._finish(close=False)  # open until every client is done: closes cost the server work
                     return
 
-    def _finish(self) -> None:
+    def _finish(self, close: bool = True) -> None:
         if not self.finished.done():
             self.finished.set_result(None)
-        if self.transport is not None:
+        if close and self.transport is not None:
             self.transport.close()
 
     def connection_lost(self, exc) -> None:
@@ -308,9 +310,10 @@ class _RawEventStream(asyncio.Protocol):
             self.finished.set_result(None)
 
 
-async def listen(base: str, replica_id: str, listener: Listener, turns: int, on_completed) -> None:
-    """Read the stream until `turns` turns completed; frames are timestamped when the read that completes them
-    arrives, and parsed into `listener.frames` at the end."""
+async def listen(base: str, replica_id: str, listener: Listener, turns: int, on_completed,
+                 release: asyncio.Event) -> None:
+    """Read the stream until `turns` turns completed, and close it once `release` is set; frames are timestamped
+    when the read that completes them arrives, and parsed into `listener.frames` at the end."""
     host, port = base.removeprefix("http://").rsplit(":", 1)
     loop = asyncio.get_running_loop()
     finished = loop.create_future()
@@ -320,12 +323,18 @@ async def listen(base: str, replica_id: str, listener: Listener, turns: int, on_
         transport.write(f"GET /v1/replica/{replica_id}/events HTTP/1.0\r\nHost: {host}\r\n"
                         f"Authorization: Bearer {KEY}\r\nAccept: text/event-stream\r\n\r\n".encode())
         await finished
+        if listener.error is None:
+            await release.wait()
     finally:
         transport.close()
-        for seq, data_line, received in listener.raw:
-            data = json.loads(data_line)
-            listener.frames.append((seq, data["type"], parse_ts(data["ts"]), received))
-        listener.raw.clear()
+
+
+def parse_frames(listener: Listener) -> None:
+    """The frames' JSON, parsed once every client is done (parsing while others still read would delay them)."""
+    for seq, data_line, received in listener.raw:
+        data = json.loads(data_line)
+        listener.frames.append((seq, data["type"], parse_ts(data["ts"]), received))
+    listener.raw.clear()
 
 
 async def sse_delays(base: str, replica_id: str, model: ScriptedModelServer, clients: int, turns: int,
@@ -334,11 +343,17 @@ async def sse_delays(base: str, replica_id: str, model: ScriptedModelServer, cli
     listeners = [Listener(i) for i in range(clients)]
     turn_done = [asyncio.Event() for _ in range(turns)]
 
+    completions = [0] * turns
+
     def on_completed(listener: Listener) -> None:
-        if listener.index == 0:
+        # The next turn starts once every client has the last one's end: the bench's own POST and the work it
+        # triggers must not delay the clients still reading that end.
+        completions[listener.completed - 1] += 1
+        if completions[listener.completed - 1] == clients:
             turn_done[listener.completed - 1].set()
 
-    tasks = [asyncio.create_task(listen(base, replica_id, item, turns, on_completed)) for item in listeners]
+    release = asyncio.Event()
+    tasks = [asyncio.create_task(listen(base, replica_id, item, turns, on_completed, release)) for item in listeners]
     try:
         started = time.monotonic()
         await asyncio.wait_for(asyncio.gather(*(item.snapshot.wait() for item in listeners)), 60)
@@ -362,12 +377,15 @@ async def sse_delays(base: str, replica_id: str, model: ScriptedModelServer, cli
                 if sent.status_code != 200 or sent.json().get("status") not in ("sent", "queued"):
                     raise RuntimeError(f"message {turn + 1}: {sent.status_code} {sent.text[:300]}")
                 await asyncio.wait_for(turn_done[turn].wait(), 120)
+        release.set()
         await asyncio.wait_for(asyncio.gather(*tasks), 60)
         cpu = server_cpu(server) - cpu
     finally:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+    for item in listeners:
+        parse_frames(item)
 
     sequences = [[seq for seq, *_ in item.frames] for item in listeners]
     reference = sequences[0]
