@@ -57,9 +57,10 @@ def database_url(request, tmp_path) -> str:
 def settings(tmp_path, database_url) -> Settings:
     # No cron scheduling in test apps: the PostgreSQL database is shared by the session, and another
     # test's automation must not fire here (the scheduler's tests run it on purpose).
-    # Nor pool filling, for the same reason (tests/replicas/test_warm_pools_fill.py turns it on).
+    # Nor pool filling, for the same reason (tests/replicas/test_warm_pools_fill.py turns it on), nor the
+    # take-over of boots another process left (tests/replicas/test_boot_takeover.py turns it on).
     return Settings(data_dir=tmp_path / "data", database_url=database_url, secret_key=None, cron_enabled=False,
-                    pool_enabled=False)
+                    pool_enabled=False, boot_takeover_enabled=False)
 
 
 @pytest.fixture

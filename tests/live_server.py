@@ -32,7 +32,7 @@ def live_settings(request, tmp_path_factory, **values) -> Settings:
     else:
         database_url = request.getfixturevalue("postgres_url")
     return Settings(data_dir=root / "data", database_url=database_url, secret_key=None, cron_enabled=False,
-                    pool_enabled=False, **values)
+                    pool_enabled=False, boot_takeover_enabled=False, **values)
 
 
 class LiveServer:

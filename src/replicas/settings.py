@@ -115,6 +115,13 @@ class Settings(BaseSettings):
     # A queued Slack acknowledgement claimed this long ago and not posted was left by a process that died while
     # posting it: it is posted once more. Longer than a post with all its retries.
     team_post_claim_seconds: float = Field(default=300.0, gt=0)
+    # A workspace's boot or wake is held by the process running it under a lease renewed every 2 s; a workspace
+    # left `preparing` whose lease has not been renewed for this long (its process died or was stopped) is taken
+    # over by another process, or by the next start of this one: its boot is run again (services/transitions.py).
+    transition_lease_seconds: float = Field(default=10.0, gt=0)
+    # Off: no process takes over a boot that another left (the test suite's apps share one PostgreSQL database,
+    # and one must not boot another test's workspaces).
+    boot_takeover_enabled: bool = True
     # Calls to the providers' APIs (comments, reactions, job logs): timeout per attempt, delays between retries.
     provider_timeout_seconds: float = Field(default=15.0, gt=0)
     provider_retry_delays: list[float] = Field(default_factory=lambda: [1.0, 5.0, 30.0])

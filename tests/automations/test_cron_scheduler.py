@@ -219,7 +219,8 @@ async def test_two_servers_on_one_postgresql_fire_each_slot_exactly_once(tmp_pat
         data_dir.parent.mkdir()
         env = _env(data_dir, REPLICAS_BOOTSTRAP_API_KEY=KEY, REPLICAS_TOOLS_DIR=str(agent_tools),
                    REPLICAS_DATABASE_URL=postgres_url, REPLICAS_SECRET_KEY=SECRET,
-                   REPLICAS_CRON_INTERVAL_SECONDS="0.1", REPLICAS_LOG_LEVEL="info")
+                   REPLICAS_CRON_INTERVAL_SECONDS="0.1", REPLICAS_LOG_LEVEL="info",
+                   REPLICAS_BOOT_TAKEOVER_ENABLED="false")  # the session's database: no other test's boots
         servers.append(Server(data_dir, env))
     engine = create_async_engine(Settings(database_url=postgres_url).resolved_database_url)
     sessions = make_sessionmaker(engine)

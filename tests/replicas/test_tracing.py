@@ -79,6 +79,7 @@ def collector() -> Iterator[Collector]:
 
 def settings_for(tmp_path, postgres_url: str, **otel) -> Settings:
     return Settings(data_dir=tmp_path / "data", database_url=postgres_url, cron_enabled=False, pool_enabled=False,
+                    boot_takeover_enabled=False,
                     bootstrap_api_key=KEY, **otel)
 
 

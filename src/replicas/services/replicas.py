@@ -74,6 +74,7 @@ from replicas.services.replica_views import (
     repository_status,
 )
 from replicas.services.senders import message_sender, recorded_senders
+from replicas.services.transitions import TransitionLeases
 from replicas.services.workspaces import POOLED, WorkspaceManager, lock_workspace
 from replicas.settings import Settings
 from replicas.store.db import read_sessions
@@ -155,6 +156,8 @@ class ReplicaService:
         self._loops: list[asyncio.Task] = []
         self.pools = PoolFiller(settings, sessions, self.manager, self.owner_id)
         self.pumps = PumpLeases(sessions, self.pump, self.owner_id, runtime=settings.runtime)
+        self.transition_leases = TransitionLeases(sessions, self.owner_id, runtime=settings.runtime,
+                                                  ttl=settings.transition_lease_seconds)
         self.listener: notify.EventListener | None = None
 
     # -- process lifecycle -------------------------------------------------------------------------
@@ -175,12 +178,14 @@ class ReplicaService:
                 self._background(self._check_engine(row))
                 if row.pending_messages:
                     self._background(self._deliver_pending(row.id))
-            else:
-                self._background(self._recover_preparing(row))
+            # A `preparing` one is taken over once its boot's lease lapses (transitions.py), here or elsewhere.
         self._background(hook_runner.remove_abandoned_sandboxes(self.manager.runtime, self.settings))
         self._loops = [asyncio.create_task(self.dispatcher.run_forever(self.settings.webhook_poll_seconds),
                                            name="webhook-dispatcher"),
                        asyncio.create_task(self.pumps.run(), name="pump-leases"),
+                       asyncio.create_task(self.transition_leases.run(
+                           self._take_over if self.settings.boot_takeover_enabled else None),
+                           name="transition-leases"),
                        asyncio.create_task(self._lifecycle_loop(), name="lifecycle-reaper")]
         if self.settings.pool_enabled:
             self._loops.append(asyncio.create_task(self.pools.run(), name="warm-pool-filler"))
@@ -193,6 +198,7 @@ class ReplicaService:
                 await task
         await self.pools.stop()
         await self.pumps.release_all()
+        await self.transition_leases.release_all()  # another process takes the boots cut short over at once
         if self.listener is not None:
             await self.listener.stop()
         await self.hub.aclose()
@@ -227,9 +233,18 @@ class ReplicaService:
             await self._fail(row, f"Workspace engine is incompatible: {reason}; delete the workspace, or wake it "
                                   "after the image is rebuilt")
 
+    async def _take_over(self, row: Workspace) -> None:
+        """A workspace left `preparing` by a process that stopped (its boot's lease lapsed, transitions.py): this
+        process holds the lease now and brings it up."""
+        self._start_transition(row, self._recover_preparing(row), leased=True)
+
     async def _recover_preparing(self, row: Workspace) -> None:
-        """A workspace left `preparing` by a stopped control plane: its engine may be up (a wake or a
-        boot that finished), or the work was cut short."""
+        """Its engine may be up (a wake, or a boot that finished), or down with its disk kept (a wake cut short:
+        wake it again), or the first boot was cut short: lay the workspace out again from the start, as its
+        create would have (the first message still waits in `pending_messages`)."""
+        row = await self._reload(row.id) or row
+        if row.status != "preparing":
+            return
         if row.runtime_state and row.default_chat_id:
             with contextlib.suppress(ReplicasError):
                 health = await self.manager.call_engine(row, "GET", "/health")
@@ -238,9 +253,13 @@ class ReplicaService:
                     return
                 await self._became_active(await self._set(row.id, status="active", status_changed_at=utcnow()))
                 return
-            self._start_transition(row, self._wake_task(row))
+            await self._wake_task(row)
             return
-        await self._fail(row, "The control plane restarted while the workspace was being prepared")
+        if row.runtime_state:
+            await self.manager.discard_runtime(row)
+            row = await self._set(row.id, runtime_state=None)
+        await self._activate(row, lambda: self.manager.provision(row, Principal.system(row.organization_id)),
+                             "create")
 
     # -- records -----------------------------------------------------------------------------------
 
@@ -436,9 +455,23 @@ class ReplicaService:
                     await session.commit()
         self._lock_row_ready = True
 
-    def _start_transition(self, row: Workspace, coro: Coroutine) -> asyncio.Task:
+    def _start_transition(self, row: Workspace, coro: Coroutine, *, leased: bool = False) -> asyncio.Task:
+        """Run a boot or wake under the workspace's transition lease (transitions.py), taken first unless
+        `leased`: another process takes the work over if this one stops before it ends."""
         key = str(row.id)
-        task = asyncio.create_task(coro, name=f"transition-{key}")
+
+        async def under_lease() -> None:
+            try:
+                if not leased and not await self.transition_leases.take(key):
+                    coro.close()
+                    log.info("workspace %s: another process is bringing it up", key)
+                    return
+                await coro
+            finally:
+                with contextlib.suppress(Exception):
+                    await self.transition_leases.give_back(key)
+
+        task = asyncio.create_task(under_lease(), name=f"transition-{key}")
         self._transitions[key] = task
         task.add_done_callback(lambda t: self._transitions.pop(key, None) if self._transitions.get(key) is t
                                else None)

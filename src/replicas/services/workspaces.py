@@ -363,6 +363,17 @@ class WorkspaceManager:
         workspace = await self._start_engine(workspace, env)
         return await self._save(workspace, status="active", last_activity_at=utcnow(), status_changed_at=utcnow())
 
+    async def discard_runtime(self, workspace: Workspace) -> None:
+        """Remove what a boot cut short left of the workspace in its runtime (home, container, volume, pod),
+        keeping its row, before it is laid out again; a failure is logged (the new boot then says what is
+        in its way)."""
+        if not workspace.runtime_state:
+            return
+        try:
+            await self.runtime.destroy(self._handle(workspace))
+        except Exception:  # noqa: BLE001 - see the docstring
+            log.warning("workspace %s: removing what its cut-short boot left failed", workspace.id, exc_info=True)
+
     async def destroy(self, workspace: Workspace) -> None:
         if workspace.runtime_state:
             await self.runtime.destroy(self._handle(workspace))
