@@ -63,6 +63,9 @@ class StandIn:
     git_requests: list[Recorded] = field(default_factory=list)
     slack_messages: dict[tuple[str, str], dict] = field(default_factory=dict)  # (channel, ts) -> message
     held: dict[tuple[str, str], threading.Event] = field(default_factory=dict)  # (method, path): answered once set
+    # ("github", number) / ("gitlab", iid) -> changes made to the pull (merge) request after each read of it, in
+    # turn: what the provider computed meanwhile (a `mergeable` that was null, a `merge_status` "checking")
+    after_read: dict[tuple[str, int], list[dict]] = field(default_factory=dict)
     next_number: int = 7
     next_id: int = 900000
 
@@ -178,7 +181,8 @@ class StandIn:
             return 200, [], None
         if match := re.fullmatch(r"/github/repos/([^/]+/[^/]+)/pulls/(\d+)", path):
             pull = self.pulls.get(int(match[2]))
-            return (200, pull, None) if pull else (404, {"message": "Not Found"}, None)
+            return (200, self._read("github", int(match[2]), pull), None) if pull else \
+                (404, {"message": "Not Found"}, None)
         if match := re.fullmatch(r"/github/repos/[^/]+/[^/]+/actions/runs/(\d+)/jobs", path):
             jobs = self.jobs.get(int(match[1]), [])
             return 200, {"total_count": len(jobs), "jobs": jobs}, None
@@ -192,7 +196,8 @@ class StandIn:
             return 201, {"id": self._id(), "body": body["body"], "author": {"username": "replicas-bot"}}, None
         if match := re.fullmatch(r"/gitlab/projects/[^/]+/merge_requests/(\d+)", path):
             mr = self.merge_requests.get(int(match[1]))
-            return (200, mr, None) if mr else (404, {"message": "404 Not found"}, None)
+            return (200, self._read("gitlab", int(match[1]), mr), None) if mr else \
+                (404, {"message": "404 Not found"}, None)
         if match := re.fullmatch(r"/gitlab/projects/([^/]+)/merge_requests", path):
             return self._gitlab_merge_requests(method, unquote(match[1]), body, query or {})
         if match := re.fullmatch(r"/gitlab/projects/[^/]+/pipelines/(\d+)/jobs", path):
@@ -238,8 +243,15 @@ class StandIn:
               "target_branch": body["target_branch"], "merge_status": "checking", "has_conflicts": False,
               "sha": "f" * 40,
               "web_url": f"{self.gitlab_host}/{path}/-/merge_requests/{iid}"}
-        self.merge_requests[iid] = mr
-        return 201, mr, None
+        self.merge_requests[iid] = {**mr, "merge_status": "can_be_merged", "detailed_merge_status": "mergeable"}
+        return 201, mr, None  # GitLab checks a new merge request in the background: "checking" in the answer
+
+    def _read(self, provider: str, number: int, item: dict) -> dict:
+        """What a read answers (a copy), then the provider's next computed change, if the test set one."""
+        answer = dict(item)
+        if changes := self.after_read.get((provider, number)):
+            item.update(changes.pop(0))
+        return answer
 
     def made(self, method: str, pattern: str) -> list[Recorded]:
         return [r for r in self.requests if r.method == method and re.search(pattern, r.path)]

@@ -56,16 +56,18 @@ async def test_a_branch_pipeline_and_a_push_to_main_reach_the_merge_requests_wor
     other["object_attributes"]["ref"] = "someone/else"
     assert (await post(anonymous, path, gitlab_hook(other, "Pipeline Hook"))).status_code == 202
 
-    # Someone pushes to main; GitLab now says the merge request has conflicts: a conflict follow-up.
-    stand_in.merge_requests[1].update(has_conflicts=True, merge_status="cannot_be_merged",
-                                      detailed_merge_status="conflict")
+    # Someone pushes to main; GitLab checks the merge request again in the background ("checking" on the first
+    # read), then says it has conflicts: a conflict follow-up, once it is known.
+    stand_in.merge_requests[1].update(merge_status="checking", detailed_merge_status="checking")
+    stand_in.after_read["gitlab", 1] = [{"has_conflicts": True, "merge_status": "cannot_be_merged",
+                                         "detailed_merge_status": "conflict"}]
     model.add_turn(Text("Merged main and resolved the conflicts."))
     push = payload("gitlab_push_main")
     assert (await post(anonymous, path, gitlab_hook(push, "Push Hook", delivery="uuid-push"))).status_code == 202
     sent = await prompt_with(model, "has merge conflicts")
     assert f"The merge request {MERGE_REQUEST} has merge conflicts with `main`" in sent
     assert "Merge `origin/main` into its branch" in sent
-    [read] = stand_in.made("GET", r"/gitlab/projects/[^/]+/merge_requests/1$")
+    checking, read = stand_in.made("GET", r"/gitlab/projects/[^/]+/merge_requests/1$")
     assert {k.lower(): v for k, v in read.headers.items()}["private-token"] == "glpat-token"
     await notes_on(stand_in, "merge_requests/1", 2)
 

@@ -211,37 +211,81 @@ async def _open_tracked(session, organization_id: uuid.UUID, event: TeamEvent) -
         TeamThread.key.startswith(prefix)).order_by(TeamThread.created_at.desc())))
 
 
+# After a push to the base, GitHub computes a pull request's `mergeable` in the background (null meanwhile), and
+# GitLab a merge request's `merge_status` ("unchecked", "checking"): one read in that moment is read again after
+# these waits, in the background (the delivery is answered at once).
+MERGEABILITY_WAITS = (1.0, 2.0, 4.0, 8.0, 15.0)
+GITLAB_COMPUTING = frozenset({"unchecked", "checking", "cannot_be_merged_recheck", "preparing"})
+
+
 async def on_push(services: Any, organization_id: uuid.UUID, credential: LoopCredential, event: TeamEvent) -> bool:
     """A base branch moved: its open tracked pull (merge) requests may conflict now, which GitHub (`mergeable`)
     and GitLab (`has_conflicts`, `merge_status`) say on a read. One whose base is not known yet is read too (its
-    base is learnt from the answer)."""
+    base is learnt from the answer). One whose provider is still computing is read again later."""
     async with services.sessions() as session:
         threads = [t for t in await _open_tracked(session, organization_id, event)
                    if (t.details or {}).get("base_branch") in (None, event.base_branch)]
     handled = 0
     async with client_for(event.provider, credential.token, credential.api_url, services.settings) as client:
         for thread in threads:
-            base, conflicted, head_sha, url = await _mergeability(client, event, thread)
-            if base != event.base_branch or not conflicted:
-                continue
-            conflict = TeamEvent(event.provider, "conflict", f"{event.provider}-conflict:{thread.key}:{head_sha}:"
-                                 f"{event.head_sha}", thread_key=thread.key, thread_kind=thread.kind,
-                                 target=thread.target, repository=event.repository,
-                                 repository_ids=event.repository_ids, url=url, base_branch=event.base_branch)
-            handled += await on_pull_request_event(services, organization_id, credential, conflict)
+            followed = await _follow_up_conflict(services, organization_id, credential, event, client, thread)
+            if followed is None:
+                spawn(_when_computed(services, organization_id, credential, event, thread))
+            handled += bool(followed)
     return bool(handled)
 
 
-async def _mergeability(client: Any, event: TeamEvent, thread: TeamThread) -> tuple[str | None, bool, str | None,
-                                                                                    str | None]:
-    """(base branch, has conflicts, head commit, URL) of the thread's pull (merge) request, as its provider says."""
+async def _follow_up_conflict(services: Any, organization_id: uuid.UUID, credential: LoopCredential,
+                              event: TeamEvent, client: Any, thread: TeamThread) -> bool | None:
+    """Read the thread's pull (merge) request: True when it conflicts with the pushed base (the follow-up is
+    sent), False when not, None while its provider is still computing."""
+    base, conflicted, head_sha, url = await _mergeability(client, event, thread)
+    if base != event.base_branch:
+        return False
+    if conflicted is None:
+        return None
+    if not conflicted:
+        return False
+    conflict = TeamEvent(event.provider, "conflict", f"{event.provider}-conflict:{thread.key}:{head_sha}:"
+                         f"{event.head_sha}", thread_key=thread.key, thread_kind=thread.kind,
+                         target=thread.target, repository=event.repository,
+                         repository_ids=event.repository_ids, url=url, base_branch=event.base_branch)
+    return bool(await on_pull_request_event(services, organization_id, credential, conflict))
+
+
+async def _when_computed(services: Any, organization_id: uuid.UUID, credential: LoopCredential, event: TeamEvent,
+                         thread: TeamThread) -> None:
+    for wait in MERGEABILITY_WAITS:
+        await asyncio.sleep(wait)
+        try:
+            async with client_for(event.provider, credential.token, credential.api_url, services.settings) as client:
+                if await _follow_up_conflict(services, organization_id, credential, event, client, thread) is not None:
+                    return
+        except (ReplicasError, ProviderError) as exc:
+            log.warning("team loop could not read %s again after the push to %s: %s", thread.key,
+                        event.base_branch, exc)
+            return
+    log.info("team loop: %s still had no mergeability %.0fs after the push to %s; no conflict follow-up",
+             thread.key, sum(MERGEABILITY_WAITS), event.base_branch)
+
+
+async def _mergeability(client: Any, event: TeamEvent, thread: TeamThread) -> tuple[str | None, bool | None,
+                                                                                    str | None, str | None]:
+    """(base branch, has conflicts (None: not computed yet), head commit, URL) of the thread's pull (merge)
+    request, as its provider says."""
     if event.provider == "gitlab":
         mr = await client.merge_request(thread.target.get("project_id"), int(thread.key.rsplit("!", 1)[1]))
-        conflicted = bool(mr.get("has_conflicts")) or mr.get("merge_status") == "cannot_be_merged" \
-            or mr.get("detailed_merge_status") == "conflict"
+        if mr.get("merge_status") in GITLAB_COMPUTING or mr.get("detailed_merge_status") in GITLAB_COMPUTING:
+            conflicted = None
+        else:
+            conflicted = bool(mr.get("has_conflicts")) or mr.get("merge_status") == "cannot_be_merged" \
+                or mr.get("detailed_merge_status") == "conflict"
         return mr.get("target_branch"), conflicted, mr.get("sha"), mr.get("web_url")
     pull = await client.pull_request(event.repository, int(thread.key.rsplit("#", 1)[1]))
-    conflicted = pull.get("mergeable") is False or pull.get("mergeable_state") == "dirty"
+    if pull.get("mergeable") is None and pull.get("mergeable_state") in (None, "unknown"):
+        conflicted = None
+    else:
+        conflicted = pull.get("mergeable") is False or pull.get("mergeable_state") == "dirty"
     return (pull.get("base") or {}).get("ref"), conflicted, (pull.get("head") or {}).get("sha"), pull.get("html_url")
 
 
