@@ -10,7 +10,8 @@ never both believe they hold it.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Collection
+from datetime import datetime, timedelta
 
 from sqlalchemy import or_, update
 from sqlalchemy.exc import IntegrityError
@@ -46,4 +47,25 @@ async def release(sessions: async_sessionmaker[AsyncSession], name: str, owner: 
         await session.execute(update(Lease).where(Lease.name == name, Lease.owner == owner)
                               .values(expires_at=utcnow() - timedelta(seconds=1))
                               .execution_options(synchronize_session=False))
+        await session.commit()
+
+
+async def renew_many(sessions: async_sessionmaker[AsyncSession], names: Collection[str], owner: str,
+                     ttl: float) -> None:
+    """Renew, in one UPDATE, those of the leases `names` that `owner` still holds, for `ttl` seconds."""
+    await _expire_at(sessions, names, owner, utcnow() + timedelta(seconds=ttl))
+
+
+async def release_many(sessions: async_sessionmaker[AsyncSession], names: Collection[str], owner: str) -> None:
+    """Hand back, in one UPDATE, those of the leases `names` that `owner` holds (a graceful shutdown)."""
+    await _expire_at(sessions, names, owner, utcnow() - timedelta(seconds=1))
+
+
+async def _expire_at(sessions: async_sessionmaker[AsyncSession], names: Collection[str], owner: str,
+                     expires: datetime) -> None:
+    if not names:
+        return
+    async with sessions() as session:
+        await session.execute(update(Lease).where(Lease.name.in_(list(names)), Lease.owner == owner)
+                              .values(expires_at=expires).execution_options(synchronize_session=False))
         await session.commit()

@@ -22,9 +22,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import uuid
-from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from replicas.events import EventPump
@@ -67,24 +66,13 @@ class PumpLeases:
     async def release_all(self) -> None:
         await self.pump.stop_all()
         held, self.held = list(self.held), set()
-        if held:
-            async with self.sessions() as session:
-                await session.execute(update(Lease).where(Lease.name.in_([lease_name(k) for k in held]),
-                                                          Lease.owner == self.owner_id)
-                                      .values(expires_at=utcnow() - timedelta(seconds=1))
-                                      .execution_options(synchronize_session=False))
-                await session.commit()
+        await leases.release_many(self.sessions, [lease_name(k) for k in held], self.owner_id)
 
     async def supervise(self) -> None:
         """One pass: renew what we hold, let go of what we lost, take over what nobody pumps."""
         now = utcnow()
+        await leases.renew_many(self.sessions, [lease_name(k) for k in self.held], self.owner_id, self.ttl)
         async with self.sessions() as session:
-            if self.held:
-                await session.execute(update(Lease).where(Lease.name.in_([lease_name(k) for k in self.held]),
-                                                          Lease.owner == self.owner_id)
-                                      .values(expires_at=now + timedelta(seconds=self.ttl))
-                                      .execution_options(synchronize_session=False))
-                await session.commit()
             query = select(Workspace).where(Workspace.status == "active")
             if self.runtime is not None:
                 query = query.where(Workspace.runtime == self.runtime)

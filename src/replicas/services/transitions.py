@@ -26,7 +26,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from replicas.services import leases
@@ -65,23 +65,10 @@ class TransitionLeases:
 
     async def release_all(self) -> None:
         held, self.held = list(self.held), set()
-        if held:
-            async with self.sessions() as session:
-                await session.execute(update(Lease).where(Lease.name.in_([lease_name(k) for k in held]),
-                                                          Lease.owner == self.owner_id)
-                                      .values(expires_at=utcnow() - timedelta(seconds=1))
-                                      .execution_options(synchronize_session=False))
-                await session.commit()
+        await leases.release_many(self.sessions, [lease_name(k) for k in held], self.owner_id)
 
     async def renew(self) -> None:
-        if not self.held:
-            return
-        async with self.sessions() as session:
-            await session.execute(update(Lease).where(Lease.name.in_([lease_name(k) for k in self.held]),
-                                                      Lease.owner == self.owner_id)
-                                  .values(expires_at=utcnow() + timedelta(seconds=self.ttl))
-                                  .execution_options(synchronize_session=False))
-            await session.commit()
+        await leases.renew_many(self.sessions, [lease_name(k) for k in self.held], self.owner_id, self.ttl)
 
     async def orphans(self) -> list[Workspace]:
         """`preparing` workspaces (of this runtime) that nobody is bringing up: no live lease, not ours, and
