@@ -472,6 +472,7 @@ class ReplicaService:
                     await self.transition_leases.give_back(key)
 
         task = asyncio.create_task(under_lease(), name=f"transition-{key}")
+        task.add_done_callback(lambda _: coro.close())  # cancelled before it began: `coro` never ran
         self._transitions[key] = task
         task.add_done_callback(lambda t: self._transitions.pop(key, None) if self._transitions.get(key) is t
                                else None)
