@@ -24,11 +24,21 @@ import pytest
 from replicas.testing.script import ShellCall, Text
 from tests.cli.test_cli import REPLICAS, _env
 from tests.replicas.conftest import Receiver, backend_env, remove_docker_leftovers
-from tests.replicas.test_events_restart import KEY, Server, auth, is_completed, read_sse, setup_environment
+from tests.replicas.test_events_restart import (
+    KEY,
+    VERSION,
+    Server,
+    auth,
+    is_completed,
+    read_sse,
+    setup_environment,
+)
+from tests.replicas.test_warm_hooks import save_warm_hook
 
 pytestmark = [pytest.mark.slow]
 FAST = {"REPLICAS_SSE_PING_SECONDS": "1", "REPLICAS_CRON_ENABLED": "false", "REPLICAS_POOL_ENABLED": "false",
-        "REPLICAS_ALLOW_PRIVATE_OUTBOUND": "true", "REPLICAS_WEBHOOK_POLL_SECONDS": "0.2"}
+        "REPLICAS_ALLOW_PRIVATE_OUTBOUND": "true", "REPLICAS_WEBHOOK_POLL_SECONDS": "0.2",
+        "REPLICAS_TRANSITION_LEASE_SECONDS": "2"}
 
 
 @asynccontextmanager
@@ -184,6 +194,9 @@ async def test_kill_9_the_pumping_process_mid_turn_another_takes_over(tmp_path, 
 
 async def test_sigterm_ends_the_streams_at_once_and_hands_the_pumps_back(tmp_path, agent_tools, model, make_git_repo,
                                                                          own_database):
+    """SIGTERM to the process that pumps a replica, while a stream watches it and a create it took a moment ago
+    is still booting: the stream ends at once, the other process takes the pump over at its next pass, and the
+    create's boot (cut short by the stop) once its lease lapses: that replica comes up there and answers."""
     async with processes(tmp_path, agent_tools, own_database, count=2) as servers:
         async with client_of(servers[0]) as client:
             env_id = await setup_environment(client, make_git_repo, model)
@@ -195,10 +208,17 @@ async def test_sigterm_ends_the_streams_at_once_and_hands_the_pumps_back(tmp_pat
         pumper = await pump_owner(None, servers, replica_id, own_database)
         other = next(s for s in servers if s is not pumper)
         async with client_of(pumper) as client:
+            await save_warm_hook(client, env_id, "sleep 5\necho warmed\n")  # the next boot takes a while
+            model.add_turn(Text("Booted by the process that stayed."))
+            in_flight = await client.post("/v1/replica", headers=VERSION, json={  # versioned: answered at once
+                "name": "in-flight", "environment_id": env_id, "message": "hello again"})
+            assert in_flight.status_code == 201, in_flight.text
+            in_flight_id = in_flight.json()["replica"]["id"]
             async with client.stream("GET", f"/v1/replica/{replica_id}/events",
                                      timeout=httpx.Timeout(60, read=60)) as response:
                 lines = response.aiter_lines()
                 await anext(lines)  # attached
+                assert (await client.get(f"/v1/replica/{in_flight_id}")).json()["replica"]["status"] == "preparing"
                 pumper.process.send_signal(signal.SIGTERM)
                 started = time.monotonic()
                 async for _ in lines:
@@ -213,6 +233,14 @@ async def test_sigterm_ends_the_streams_at_once_and_hands_the_pumps_back(tmp_pat
         while await pump_owner(None, [other], replica_id, own_database) is not other:
             assert time.monotonic() < deadline, "the pump lease was not taken over promptly"
             await asyncio.sleep(0.2)
+        async with client_of(other) as client:
+            await wait_active(client, in_flight_id)
+            deadline = time.monotonic() + 60
+            while "Booted by the process that stayed." not in str(
+                    (await client.get(f"/v1/replica/{in_flight_id}/read")).json()):
+                assert time.monotonic() < deadline, "the in-flight create's message was not answered"
+                await asyncio.sleep(0.5)
+        assert "left preparing by a process that stopped" in other.log_path.read_text()
 
 
 def test_a_second_serve_on_one_sqlite_database_is_refused(tmp_path):
