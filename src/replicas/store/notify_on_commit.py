@@ -49,5 +49,11 @@ def _forget(session: Session, *_args: Any) -> None:
     session.info.pop(_PENDING, None)
 
 
+def _ended(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:  # the session's own transaction (committed, rolled back, or closed)
+        _forget(session)
+
+
 event.listen(Session, "before_commit", _send)
 event.listen(Session, "after_soft_rollback", _forget)
+event.listen(Session, "after_transaction_end", _ended)
