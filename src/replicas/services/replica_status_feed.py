@@ -131,9 +131,15 @@ def _rolled_back(session: Session, *_args: Any) -> None:
     session.info.pop(_MARKED, None)
 
 
+def _ended(session: Session, transaction: Any) -> None:
+    if transaction.parent is None:  # committed (published already), rolled back or closed: nothing carries over
+        _rolled_back(session)
+
+
 event.listen(Workspace, "after_insert", _row_changed)
 event.listen(Workspace, "after_delete", _row_deleted)
 event.listen(Workspace, "after_update", _row_updated)
 event.listen(Session, "do_orm_execute", _bulk_statement)
 event.listen(Session, "after_commit", _committed)
 event.listen(Session, "after_soft_rollback", _rolled_back)
+event.listen(Session, "after_transaction_end", _ended)
