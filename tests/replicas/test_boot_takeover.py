@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import update
 
 from replicas.services import auth as auth_service
-from replicas.services.transitions import TransitionLeases, lease_name
+from replicas.services.transitions import TransitionLeases
 from replicas.settings import Settings
 from replicas.store.db import make_engine, make_sessionmaker, migrate
 from replicas.store.models import Lease, Workspace, aware, utcnow
@@ -113,7 +113,7 @@ async def test_a_lapsed_transition_lease_is_taken_over_by_another_owner_only(tmp
         await one.supervise(await recover_by("one"))
         assert taken == [("two", row.id)]
         async with sessions() as session:
-            lease = await session.get(Lease, lease_name(row.id))
+            lease = await session.get(Lease, two.name(row.id))
             assert lease.owner == "two" and aware(lease.expires_at) <= utcnow()
     finally:
         await engine.dispose()

@@ -34,44 +34,39 @@ log = logging.getLogger("replicas.pumps")
 PREFIX = "pump:"
 
 
-def lease_name(workspace_id: uuid.UUID | str) -> str:
-    return f"{PREFIX}{workspace_id}"
-
-
 class PumpLeases:
     def __init__(self, sessions: async_sessionmaker[AsyncSession], pump: EventPump, owner_id: str, *,
                  runtime: str | None = None, ttl: float = 6.0, interval: float = 2.0):
         # `runtime`: take over only workspaces of this runtime backend (a process reaches no other's engines).
         self.sessions, self.pump, self.owner_id, self.runtime = sessions, pump, owner_id, runtime
-        self.ttl, self.interval = ttl, interval
-        self.held: set[str] = set()  # workspace ids whose lease this process holds
+        self.interval = interval
+        self.leases = leases.LeaseSet(sessions, PREFIX, owner_id, ttl)
+
+    @property
+    def held(self) -> set[str]:
+        """The workspace ids whose lease this process holds."""
+        return self.leases.held
 
     async def claim(self, row: Workspace) -> bool:
         """Take the workspace's lease (free, expired or ours) and pump it; False: another process pumps it."""
-        key = str(row.id)
-        if not await leases.acquire(self.sessions, lease_name(key), self.owner_id, self.ttl):
+        if not await self.leases.take(row.id):
             return False
-        self.held.add(key)
         self.pump.start(row)
         return True
 
     async def release(self, workspace_id: uuid.UUID | str) -> None:
         """Stop pumping the workspace here and hand its lease back."""
-        key = str(workspace_id)
-        await self.pump.stop(key)
-        if key in self.held:
-            self.held.discard(key)
-            await leases.release(self.sessions, lease_name(key), self.owner_id)
+        await self.pump.stop(str(workspace_id))
+        await self.leases.give_back(workspace_id)
 
     async def release_all(self) -> None:
         await self.pump.stop_all()
-        held, self.held = list(self.held), set()
-        await leases.release_many(self.sessions, [lease_name(k) for k in held], self.owner_id)
+        await self.leases.release_all()
 
     async def supervise(self) -> None:
         """One pass: renew what we hold, let go of what we lost, take over what nobody pumps."""
         now = utcnow()
-        await leases.renew_many(self.sessions, [lease_name(k) for k in self.held], self.owner_id, self.ttl)
+        await self.leases.renew()
         async with self.sessions() as session:
             query = select(Workspace).where(Workspace.status == "active")
             if self.runtime is not None:

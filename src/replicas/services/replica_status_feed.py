@@ -127,13 +127,9 @@ def _committed(session: Session) -> None:
         task.add_done_callback(_tasks.discard)
 
 
-def _rolled_back(session: Session, *_args: Any) -> None:
-    session.info.pop(_MARKED, None)
-
-
 def _ended(session: Session, transaction: Any) -> None:
     if transaction.parent is None:  # committed (published already), rolled back or closed: nothing carries over
-        _rolled_back(session)
+        session.info.pop(_MARKED, None)
 
 
 event.listen(Workspace, "after_insert", _row_changed)
@@ -141,5 +137,4 @@ event.listen(Workspace, "after_delete", _row_deleted)
 event.listen(Workspace, "after_update", _row_updated)
 event.listen(Session, "do_orm_execute", _bulk_statement)
 event.listen(Session, "after_commit", _committed)
-event.listen(Session, "after_soft_rollback", _rolled_back)
 event.listen(Session, "after_transaction_end", _ended)

@@ -463,7 +463,6 @@ class ReplicaService:
         async def under_lease() -> None:
             try:
                 if not leased and not await self.transition_leases.take(key):
-                    coro.close()
                     log.info("workspace %s: another process is bringing it up", key)
                     return
                 await coro
@@ -472,7 +471,7 @@ class ReplicaService:
                     await self.transition_leases.give_back(key)
 
         task = asyncio.create_task(under_lease(), name=f"transition-{key}")
-        task.add_done_callback(lambda _: coro.close())  # cancelled before it began: `coro` never ran
+        task.add_done_callback(lambda _: coro.close())  # `coro` never ran: not ours to run, or cancelled first
         self._transitions[key] = task
         task.add_done_callback(lambda t: self._transitions.pop(key, None) if self._transitions.get(key) is t
                                else None)

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import uuid
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
@@ -37,38 +36,12 @@ PREFIX = "transition:"
 PREPARING = "preparing"
 
 
-def lease_name(workspace_id: uuid.UUID | str) -> str:
-    return f"{PREFIX}{workspace_id}"
-
-
-class TransitionLeases:
+class TransitionLeases(leases.LeaseSet):
     def __init__(self, sessions: async_sessionmaker[AsyncSession], owner_id: str, *, runtime: str | None = None,
                  ttl: float = 10.0, interval: float = 2.0):
         # `runtime`: take over only workspaces of this runtime backend (a process reaches no other's engines).
-        self.sessions, self.owner_id, self.runtime = sessions, owner_id, runtime
-        self.ttl, self.interval = ttl, min(interval, ttl / 3)
-        self.held: set[str] = set()
-
-    async def take(self, workspace_id: uuid.UUID | str) -> bool:
-        """Take the workspace's lease (free, expired or ours); False: another process is bringing it up."""
-        key = str(workspace_id)
-        if not await leases.acquire(self.sessions, lease_name(key), self.owner_id, self.ttl):
-            return False
-        self.held.add(key)
-        return True
-
-    async def give_back(self, workspace_id: uuid.UUID | str) -> None:
-        key = str(workspace_id)
-        if key in self.held:
-            self.held.discard(key)
-            await leases.release(self.sessions, lease_name(key), self.owner_id)
-
-    async def release_all(self) -> None:
-        held, self.held = list(self.held), set()
-        await leases.release_many(self.sessions, [lease_name(k) for k in held], self.owner_id)
-
-    async def renew(self) -> None:
-        await leases.renew_many(self.sessions, [lease_name(k) for k in self.held], self.owner_id, self.ttl)
+        super().__init__(sessions, PREFIX, owner_id, ttl)
+        self.runtime, self.interval = runtime, min(interval, ttl / 3)
 
     async def orphans(self) -> list[Workspace]:
         """`preparing` workspaces (of this runtime) that nobody is bringing up: no live lease, not ours, and
@@ -83,7 +56,7 @@ class TransitionLeases:
             rows = list(await session.scalars(query))
             if not rows:
                 return []
-            names = [lease_name(row.id) for row in rows]
+            names = [self.name(row.id) for row in rows]
             live = {name.removeprefix(PREFIX) for name, expires in (await session.execute(
                 select(Lease.name, Lease.expires_at).where(Lease.name.in_(names)))).all()
                 if expires is not None and aware(expires) >= now}

@@ -45,15 +45,10 @@ def _send(session: Session) -> None:
     session.connection().execute(text("SELECT " + ", ".join(calls)), params)
 
 
-def _forget(session: Session, *_args: Any) -> None:
-    session.info.pop(_PENDING, None)
-
-
 def _ended(session: Session, transaction: Any) -> None:
     if transaction.parent is None:  # the session's own transaction (committed, rolled back, or closed)
-        _forget(session)
+        session.info.pop(_PENDING, None)
 
 
 event.listen(Session, "before_commit", _send)
-event.listen(Session, "after_soft_rollback", _forget)
 event.listen(Session, "after_transaction_end", _ended)
