@@ -156,8 +156,8 @@ async def test_a_replica_lives_on_kubernetes_through_the_api(tmp_path, agent_too
             # Sleep: the pod and its Secret go, the claim (the files) stays.
             slept = await client.post(f"/v1/workspaces/{replica_id}/sleep")
             assert slept.status_code == 200 and slept.json() == {"success": True}, slept.text
+            asleep = cluster_objects(standin, replica_id)  # before the read below, which starts a wake
             assert (await replica(client, replica_id))["status"] in ("sleeping", "preparing")
-            asleep = cluster_objects(standin, replica_id)
             assert asleep == {"pods": [], "persistentvolumeclaims": [name], "secrets": [],
                               "networkpolicies": [name]}
 
