@@ -8,7 +8,7 @@ from replicas import __version__
 from replicas.engine_protocol import ENGINE_PROTOCOL, SUPPORTED_ENGINE_PROTOCOLS, incompatibility
 from tests.engine.conftest import fake_tools, home, make_engine  # noqa: F401 - fixtures
 
-NEEDS = f"this control plane (replicas {__version__}) needs engine protocol 1"
+NEEDS = f"this control plane (replicas {__version__}) needs engine protocol {ENGINE_PROTOCOL}"
 
 
 async def test_the_engine_reports_its_release_and_protocol_at_health(make_engine, fake_tools):  # noqa: F811
@@ -22,14 +22,15 @@ async def test_the_engine_reports_its_release_and_protocol_at_health(make_engine
 
 
 def test_this_releases_engine_speaks_a_protocol_this_control_plane_supports():
-    assert ENGINE_PROTOCOL in SUPPORTED_ENGINE_PROTOCOLS == frozenset({1})
+    assert ENGINE_PROTOCOL in SUPPORTED_ENGINE_PROTOCOLS == frozenset({2})
 
 
 @pytest.mark.parametrize(("health", "reports"), [
     ({"status": "ok", "version": "v1", "lastSeq": 3},
      "an engine of unknown version, which reports no protocol version (older than this check)"),
     ({"status": "ok", "engineVersion": "0.0.9", "protocol": 0}, "engine 0.0.9, which reports protocol 0"),
-    ({"status": "ok", "engineVersion": "2.0.0", "protocol": 2}, "engine 2.0.0, which reports protocol 2"),
+    ({"status": "ok", "engineVersion": "0.1.0", "protocol": 1}, "engine 0.1.0, which reports protocol 1"),
+    ({"status": "ok", "engineVersion": "3.0.0", "protocol": 3}, "engine 3.0.0, which reports protocol 3"),
     ({"status": "ok", "engineVersion": "1.0", "protocol": "1"},
      "engine 1.0, which reports no protocol version (older than this check)"),
     ({"status": "ok", "protocol": True}, "an engine of unknown version, which reports no protocol version "
@@ -43,5 +44,5 @@ def test_an_engine_of_another_protocol_is_refused_naming_the_image_and_the_fix(h
 def test_without_an_image_the_fix_is_this_installation():
     assert incompatibility({"protocol": 0}, image=None) == (
         f"the workspace runs an engine of unknown version, which reports protocol 0; {NEEDS}: reinstall replicas")
-    assert incompatibility({"protocol": 1}) is None
+    assert incompatibility({"protocol": ENGINE_PROTOCOL}) is None
     assert incompatibility([], image="x") is not None  # not even a JSON object

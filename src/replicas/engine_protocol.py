@@ -20,8 +20,8 @@ from typing import Any
 
 from replicas import __version__
 
-ENGINE_PROTOCOL = 1
-SUPPORTED_ENGINE_PROTOCOLS = frozenset({1})
+ENGINE_PROTOCOL = 2
+SUPPORTED_ENGINE_PROTOCOLS = frozenset({2})
 REBUILD_HINT = "rebuild it with `replicas images build`"
 
 

@@ -19,6 +19,7 @@ import pytest
 from sqlalchemy import select
 
 from replicas import __version__
+from replicas.engine_protocol import ENGINE_PROTOCOL
 from replicas.errors import ServiceUnavailable
 from replicas.services.principal import Principal
 from replicas.services.workspaces import WorkspaceManager
@@ -134,7 +135,8 @@ async def test_an_image_whose_engine_speaks_another_protocol_is_refused(app, cli
 
     details = await wait_for(errored, timeout=60, what="the replica in error")
     expected = (f"Workspace engine is incompatible: image {settings.docker_image} runs {reports}; this control "
-                f"plane (replicas {__version__}) needs engine protocol 1: rebuild it with `replicas images build`")
+                f"plane (replicas {__version__}) needs engine protocol {ENGINE_PROTOCOL}: "
+                "rebuild it with `replicas images build`")
     assert details["config"]["provisioning_error"]["message"] == expected
 
     message = await client.post(f"/v1/replica/{replica_id}/messages", json={"message": "are you there?"})
@@ -161,7 +163,7 @@ async def test_a_wake_into_an_incompatible_image_is_refused(app, org, client, ma
     try:
         assert workspace.status == "active"
         health = await manager.call_engine(workspace, "GET", "/health")
-        assert (health["engineVersion"], health["protocol"]) == (__version__, 1)
+        assert (health["engineVersion"], health["protocol"]) == (__version__, ENGINE_PROTOCOL)
         slept = await manager.sleep(workspace)
 
         downgraded = WorkspaceManager(current.model_copy(update={"docker_image": old_engine_image,

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 import time
+
+import pytest
 
 from tests.contract import validate_schema
 from tests.engine.conftest import read_events
@@ -59,7 +62,8 @@ async def test_chats_are_created_listed_read_and_deleted(make_engine, fake_tools
         assert (await client.get("/chats/chat-1")).status_code == 404
         events = await read_events(client, 0, lambda e: e["type"] == "chat.deleted")
         types = [e["type"] for e in events]
-        assert types[:2] == ["engine.ready", "repo.discovered"]
+        assert types[0] == "engine.ready"
+        assert "repo.discovered" in types  # announced once the start's `git diff` is done, in the background
         assert "chat.created" in types
         for event in events:
             assert set(event) == ENVELOPE_KEYS
@@ -264,3 +268,36 @@ async def test_a_turn_that_ended_just_before_a_crash_is_not_reported_lost(tmp_pa
         after = await read_events(client, last_seq, lambda e: e["type"] == "chat.turn.completed")
         assert [e["payload"]["isComplete"] for e in after if e["type"] == "chat.turn.completed"] == [True]
         assert not [e for e in after if e["type"] == "error"]
+
+
+async def test_an_engine_started_before_its_home_waits_for_it_then_sees_the_checkouts(make_engine, fake_tools, home,
+                                                                                     tmp_path):
+    """A cold create starts the engine while the control plane still checks out (REPLICAS_ENGINE_START_AFTER):
+    it answers nothing until the home is marked ready, then starts on the home as it is by then."""
+    laid_out_later = tmp_path / "app"
+    (home / "workspaces" / "app").rename(laid_out_later)
+    engine = make_engine(REPLICAS_TOOLS_DIR=str(fake_tools), REPLICAS_ENGINE_START_AFTER=".replicas/home-ready")
+    starting = asyncio.create_task(engine.start())
+    await asyncio.sleep(1.5)  # far longer than an engine's start
+    assert not starting.done() and engine.process.poll() is None
+    assert not (home / ".replicas" / "engine").exists()  # nothing journaled yet: not started
+
+    laid_out_later.rename(home / "workspaces" / "app")  # the checkout lands, then the marker
+    (home / ".replicas").mkdir(exist_ok=True)
+    (home / ".replicas" / "home-ready").write_text("")
+    await asyncio.wait_for(starting, 10)
+    async with engine.client() as client:
+        events = await read_events(client, 0, lambda e: e["type"] == "repo.discovered")
+    assert [repo["name"] for repo in events[-1]["payload"]["repos"]] == ["app"]
+
+
+async def test_an_engine_waiting_for_its_home_stops_at_once(make_engine, fake_tools, home):
+    engine = make_engine(REPLICAS_TOOLS_DIR=str(fake_tools), REPLICAS_ENGINE_START_AFTER=".replicas/home-ready")
+    starting = asyncio.create_task(engine.start())
+    await asyncio.sleep(1.0)
+    started = time.monotonic()
+    engine.process.send_signal(signal.SIGTERM)
+    await asyncio.to_thread(engine.process.wait, 10)
+    assert time.monotonic() - started < 5
+    with pytest.raises(RuntimeError, match="engine exited"):
+        await asyncio.wait_for(starting, 10)

@@ -42,7 +42,11 @@ UDS_PATH_LIMIT = 100
 async def serve(config: EngineConfig, socket: Path | None = None, tcp: tuple[str, int] | None = None,
                 port_file: Path | None = None) -> None:
     """Run the engine until SIGINT/SIGTERM, on a unix socket or a TCP address."""
-    app = create_app(Engine(config))
+    engine = Engine(config)
+    # Started before its home is laid out (a cold create): wait here, imports done, before uvicorn takes over
+    # SIGTERM, which then still ends the process at once.
+    await engine.home_ready()
+    app = create_app(engine)
     # An open event stream must not hold up a SIGTERM: streams are cut after a short grace period.
     options: dict = {"log_level": "warning", "lifespan": "on", "access_log": False, "timeout_graceful_shutdown": 3}
     if tcp is not None:

@@ -20,6 +20,8 @@ from pathlib import Path
 from replicas.engine.journal import utc_timestamp
 
 PROVIDERS = ("claude", "codex", "opencode", "cursor")
+# A path relative to the home: the engine starts once it exists (EngineConfig.start_after).
+START_AFTER_ENV = "REPLICAS_ENGINE_START_AFTER"
 
 
 def path_with(directory: str, path: str | None) -> str:
@@ -42,6 +44,9 @@ class EngineConfig:
     start_hook_file: Path | None = None
     # A warm-pool workspace's engine: start hooks wait for `POST /hooks/start` (sent when it is claimed).
     defer_start_hooks: bool = False
+    # Started while the control plane still lays out the home (a cold create): the engine has done its imports
+    # and waits for this file, which the control plane writes once the home is ready, before it starts.
+    start_after: Path | None = None
     agent_idle_timeout: float = 600.0
     agent_max_retries: int | None = None
     agent_env: dict[str, str] = field(default_factory=dict)
@@ -76,6 +81,7 @@ class EngineConfig:
             default_provider=environ.get("REPLICAS_DEFAULT_PROVIDER") or "claude",
             start_hook_file=path("REPLICAS_START_HOOK_FILE"),
             defer_start_hooks=environ.get("REPLICAS_DEFER_START_HOOKS") == "1",
+            start_after=home / environ[START_AFTER_ENV] if environ.get(START_AFTER_ENV) else None,
             agent_idle_timeout=float(environ.get("REPLICAS_AGENT_IDLE_TIMEOUT") or 600),
             agent_max_retries=int(retries) if retries else None,
             agent_env=agent_env,

@@ -272,6 +272,19 @@ class Runtime(ABC):
         when it can. Creates then take the cold path. Backends that can override this."""
         return f"the {self.name} runtime has no base snapshots"
 
+    def starts_before_home(self, handle: WorkspaceHandle) -> bool:
+        """Whether the engine may be started on a first start while the control plane still lays out the home
+        (the checkouts, the files, the warm hooks): true where the home the engine sees is the directory the
+        control plane writes, live. The engine then waits for the home (`EngineConfig.start_after`), and its
+        start-up overlaps the checkout. The default: not on this backend."""
+        return False
+
+    async def home_ready(self, handle: WorkspaceHandle) -> None:
+        """The home was laid out while the engine was already started (`starts_before_home`): make what the
+        control plane wrote fit for the engine, before it is told the home is ready. `exec` does the same for
+        what it runs meanwhile (the warm hooks). The default has nothing to do."""
+        return None
+
     async def seal_base(self, handle: WorkspaceHandle) -> None:
         """Make a provisioned, warmed, never started workspace disk fit to be a base snapshot (e.g. owned by the
         user workspaces run as, so that starting from it copies nothing up). It is never written again.

@@ -294,6 +294,16 @@ class DockerRuntime(Runtime):
     async def base_snapshot_refusal(self) -> str | None:
         return "a remote Docker engine shares no disk with the control plane" if self.remote else None
 
+    def starts_before_home(self, handle: WorkspaceHandle) -> bool:
+        # Same host: the volume is a bind of the workspace directory. Remote: the home is staged here and
+        # copied into the volume at the first start, so it must be complete by then.
+        return not self._docker(handle).remote
+
+    async def home_ready(self, handle: WorkspaceHandle) -> None:
+        # Written by the control plane after the start handed the (then empty) home over: the checkouts, the
+        # files, the credentials the engine reads.
+        await asyncio.to_thread(self._hand_over, self._docker(handle))
+
     async def seal_base(self, handle: WorkspaceHandle) -> None:
         # Owned by the container's user now, so that a workspace's start (`_hand_over`) copies nothing up.
         await asyncio.to_thread(self._hand_over, self._docker(handle))
@@ -435,6 +445,9 @@ class DockerRuntime(Runtime):
         on_chunk = None if on_output is None else (lambda chunk: loop.call_soon_threadsafe(on_output, chunk))
         container = await self._call(self._container, h)
         if container is not None and container.status == "running":
+            # What the control plane wrote since the start (a warm hook's script, the checkouts of an engine
+            # started before its home: `starts_before_home`) is handed over first, as for a throwaway container.
+            await asyncio.to_thread(self._hand_over, h)
             code, output = await self._call(self._exec_in, container, command, environment, cwd, on_chunk)
         else:
             await asyncio.to_thread(layers.ensure_layered, None if h.remote else h.spec.base_home, h.workspace_dir)

@@ -284,6 +284,9 @@ class LocalRuntime(Runtime):
         await asyncio.to_thread(make_workspace_dirs, handle)
         return handle
 
+    def starts_before_home(self, handle: WorkspaceHandle) -> bool:
+        return True  # the home is bound at its own path: what the control plane writes is there at once
+
     async def base_snapshot_refusal(self) -> str | None:
         # Without a sandbox, the home cannot also be shown at the base's path, where warmed files point.
         if self.sandbox == "off":

@@ -30,12 +30,13 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from replicas import tracing
 from replicas.crypto import SecretBox
 from replicas.engine.agents.base import default_model_variable
+from replicas.engine.state import START_AFTER_ENV
 from replicas.engine_protocol import incompatibility
 from replicas.errors import BadGateway, BadRequest, Conflict, NotFound, ServiceUnavailable, TooManyRequests
 from replicas.runtime import Runtime, RuntimeStatus, WorkspaceSpec, create_runtime
 from replicas.runtime.base import HomeNotProvisioned
 from replicas.runtime.local import python_environment_paths
-from replicas.services import base_snapshots, credentials, gitlab_push, provisioning, warm_hooks
+from replicas.services import base_snapshots, credentials, gitlab_push, home_files, provisioning, warm_hooks
 from replicas.services.environments import parse_uuid
 from replicas.services.principal import Principal
 from replicas.settings import Settings
@@ -50,6 +51,8 @@ PROVIDERS = ("claude", "codex", "opencode", "cursor")
 # A warm pool's workspace while the pool owns it (warming or ready): not a replica yet, so no list, read or
 # capacity count sees it; a claim turns it into one.
 POOLED = "pooled"
+# Written into the home once it is laid out, for an engine started before (`_provision_cold`).
+HOME_READY = ".replicas/home-ready"
 _ENGINE_REFUSALS = {400: BadRequest, 404: NotFound, 409: Conflict, 429: TooManyRequests}
 # Built once: every API call on a workspace starts with this read, and building the statement (and its cache
 # key) cost more CPU than running it.
@@ -152,24 +155,27 @@ class WorkspaceManager:
                                                                        str(row.environment_id))
                 base = await base_snapshots.usable(session, self.runtime, row.organization_id, row.environment_id)
 
-            async def lay_out(row: Workspace) -> tuple[Workspace, dict[str, str]]:
-                if base is not None:
-                    row, env = await self._layer_on(row, resolved, base, on_step)
-                else:
-                    row, env = await self._provision_cold(row, resolved, pooled, on_step, on_output)
+            def engine_env(row: Workspace, env: dict[str, str]) -> dict[str, str]:
                 env["REPLICAS_DEFAULT_PROVIDER"] = row.coding_agent
                 if pooled:
                     env["REPLICAS_DEFER_START_HOOKS"] = "1"
-                return row, env
+                return env
+
+            async def lay_out(row: Workspace) -> tuple[Workspace, dict[str, str] | None]:
+                """The row, and the engine's environment, or None when the engine was started already."""
+                if base is not None:
+                    row, env = await self._layer_on(row, resolved, base, on_step)
+                    return row, engine_env(row, env)
+                return await self._provision_cold(row, resolved, pooled, on_step, on_output, engine_env)
 
             row, env = await lay_out(row)
             try:
-                row = await self._start_engine(row, env)
+                row = await (self._await_engine(row) if env is None else self._start_engine(row, env))
             except HomeNotProvisioned as exc:
                 log.warning("workspace home lost before the first start, provisioning again workspace_id=%s: %s",
                             row.id, exc.details)
                 row, env = await lay_out(row)
-                row = await self._start_engine(row, env)
+                row = await (self._await_engine(row) if env is None else self._start_engine(row, env))
             chats = await self.call_engine(row, "GET", "/chats")
             default_chat = chats["chats"][0]["id"] if chats.get("chats") else None
             return await self._save(row, status=POOLED if pooled else "active", default_chat_id=default_chat,
@@ -184,25 +190,45 @@ class WorkspaceManager:
             raise
 
     async def _provision_cold(self, row: Workspace, resolved: provisioning.ResolvedEnvironment, pooled: bool,
-                              on_step, on_output) -> tuple[Workspace, dict[str, str]]:
+                              on_step, on_output, engine_env) -> tuple[Workspace, dict[str, str] | None]:
         """Lay out the home from the environment and run its warm hooks (once per workspace): the row and the
-        engine's environment."""
+        engine's environment (`engine_env` completes it), or None when the engine was started already.
+
+        Where the runtime allows it (`starts_before_home`), the engine is started first and waits for the home
+        (`EngineConfig.start_after`): its start-up (Python, imports, the app) overlaps the checkout instead of
+        following it. It is stopped again when the home cannot be laid out."""
         spec = WorkspaceSpec(size=row.size, ro_binds=self.ro_binds())
         handle = await self.runtime.provision(str(row.id), spec)
         row = await self._save(row, runtime_state=self.runtime.get_state(handle))
-        result = await provisioning.provision_home(
-            resolved, Path(handle.home), self.settings.data_dir, on_step=on_step,
-            allow_local_repositories=self.settings.allow_local_repositories)
-        if warm_hooks.LOG_KEY not in (row.snapshot or {}):
-            report = await warm_hooks.warm_workspace(self.runtime, handle, resolved, result, self.settings,
-                                                     on_step=on_step, on_output=on_output)
-            row = await self._record_warm_logs(row, report.logs)
-            if pooled and report.failed:
-                names = ", ".join(entry.get("hookName") or "?" for entry in report.failed)
-                raise BadRequest("Warm hook failed", f"failed: {names}")
-        env = {**await self._base_env(row), **result.env}
-        if result.start_hook_path:
-            env["REPLICAS_START_HOOK_FILE"] = str(result.start_hook_path)
+        home = Path(handle.home)
+        # What provisioning gives the engine: the environment's variables, and the start hook's path (the
+        # engine goes without it when no start hook is written), as a wake gives them again.
+        env = engine_env(row, {**await self._base_env(row), **resolved.variables, **provisioning.kept_paths(home)})
+        early = self.runtime.starts_before_home(handle)
+        if early:
+            row = await self._launch_engine(row, {**env, START_AFTER_ENV: HOME_READY})
+            handle = self._handle(row)  # as started: the warm hooks run beside the engine, in its limits
+        try:
+            result = await provisioning.provision_home(
+                resolved, home, self.settings.data_dir, on_step=on_step,
+                allow_local_repositories=self.settings.allow_local_repositories)
+            if warm_hooks.LOG_KEY not in (row.snapshot or {}):
+                report = await warm_hooks.warm_workspace(self.runtime, handle, resolved, result, self.settings,
+                                                         on_step=on_step, on_output=on_output)
+                row = await self._record_warm_logs(row, report.logs)
+                if pooled and report.failed:
+                    names = ", ".join(entry.get("hookName") or "?" for entry in report.failed)
+                    raise BadRequest("Warm hook failed", f"failed: {names}")
+            if early:
+                await self.runtime.home_ready(handle)
+        except BaseException:
+            if early:
+                with contextlib.suppress(Exception):
+                    await self.runtime.stop(handle)
+            raise
+        if early:
+            await asyncio.to_thread(home_files.write_text, home, HOME_READY, "")
+            return row, None
         return row, env
 
     async def _layer_on(self, row: Workspace, resolved: provisioning.ResolvedEnvironment, base, on_step
@@ -272,14 +298,21 @@ class WorkspaceManager:
         return self.runtime.load_state(workspace.runtime_state)
 
     async def _start_engine(self, workspace: Workspace, env: dict[str, str]) -> Workspace:
-        """Start the engine, persist the runtime's handle (it now names the process tree), and wait
-        until the engine answers. An engine whose protocol this control plane does not speak (an image
-        of another release) is stopped and refused (engine_protocol.py), naming the image."""
+        """Start the engine and wait until it answers (`_launch_engine`, then `_await_engine`)."""
+        return await self._await_engine(await self._launch_engine(workspace, env))
+
+    async def _launch_engine(self, workspace: Workspace, env: dict[str, str]) -> Workspace:
+        """Start the engine and persist the runtime's handle (it now names the process tree)."""
         handle = self._handle(workspace)
         env = {**env, "REPLICAS_ENGINE_SECRET": self.box.decrypt(workspace.engine_secret_encrypted)}
         await self.runtime.start(handle, [sys.executable, "-m", "replicas.engine.main"], env)
-        state = self.runtime.get_state(handle)
-        workspace = await self._save(workspace, runtime_state=state)
+        return await self._save(workspace, runtime_state=self.runtime.get_state(handle))
+
+    async def _await_engine(self, workspace: Workspace) -> Workspace:
+        """Wait until the started engine answers. An engine whose protocol this control plane does not speak (an
+        image of another release) is stopped and refused (engine_protocol.py), naming the image."""
+        handle = self._handle(workspace)
+        state = workspace.runtime_state or {}
         deadline = time.monotonic() + self.settings.engine_start_timeout_seconds
         # Short polls first, growing to 25 ms: an engine answers 0.15-0.3 s after its start, and a fixed
         # 50 ms poll lost 25 ms of that on average; a failed poll costs under 1 ms here.
