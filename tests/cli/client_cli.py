@@ -49,8 +49,10 @@ class Cli:
         return done.stdout
 
     def json(self, *args: str, **kwargs: Any) -> Any:
-        """Run a command with --json that must succeed; its output parsed."""
-        return json.loads(self.ok(*args, "--json", **kwargs))
+        """Run a command with --json (before a `--`, after which everything is an argument) that must succeed;
+        its output parsed."""
+        at = args.index("--") if "--" in args else len(args)
+        return json.loads(self.ok(*args[:at], "--json", *args[at:], **kwargs))
 
     def fails(self, code: int, *args: str, **kwargs: Any) -> subprocess.CompletedProcess:
         """Run a command that must exit with `code` (1: the API said no, 2: usage), without a traceback."""

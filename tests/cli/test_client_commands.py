@@ -1,6 +1,6 @@
 """The `replicas` CLI as a client of a live server (SQLite and PostgreSQL), for every command that needs no
-workspace: the login, repositories, environments with their variables, files, warm hook and pool, and
-automations. Each command's `--json` output is parsed; exit codes are 0, 1 (the API said no), 2 (usage)."""
+workspace: the login, repositories, environments with their variables, files, MCP servers, skills, warm hook and
+pool, and automations. Each command's `--json` output is parsed; exit codes are 0, 1 (the API said no), 2 (usage)."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ import json
 import os
 import socket
 import stat
+import sys
 from collections.abc import Iterator
 
 import pytest
 
 from tests.cli.client_cli import Cli
 from tests.live_server import LiveServer, live_settings
+from tests.replicas.test_mcp_checks import GREETER
 
 
 @pytest.fixture(scope="module", params=["sqlite", "postgresql"])
@@ -112,6 +114,68 @@ def test_environments_variables_and_files(cli, make_git_repo, tmp_path):
     assert "pass --force" in cli.fails(2, "env", "delete", "store").stderr
     assert cli.json("env", "delete", "store", "-f") == {"success": True, "id": env["id"]}
     assert "Cannot delete the global environment" in cli.fails(1, "env", "delete", "global", "-f").stderr
+
+
+def test_mcp_servers_and_skills_as_in_the_quick_start(cli, tmp_path):
+    cli.json("env", "create", "tools")
+    source = tmp_path / "greeter.py"
+    source.write_text(GREETER)
+    cli.json("env", "files", "set", "tools", "~/greeter.py", "--file", str(source))
+    cli.json("env", "vars", "set", "tools", "GREETER_TOOL", "say_hi")
+
+    # A stdio server: the program, then its arguments after `--` (they may start with a dash).
+    greeter = cli.json("env", "mcps", "set", "tools", "greeter", "--command", sys.executable, "--env", "MODE=quiet",
+                       "--", "greeter.py")
+    assert (greeter["transport"], greeter["config"]) == (
+        "stdio", {"command": sys.executable, "args": ["greeter.py"], "env": {"MODE": "quiet"}})
+    linear = cli.json("env", "mcps", "set", "tools", "linear", "--command", "npx", "--", "-y", "@linear/mcp")
+    assert linear["config"]["args"] == ["-y", "@linear/mcp"]
+    remote = cli.json("env", "mcps", "set", "tools", "docs", "--url", "https://mcp.example.com/mcp",
+                      "--header", "Authorization: Bearer t0k", "--transport", "sse")
+    assert (remote["transport"], remote["config"]) == (
+        "sse", {"url": "https://mcp.example.com/mcp", "headers": {"Authorization": "Bearer t0k"}})
+    # `set` again replaces the one of that name.
+    again = cli.json("env", "mcps", "set", "tools", "docs", "--config", '{"url": "https://mcp.example.com/v2"}')
+    assert again["id"] == remote["id"] and again["transport"] == "http"
+    assert again["config"]["url"] == "https://mcp.example.com/v2"
+    listed = cli.json("env", "mcps", "list", "tools")
+    assert sorted(m["name"] for m in listed) == ["docs", "greeter", "linear"]
+    assert "npx -y @linear/mcp" in cli.ok("env", "mcps", "list", "tools")
+
+    # `test` starts the saved server in the environment's sandbox and lists its tools.
+    tested = cli.run("env", "mcps", "test", "tools", "greeter")
+    assert tested.returncode == 0, tested.stderr
+    assert "answered (greeter 1.2.3)" in tested.stdout and "tools: say_hi" in tested.stdout
+    assert cli.json("env", "mcps", "test", "tools", greeter["id"])["tools"] == ["say_hi"]
+    cli.json("env", "mcps", "set", "tools", "broken", "--command", "bash", "--",
+             "-c", "echo 'missing GREETER_KEY' >&2; exit 3")
+    broken = cli.run("env", "mcps", "test", "tools", "broken")
+    assert broken.returncode == 1 and "did not answer" in broken.stderr and "missing GREETER_KEY" in broken.stderr
+
+    # The API's refusals (exit 1), and flags that do not go together (exit 2); nothing is stored by either.
+    assert "replicas-" in cli.fails(1, "env", "mcps", "set", "tools", "replicas-x", "--command", "x").stderr
+    assert "one of them" in cli.fails(2, "env", "mcps", "set", "tools", "y").stderr
+    assert "one of them" in cli.fails(2, "env", "mcps", "set", "tools", "y", "--command", "a", "--url", "b").stderr
+    assert "KEY=VALUE" in cli.fails(2, "env", "mcps", "set", "tools", "y", "--command", "a", "--env", "NOVALUE").stderr
+    assert "not JSON" in cli.fails(2, "env", "mcps", "set", "tools", "y", "--config", "{").stderr
+    assert "Not found" in cli.fails(1, "env", "mcps", "delete", "tools", "nope").stderr
+    assert len(cli.json("env", "mcps", "list", "tools")) == 4
+    assert cli.json("env", "mcps", "delete", "tools", "linear") == {"success": True, "id": linear["id"]}
+    assert "linear" not in [m["name"] for m in cli.json("env", "mcps", "list", "tools")]
+
+    # Skills: search the catalog, add one by its slug, list, refuse it twice, delete it.
+    hits = cli.json("env", "skills", "search", "docker")
+    assert hits[0]["slug"] == "docker" and hits[0]["installs"] > 0
+    assert "docker" in cli.ok("env", "skills", "search", "docker")
+    assert len(cli.json("env", "skills", "search")) >= 30  # no words: the popular ones
+    added = cli.json("env", "skills", "add", "tools", "docker")
+    assert (added["slug"], added["source"]) == ("docker", hits[0]["source"])
+    assert [s["slug"] for s in cli.json("env", "skills", "list", "tools")] == ["docker"]
+    assert "already enabled" in cli.fails(1, "env", "skills", "add", "tools", "docker").stderr
+    assert "Not found: Skill not found" in cli.fails(1, "env", "skills", "add", "tools", "no-such-skill-x").stderr
+    assert cli.json("env", "skills", "add", "global", "pdf")["slug"] == "pdf"
+    assert cli.json("env", "skills", "delete", "tools", "docker") == {"success": True, "id": added["id"]}
+    assert cli.json("env", "skills", "list", "tools") == []
 
 
 def test_warm_hook_and_warm_pool(cli, tmp_path):

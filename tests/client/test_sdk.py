@@ -1,5 +1,6 @@
 """The SDK against a live server, for everything that needs no workspace: errors, repositories, environments
-and what hangs under them, automations with paging, the profile, and the async client."""
+and what hangs under them (variables, files, MCP servers, skills, hooks, the pool), automations with paging, the
+profile, and the async client."""
 
 from __future__ import annotations
 
@@ -107,6 +108,33 @@ def test_environments_variables_and_files(sdk):
         sdk.environments.find("shop")
     with pytest.raises(ConflictError):
         sdk.environments.delete("global")
+
+
+def test_mcp_servers_and_skills(sdk):
+    env = sdk.environments.create(name="tools")
+    stdio = sdk.environments.mcps.set(env.id, "linear", "stdio", {"command": "npx", "args": ["-y", "@linear/mcp"],
+                                                                   "env": {}})
+    assert (stdio.name, stdio.transport, stdio.config["args"]) == ("linear", "stdio", ["-y", "@linear/mcp"])
+    moved = sdk.environments.mcps.set(env.id, "linear", "http", {"url": "https://mcp.linear.app/mcp"})
+    assert moved.id == stdio.id and moved.config == {"url": "https://mcp.linear.app/mcp", "headers": {}}
+    assert [m.name for m in sdk.environments.mcps.list(env.id)] == ["linear"]
+    assert sdk.environments.mcps.find(env.id, "LINEAR").id == stdio.id
+    with pytest.raises(BadRequestError) as refused:
+        sdk.environments.mcps.create(env.id, name="replicas-mine", transport="http", config={"url": "https://x"})
+    assert refused.value.status == 400
+    assert sdk.environments.mcps.delete(env.id, stdio.id) is True
+    assert sdk.environments.mcps.list(env.id) == []
+
+    hits = sdk.environments.skills.search("docker")
+    assert hits[0].slug == "docker" and hits[0].installs > 0
+    added = sdk.environments.skills.add(env.id, "docker")
+    assert (added.slug, added.source) == ("docker", hits[0].source)
+    with pytest.raises(ConflictError):
+        sdk.environments.skills.enable(env.id, name="docker", slug="docker", source=hits[0].source)
+    assert [s.slug for s in sdk.environments.skills.list(env.id)] == ["docker"]
+    assert sdk.environments.skills.delete(env.id, sdk.environments.skills.find(env.id, "docker").id) is True
+    with pytest.raises(NotFoundError):
+        sdk.environments.skills.add(env.id, "no-such-skill-x")
 
 
 def test_warm_hook_save_test_and_stream(sdk):

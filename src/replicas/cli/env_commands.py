@@ -1,8 +1,9 @@
 """`replicas env ...` (alias `environment`): environments and what hangs under one, by name or id (or
-`global`): `vars`, `files`, `warm-hook`, `warm-pool`. The hosted CLI's verbs (spec §8.2)."""
+`global`): `vars`, `files`, `mcps`, `skills`, `warm-hook`, `warm-pool`. The hosted CLI's verbs (spec §8.2)."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -15,11 +16,15 @@ from replicas.cli.session import JsonOption, handles_errors, usage_error
 app = typer.Typer(help="Environments: repositories, variables, files and hooks for replicas.", no_args_is_help=True)
 vars_app = typer.Typer(help="An environment's variables (values are shown).", no_args_is_help=True)
 files_app = typer.Typer(help="Files written into each workspace of an environment.", no_args_is_help=True)
+mcps_app = typer.Typer(help="MCP servers written into each workspace's agent configs.", no_args_is_help=True)
+skills_app = typer.Typer(help="Skills from the catalog, installed into each workspace.", no_args_is_help=True)
 warm_hook_app = typer.Typer(help="The warm hook: a script run once when a workspace is prepared.",
                             no_args_is_help=True)
 warm_pool_app = typer.Typer(help="The warm pool: workspaces kept ready to claim.", no_args_is_help=True)
 app.add_typer(vars_app, name="vars")
 app.add_typer(files_app, name="files")
+app.add_typer(mcps_app, name="mcps")
+app.add_typer(skills_app, name="skills")
 app.add_typer(warm_hook_app, name="warm-hook")
 app.add_typer(warm_pool_app, name="warm-pool")
 
@@ -32,6 +37,18 @@ def _env_id(ref: str) -> str:
 
 def _repository_id(ref: str | None) -> str | None:
     return None if ref is None else session.client().repositories.find(ref).id
+
+
+def _delete(kind: str, environment: str, ref: str, label: str, as_json: bool) -> None:
+    """Delete the item of `environments.<kind>` that `ref` names (id, or what its `find` matches)."""
+    api = getattr(session.client().environments, kind)
+    env_id = _env_id(environment)
+    found = api.find(env_id, ref)
+    api.delete(env_id, found.id)
+    if as_json:
+        session.print_json({"success": True, "id": found.id})
+    else:
+        typer.echo(f"Deleted {getattr(found, label)}")
 
 
 # --- environments -----------------------------------------------------------------------------------
@@ -141,14 +158,7 @@ def vars_set(environment: EnvRef, key: str, value: str, as_json: JsonOption = Fa
 @handles_errors
 def vars_delete(environment: EnvRef, key: Annotated[str, typer.Argument(help="The key, or the variable's id.")],
                 as_json: JsonOption = False) -> None:
-    client = session.client()
-    env_id = _env_id(environment)
-    variable = client.environments.variables.find(env_id, key)
-    client.environments.variables.delete(env_id, variable.id)
-    if as_json:
-        session.print_json({"success": True, "id": variable.id})
-    else:
-        typer.echo(f"Deleted {variable.key}")
+    _delete("variables", environment, key, "key", as_json)
 
 
 # --- files ------------------------------------------------------------------------------------------
@@ -187,14 +197,155 @@ def files_set(environment: EnvRef,
 @handles_errors
 def files_delete(environment: EnvRef, path: Annotated[str, typer.Argument(help="The path, or the file's id.")],
                  as_json: JsonOption = False) -> None:
+    _delete("files", environment, path, "path", as_json)
+
+
+# --- MCP servers ------------------------------------------------------------------------------------
+
+def _pairs(values: list[str] | None, separator: str, option: str) -> dict[str, str]:
+    pairs = {}
+    for value in values or []:
+        key, found, rest = value.partition(separator)
+        if not found or not key:
+            raise usage_error(f"{option} takes KEY{separator}VALUE, not {value!r}")
+        pairs[key.strip()] = rest.strip() if separator == ":" else rest
+    return pairs
+
+
+def _mcp_config(command: str | None, args: list[str] | None, env: list[str] | None, url: str | None,
+                headers: list[str] | None, transport: str | None, config: str | None) -> tuple[str, dict]:
+    """The transport and config from the flags: --command (stdio), --url (http, or --transport sse), or --config."""
+    if sum(x is not None for x in (command, url, config)) != 1:
+        raise usage_error("give the server with --command (stdio), --url (http, sse) or --config JSON (one of them)")
+    if config is not None:
+        try:
+            parsed = json.loads(config)
+        except ValueError as exc:
+            raise usage_error(f"--config is not JSON: {exc}") from None
+        if not isinstance(parsed, dict):
+            raise usage_error("--config must be a JSON object")
+        return transport or ("stdio" if "command" in parsed else "http"), parsed
+    if command is not None:
+        if transport not in (None, "stdio") or url is not None or headers:
+            raise usage_error("--command is a stdio server: --url, --header and --transport do not apply")
+        return "stdio", {"command": command, "args": list(args or []), "env": _pairs(env, "=", "--env")}
+    if args or env:
+        raise usage_error("arguments and --env are for a stdio server (--command)")
+    if transport not in (None, "http", "sse"):
+        raise usage_error("--url takes --transport http or sse")
+    return transport or "http", {"url": url, "headers": _pairs(headers, ":", "--header")}
+
+
+def _show_mcp(mcp) -> str:
+    config = mcp.config or {}
+    if mcp.transport == "stdio":
+        return " ".join([str(config.get("command", "")), *map(str, config.get("args") or [])])
+    return str(config.get("url", ""))
+
+
+@mcps_app.command("list")
+@handles_errors
+def mcps_list(environment: EnvRef, as_json: JsonOption = False) -> None:
+    mcps = session.client().environments.mcps.list(_env_id(environment))
+    if as_json:
+        session.print_json(mcps)
+        return
+    session.table(((m.id, m.name, m.transport, _show_mcp(m)) for m in mcps), ("ID", "NAME", "TRANSPORT", "SERVER"))
+
+
+@mcps_app.command("set")
+@handles_errors
+def mcps_set(environment: EnvRef,
+             name: Annotated[str, typer.Argument(help="Letters, digits, - and _ (not replicas-...).")],
+             args: Annotated[list[str] | None, typer.Argument(
+                 help="A stdio server's arguments, after `--`: ... --command npx -- -y @linear/mcp")] = None,
+             command: Annotated[str | None, typer.Option("--command", help="A stdio server's program.")] = None,
+             env: Annotated[list[str] | None, typer.Option("--env", help="KEY=VALUE for its environment.")] = None,
+             url: Annotated[str | None, typer.Option("--url", help="An http or sse server's URL.")] = None,
+             headers: Annotated[list[str] | None, typer.Option("--header", help="'Name: value' sent to it.")] = None,
+             transport: Annotated[str | None, typer.Option("--transport", help="stdio, http or sse.")] = None,
+             config: Annotated[str | None, typer.Option("--config", help="The API's config object, as JSON.")] = None,
+             as_json: JsonOption = False) -> None:
+    """Set an MCP server (created, or replaced when one has this name)."""
+    kind, body = _mcp_config(command, args, env, url, headers, transport, config)
+    saved = session.client().environments.mcps.set(_env_id(environment), name, kind, body)
+    if as_json:
+        session.print_json(saved)
+    else:
+        typer.echo(f"Set {saved.name} ({saved.transport})")
+
+
+@mcps_app.command("delete")
+@handles_errors
+def mcps_delete(environment: EnvRef, name: Annotated[str, typer.Argument(help="The name, or the server's id.")],
+                as_json: JsonOption = False) -> None:
+    _delete("mcps", environment, name, "name", as_json)
+
+
+@mcps_app.command("test")
+@handles_errors
+def mcps_test(environment: EnvRef, name: Annotated[str, typer.Argument(help="The name, or the server's id.")],
+              as_json: JsonOption = False) -> None:
+    """Start the saved server in a throwaway sandbox and list its tools (exit status 1 when it does not answer)."""
     client = session.client()
     env_id = _env_id(environment)
-    found = client.environments.files.find(env_id, path)
-    client.environments.files.delete(env_id, found.id)
+    result = client.environments.mcps.test(env_id, client.environments.mcps.find(env_id, name).id)
     if as_json:
-        session.print_json({"success": True, "id": found.id})
+        session.print_json(result)
+    elif result.ok:
+        server = result.server or {}
+        typer.echo(f"{name}: answered ({server.get('name', '?')} {server.get('version') or ''}".rstrip() + ")")
+        typer.echo(f"tools: {', '.join(result.tools) or '(none)'}")
     else:
-        typer.echo(f"Deleted {found.path}")
+        typer.echo(f"{name}: did not answer: {result.error}", err=True)
+        if result.output:
+            typer.echo(result.output.rstrip("\n"), err=True)
+    raise typer.Exit(0 if result.ok else 1)
+
+
+# --- skills -----------------------------------------------------------------------------------------
+
+@skills_app.command("search")
+@handles_errors
+def skills_search(query: Annotated[str, typer.Argument(help="Words to look for (none: the popular ones).")] = "",
+                  as_json: JsonOption = False) -> None:
+    """Search the skills catalog."""
+    hits = session.client().environments.skills.search(query)
+    if as_json:
+        session.print_json(hits)
+        return
+    session.table(((h.slug, h.name, h.source, h.installs) for h in hits), ("SLUG", "NAME", "SOURCE", "INSTALLS"))
+
+
+@skills_app.command("list")
+@handles_errors
+def skills_list(environment: EnvRef, as_json: JsonOption = False) -> None:
+    skills = session.client().environments.skills.list(_env_id(environment))
+    if as_json:
+        session.print_json(skills)
+        return
+    session.table(((s.id, s.slug, s.name, s.source) for s in skills), ("ID", "SLUG", "NAME", "SOURCE"))
+
+
+@skills_app.command("add")
+@handles_errors
+def skills_add(environment: EnvRef,
+               skill: Annotated[str, typer.Argument(help="The skill's slug or name, as `skills search` shows it.")],
+               query: Annotated[str | None, typer.Option("--query", "-q", help="Search with these words.")] = None,
+               as_json: JsonOption = False) -> None:
+    """Enable a skill of the catalog on the environment."""
+    added = session.client().environments.skills.add(_env_id(environment), skill, query)
+    if as_json:
+        session.print_json(added)
+    else:
+        typer.echo(f"Added {added.slug} ({added.source})")
+
+
+@skills_app.command("delete")
+@handles_errors
+def skills_delete(environment: EnvRef, skill: Annotated[str, typer.Argument(help="Its slug, name or id.")],
+                  as_json: JsonOption = False) -> None:
+    _delete("skills", environment, skill, "slug", as_json)
 
 
 # --- warm hook --------------------------------------------------------------------------------------

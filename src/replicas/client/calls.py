@@ -19,11 +19,14 @@ from replicas.client.models import (
     Chat,
     Environment,
     EnvironmentFile,
+    EnvironmentMcp,
+    EnvironmentSkill,
     EnvironmentVariable,
     Execution,
     History,
     HookRecord,
     HookTestResult,
+    McpTestResult,
     Page,
     Preview,
     Profile,
@@ -33,6 +36,7 @@ from replicas.client.models import (
     Repository,
     RepositorySet,
     SendResult,
+    SkillSearchResult,
     TriggerResult,
     WarmHookState,
     WarmPool,
@@ -273,6 +277,54 @@ def update_file(environment: str, file_id: str, **fields: Any) -> Call[Environme
 
 def delete_file(environment: str, file_id: str) -> Call[bool]:
     return Call("DELETE", f"{_env(environment)}/files/{_segment(file_id)}", _success)
+
+
+def list_mcps(environment: str) -> Call[list[EnvironmentMcp]]:
+    return Call("GET", f"{_env(environment)}/mcps",
+                lambda body: [EnvironmentMcp.model_validate(m) for m in body["environment_mcps"]])
+
+
+def create_mcp(environment: str, *, name: str, transport: str, config: dict[str, Any]) -> Call[EnvironmentMcp]:
+    """An MCP server for each workspace: stdio `config={command, args, env}`, http/sse `{url, headers}`."""
+    return Call("POST", f"{_env(environment)}/mcps",
+                lambda body: EnvironmentMcp.model_validate(body["environment_mcp"]),
+                json={"name": name, "transport": transport, "config": config})
+
+
+def update_mcp(environment: str, mcp_id: str, **fields: Any) -> Call[EnvironmentMcp]:
+    return Call("PATCH", f"{_env(environment)}/mcps/{_segment(mcp_id)}",
+                lambda body: EnvironmentMcp.model_validate(body["environment_mcp"]), json=fields)
+
+
+def delete_mcp(environment: str, mcp_id: str) -> Call[bool]:
+    return Call("DELETE", f"{_env(environment)}/mcps/{_segment(mcp_id)}", _success)
+
+
+def test_mcp(environment: str, mcp_id: str) -> Call[McpTestResult]:
+    """Start the saved server in a throwaway sandbox and ask it for its tools."""
+    return Call("POST", f"{_env(environment)}/mcps/{_segment(mcp_id)}/test",
+                lambda body: McpTestResult.model_validate(body["test"]))
+
+
+def search_skills(query: str = "") -> Call[list[SkillSearchResult]]:
+    """The skills catalog (an empty query: the popular ones)."""
+    return Call("GET", "/v1/environment-skills/search",
+                lambda body: [SkillSearchResult.model_validate(s) for s in body["skills"]], params={"q": query})
+
+
+def list_skills(environment: str) -> Call[list[EnvironmentSkill]]:
+    return Call("GET", f"{_env(environment)}/skills",
+                lambda body: [EnvironmentSkill.model_validate(s) for s in body["environment_skills"]])
+
+
+def enable_skill(environment: str, *, name: str, slug: str, source: str) -> Call[EnvironmentSkill]:
+    return Call("POST", f"{_env(environment)}/skills",
+                lambda body: EnvironmentSkill.model_validate(body["environment_skill"]),
+                json={"name": name, "slug": slug, "source": source})
+
+
+def disable_skill(environment: str, skill_id: str) -> Call[bool]:
+    return Call("DELETE", f"{_env(environment)}/skills/{_segment(skill_id)}", _success)
 
 
 def get_warm_hook(environment: str) -> Call[WarmHookState]:

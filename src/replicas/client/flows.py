@@ -18,7 +18,14 @@ from typing import Any, TypeVar
 from replicas.client import calls
 from replicas.client.calls import Call
 from replicas.client.errors import NotFoundError
-from replicas.client.models import Environment, EnvironmentFile, EnvironmentVariable, Repository
+from replicas.client.models import (
+    Environment,
+    EnvironmentFile,
+    EnvironmentMcp,
+    EnvironmentSkill,
+    EnvironmentVariable,
+    Repository,
+)
 
 T = TypeVar("T")
 Flow = Generator[Call[Any], Any, T]
@@ -61,6 +68,31 @@ def find_variable(environment: str, ref: str) -> Flow[EnvironmentVariable]:
 def find_file(environment: str, ref: str) -> Flow[EnvironmentFile]:
     """A file of the environment by id, destination path or name."""
     return _named((yield calls.list_files(environment)), ref, "File", "path", "name")
+
+
+def find_mcp(environment: str, ref: str) -> Flow[EnvironmentMcp]:
+    """An MCP server of the environment by id or name."""
+    return _named((yield calls.list_mcps(environment)), ref, "MCP server", "name")
+
+
+def find_skill(environment: str, ref: str) -> Flow[EnvironmentSkill]:
+    """A skill enabled on the environment by id, slug or name."""
+    return _named((yield calls.list_skills(environment)), ref, "Skill", "slug", "name")
+
+
+def upsert_mcp(environment: str, name: str, transport: str, config: dict[str, Any]) -> Flow[EnvironmentMcp]:
+    """Set an MCP server: replace the transport and config of the one with this name, or create it."""
+    existing = [m for m in (yield calls.list_mcps(environment)) if m.name == name]
+    if existing:
+        return (yield calls.update_mcp(environment, existing[0].id, transport=transport, config=config))
+    return (yield calls.create_mcp(environment, name=name, transport=transport, config=config))
+
+
+def add_skill(environment: str, ref: str, query: str | None = None) -> Flow[EnvironmentSkill]:
+    """Enable the catalog's skill whose slug or name is `ref`, found by searching `query` (default: `ref`)."""
+    hits = yield calls.search_skills(query if query is not None else ref)
+    found = _named(hits, ref, "Skill", "slug", "name")
+    return (yield calls.enable_skill(environment, name=found.name, slug=found.slug, source=found.source))
 
 
 def upsert_variable(environment: str, key: str, value: str) -> Flow[EnvironmentVariable]:

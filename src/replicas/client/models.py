@@ -199,6 +199,52 @@ class EnvironmentFile(Model):
     updated_at: str | None = None
 
 
+class EnvironmentMcp(Model):
+    """An MCP server written into each workspace's agent configs. `config`: stdio `{command, args, env}`,
+    http/sse `{url, headers}`."""
+
+    id: str
+    name: str
+    transport: str
+    config: dict[str, Any] = {}
+    environment_id: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class McpTestResult(Model):
+    """Whether an MCP server answered the handshake, its tools, and why not (`error`, a stdio server's stderr)."""
+
+    ok: bool
+    transport: str
+    server: dict[str, Any] | None = None
+    protocol_version: str | None = None
+    tools: list[str] = []
+    error: str | None = None
+    output: str = ""
+
+
+class EnvironmentSkill(Model):
+    """A skill enabled on an environment (the membership row: `id` is what a delete takes)."""
+
+    id: str
+    name: str
+    slug: str
+    source: str
+    environment_id: str | None = None
+    created_at: str | None = None
+    updated_at: str | None = None
+
+
+class SkillSearchResult(Model):
+    """One hit of the skills catalog: enable it with its `name`, `slug` and `source`."""
+
+    name: str
+    slug: str
+    source: str
+    installs: int = 0
+
+
 class HookRecord(Model):
     """WarmHookRecord / StartHookRecord: one saved version of an environment's hook script."""
 

@@ -82,6 +82,25 @@ class FilesAPI(Namespace):
     set = op(flows.upsert_file)
 
 
+class McpsAPI(Namespace):
+    list = op(calls.list_mcps)
+    create = op(calls.create_mcp)
+    update = op(calls.update_mcp)
+    delete = op(calls.delete_mcp)
+    test = op(calls.test_mcp)
+    find = op(flows.find_mcp)
+    set = op(flows.upsert_mcp)
+
+
+class SkillsAPI(Namespace):
+    search = op(calls.search_skills)
+    list = op(calls.list_skills)
+    enable = op(calls.enable_skill)
+    delete = op(calls.disable_skill)
+    find = op(flows.find_skill)
+    add = op(flows.add_skill)
+
+
 class WarmHookOps(Namespace):
     get = op(calls.get_warm_hook)
     save = op(calls.save_warm_hook)
@@ -94,7 +113,8 @@ class WarmPoolAPI(Namespace):
 
 
 class EnvironmentsOps(Namespace):
-    """`/v1/environments` and what hangs under one: variables, files, the warm hook and the warm pool."""
+    """`/v1/environments` and what hangs under one: variables, files, MCP servers, skills, the warm hook and the
+    warm pool."""
 
     warm_hook_api: type[WarmHookOps] = WarmHookOps
 
@@ -109,6 +129,8 @@ class EnvironmentsOps(Namespace):
         super().__init__(client)
         self.variables = VariablesAPI(client)
         self.files = FilesAPI(client)
+        self.mcps = McpsAPI(client)
+        self.skills = SkillsAPI(client)
         self.warm_hook = self.warm_hook_api(client)
         self.warm_pool = WarmPoolAPI(client)
 
