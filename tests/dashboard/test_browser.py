@@ -80,6 +80,37 @@ def test_the_terminal_runs_a_command(browser_page, server, artifacts, shop, mode
     page.screenshot("replica-terminal")
 
 
+def test_sleep_and_archive_stay_until_wake_is_asked_for(browser_page, server, artifacts, shop, model):
+    """Sleep and Archive, each with its confirmation, leave the replica asleep: neither the page's reload after
+    the action nor opening the page again wakes it (the page reads with `wake=false`); Wake does."""
+    key, env = shop
+    signed_in(browser_page, server, artifacts, key)
+    model.add_turn(Text("Ready to nap."))
+    with Replicas(server.url, api_key=key) as client:
+        replica = client.replicas.create(name="napper", message="Hello", environment_id=env["id"])
+        page = ReplicaPage(browser_page, server.url, artifacts)
+        page.open(replica.id)
+        page.expect_text("Ready to nap.")
+        badge = browser_page.locator(".page-head .badge")
+        expect(badge).to_have_text("active", timeout=SLOW)
+
+        for action, status in (("Sleep", "sleeping"), ("Archive", "archived")):
+            browser_page.get_by_role("button", name=action, exact=True).click()
+            browser_page.get_by_role("button", name=f"Yes, {action.lower()}").click()
+            expect(badge).to_have_text(status, timeout=SLOW)
+            browser_page.reload()
+            expect(badge).to_have_text(status, timeout=SLOW)
+            browser_page.wait_for_timeout(1000)  # a wake would have begun by now
+            assert client.replicas.list().items[0].status == status
+            expect(badge).to_have_text(status)
+        page.screenshot("replica-archived")
+
+        browser_page.get_by_role("button", name="Wake", exact=True).click()
+        browser_page.get_by_role("button", name="Yes, wake").click()
+        expect(badge).to_have_text("active", timeout=SLOW)
+        assert client.replicas.list().items[0].status == "active"
+
+
 def test_an_edited_variable_stays_masked(browser_page, server, artifacts, shop):
     key, env = shop
     signed_in(browser_page, server, artifacts, key)

@@ -46,6 +46,16 @@ async def test_sleep_and_wake_keep_files_chats_and_history(app, client, settings
     listed = (await client.get("/v1/replica", params={"status": "sleeping"})).json()
     assert [r["id"] for r in listed["replicas"]] == [rid]
 
+    # `wake=false` (our addition, what the dashboard reads with) answers from the store and leaves it asleep.
+    for _ in range(2):
+        kept = assert_contract(await client.get(f"/v1/replica/{rid}", params={"wake": "false"}),
+                               "/v1/replica/{id}")["replica"]
+        assert (kept["status"], kept["waking"]) == ("sleeping", False)
+        assert [c["id"] for c in kept["chats"]] == [c["id"] for c in chats]
+        listed_chats = (await client.get(f"/v1/replica/{rid}/chats", params={"wake": "false"})).json()
+        assert [c["id"] for c in listed_chats["chats"]] == [c["id"] for c in chats] and "waking" not in listed_chats
+    assert await status_of(app, rid) == "sleeping"
+
     response = await client.get(f"/v1/replica/{rid}")
     waking = assert_contract(response, "/v1/replica/{id}")["replica"]
     assert waking["waking"] is True and waking["status"] in ("sleeping", "preparing")

@@ -928,12 +928,14 @@ class ReplicaService:
         capacity the read is answered from the store and the workspace stays asleep."""
         return row.status in WAKEABLE and await self.wake(row, refuse=False) is not None
 
-    async def details(self, principal: Principal, workspace_id: str, include: set[str]) -> dict[str, Any]:
+    async def details(self, principal: Principal, workspace_id: str, include: set[str], *,
+                      wake: bool = True) -> dict[str, Any]:
         """GET /v1/replica/{id}: ReplicaDetails from the store (principle 3): the chats and repositories as
         the engine last reported them through the event log, which the pump keeps current. Only
-        `include=diffs` asks the running engine, for the full diffs of the working trees as they are now."""
+        `include=diffs` asks the running engine, for the full diffs of the working trees as they are now.
+        `wake=False`: a sleeping or archived workspace is left asleep."""
         row = await self.get_workspace(principal, workspace_id)
-        waking = await self._wake_on_read(row)
+        waking = wake and await self._wake_on_read(row)
         repos = (row.snapshot or {}).get("repos", [])
         chats = (row.snapshot or {}).get("chats", [])
         if row.status == "active" and "diffs" in include:
@@ -971,10 +973,12 @@ class ReplicaService:
             "last_updated_at": iso(row.updated_at),
         }
 
-    async def chats(self, principal: Principal, workspace_id: str) -> tuple[Workspace, list[dict], bool]:
-        """The chats (engine summaries): live when awake, as last reported otherwise (and it wakes)."""
+    async def chats(self, principal: Principal, workspace_id: str, *,
+                    wake: bool = True) -> tuple[Workspace, list[dict], bool]:
+        """The chats (engine summaries): live when awake, as last reported otherwise (and it wakes, unless not
+        `wake`)."""
         row = await self.get_workspace(principal, workspace_id)
-        waking = await self._wake_on_read(row)
+        waking = wake and await self._wake_on_read(row)
         if row.status == "active":
             with contextlib.suppress(ReplicasError):
                 return row, await self._engine_chats(row), waking

@@ -34,6 +34,9 @@ async def get_replicas(request: Request) -> ReplicaService:
 
 
 ReplicasDep = Annotated[ReplicaService, Depends(get_replicas)]
+# Our addition: a read that leaves a sleeping or archived replica as it is (a dashboard showing its page).
+NO_WAKE = ("false: answer from what is stored and leave a sleeping or archived replica asleep (our addition; "
+           "the default wakes it, as the hosted API does)")
 HistoryWindow = Annotated[Window, windowed(default_limit=50, max_limit=500)]
 
 
@@ -56,13 +59,15 @@ async def list_replicas(principal: PrincipalDep, replicas: ReplicasDep,
 
 
 @router.get("/{replica_id}")
-async def get_replica(replica_id: str, principal: PrincipalDep, replicas: ReplicasDep, include: str | None = None):
-    """A replica's details; `include=environment,diffs`. Reading a sleeping replica wakes it."""
+async def get_replica(replica_id: str, principal: PrincipalDep, replicas: ReplicasDep, include: str | None = None,
+                      wake: Annotated[bool, Query(description=NO_WAKE)] = True):
+    """A replica's details; `include=environment,diffs`. Reading a sleeping replica wakes it (not with
+    `wake=false`)."""
     wanted = {part.strip() for part in (include or "").split(",") if part.strip()}
     unknown = wanted - {"environment", "diffs"}
     if unknown:
         raise BadRequest("Invalid request", f"include: unknown value(s) {', '.join(sorted(unknown))}")
-    return JSONBody(await replicas.details(principal, replica_id, wanted))
+    return JSONBody(await replicas.details(principal, replica_id, wanted, wake=wake))
 
 
 @router.delete("/{replica_id}")
@@ -82,8 +87,9 @@ async def send_message(replica_id: str, body: SendReplicaMessageRequest, princip
 
 
 @router.get("/{replica_id}/chats")
-async def list_chats(replica_id: str, principal: PrincipalDep, replicas: ReplicasDep):
-    _, chats, waking = await replicas.chats(principal, replica_id)
+async def list_chats(replica_id: str, principal: PrincipalDep, replicas: ReplicasDep,
+                     wake: Annotated[bool, Query(description=NO_WAKE)] = True):
+    _, chats, waking = await replicas.chats(principal, replica_id, wake=wake)
     out = {"chats": [replica_chat(chat) for chat in chats]}
     if waking:
         out["waking"] = True

@@ -87,7 +87,9 @@ export const replicas = {
   // Shared by this profile's tabs; the worker hands a joining tab the latest frame of each replica.
   statusEvents: (onEvent, options = {}) =>
     stream("/v1/replicas/status-events", { onEvent, shared: true, latestBy: "replica", ...options }),
-  get: (replicaId, include) => get(R(replicaId), { include }),
+  // Showing a replica leaves it asleep (`wake=false`); `wake` reads it as the API's default does, waking it.
+  get: (replicaId, include) => get(R(replicaId), { include, wake: "false" }),
+  wake: (replicaId) => get(R(replicaId)),
   create: (body) => post("/v1/replica", body),
   remove: (replicaId) => del(R(replicaId)),
   send: (replicaId, body) => post(`${R(replicaId)}/messages`, body),

@@ -124,7 +124,7 @@ function Lifecycle({ replica, reload }) {
   const act = (action) => async () => { await action(replica.id); await reload(); };
   const asleep = replica.status === "sleeping" || replica.status === "archived";
   return html`
-    ${asleep ? html`<${ConfirmButton} label="Wake" question=${`Wake ${replica.name}?`} onConfirm=${act((id) => replicas.get(id))} />`
+    ${asleep ? html`<${ConfirmButton} label="Wake" question=${`Wake ${replica.name}?`} onConfirm=${act(replicas.wake)} />`
       : html`<${ConfirmButton} label="Sleep" question=${`Put ${replica.name} to sleep? Its processes stop; files are kept.`}
           disabled=${replica.status !== "active"} onConfirm=${act(replicas.sleep)} />`}
     <${ConfirmButton} label="Archive" question=${`Archive ${replica.name}? It can be woken later.`}
@@ -141,7 +141,7 @@ function ChatView({ replica, chats, chat, live, onSelect, queueReload }) {
         onClick=${() => onSelect(c.id)}>${c.title || c.provider}${c.processing ? " ⋯" : ""}</button>`)}
     </div>
     ${chat ? html`<${TranscriptLog} key=${chat.id} transcript=${transcript} chat=${chat} replica=${replica} />
-      <${Queue} replicaId=${replica.id} chat=${chat} queueReload=${queueReload} />
+      ${replica.status === "active" ? html`<${Queue} replicaId=${replica.id} chat=${chat} queueReload=${queueReload} />` : null}
       <${Composer} replica=${replica} chat=${chat} />`
       : html`<p class="state">${replica.status === "preparing" ? "The workspace is starting…" : "No chats."}</p>`}
   </div>`;
