@@ -97,6 +97,27 @@ def test_keys_users_and_repos_created_by_the_cli_work_against_the_server(tmp_pat
         assert personal_key not in as_alice.text
 
 
+def test_a_first_start_without_any_key_prints_one_to_sign_in_with(tmp_path):
+    """`make run` on a fresh data dir, no bootstrap key: the log shows the first key, once; it works."""
+    import re
+
+    data_dir = tmp_path / "first"
+    env = _env(data_dir)
+    with serve(data_dir, env) as base:
+        log = next(data_dir.parent.glob("serve-*.log")).read_text()
+        keys = re.findall(r"sk_replicas_[A-Za-z0-9_-]{16,}", log)
+        assert len(keys) == 1 and "the first one, for the `default` organization" in log, log
+        ok = httpx.get(f"{base}/v1/replica", headers={"Authorization": f"Bearer {keys[0]}"})
+        assert ok.status_code == 200, ok.text
+        signed_in = httpx.post(f"{base}/auth/session", json={"api_key": keys[0]})
+        assert signed_in.status_code in (200, 201), signed_in.text
+    for stale in data_dir.parent.glob("serve-*.log"):
+        stale.unlink()
+    with serve(data_dir, env):  # a key exists now: nothing is minted or printed again
+        assert "sk_replicas_" not in next(data_dir.parent.glob("serve-*.log")).read_text()
+    assert "sk_replicas_" in replicas("keys", "create", "--org", "default", env=env)
+
+
 def test_repos_commands_report_errors_without_a_traceback(tmp_path, make_git_repo):
     env = _env(tmp_path / "data")
     missing = run_replicas("admin", "repos", "add", "acme/none", str(tmp_path / "nothing"), "--org", "acme", env=env)

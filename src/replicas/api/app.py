@@ -7,6 +7,7 @@ import logging
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Request, Response
+from sqlalchemy.exc import IntegrityError
 
 from replicas import __version__, metrics, outbound, tracing
 from replicas.api.errors import error_response, install_error_handlers
@@ -57,8 +58,22 @@ class ApiVersion:
         await self.app(scope, receive, echoing)
 
 
-def create_app(settings: Settings | None = None) -> FastAPI:
-    """Build the app. Start-up migrates the store and applies `REPLICAS_BOOTSTRAP_API_KEY`."""
+async def _announce_first_key(sessions) -> None:
+    try:
+        async with session_scope(sessions) as session:
+            key = await auth.first_key(session)
+    except IntegrityError:  # another process of this store minted it at the same moment: it says so itself
+        return
+    if key:
+        log.warning("no API key existed: created the first one, for the `default` organization (shown this once; "
+                    "sign in to the dashboard with it, or `replicas login --key`): %s", key)
+
+
+def create_app(settings: Settings | None = None, *, announce_first_key: bool = False) -> FastAPI:
+    """Build the app. Start-up migrates the store and applies `REPLICAS_BOOTSTRAP_API_KEY`.
+
+    `announce_first_key` (`replicas serve`): on a store without any API key, mint one for the `default`
+    organization and log it once, so that a first `make run` can be signed in to."""
     settings = settings or get_settings()
 
     @asynccontextmanager
@@ -74,6 +89,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         if settings.bootstrap_api_key:
             async with session_scope(app.state.sessions) as session:
                 await auth.bootstrap(session, settings.bootstrap_api_key)
+        elif announce_first_key:
+            await _announce_first_key(app.state.sessions)
         app.state.replicas = ReplicaService(settings, app.state.sessions, app.state.box)
         await app.state.replicas.start()
         app.state.automation_reconciler = automation_service.start_reconciler(app.state)

@@ -116,7 +116,8 @@ def serve(
             draining.begin()
             super().handle_exit(sig, frame)
 
-    config = uvicorn.Config(create_app(settings), host=settings.host, port=settings.port, log_config=None,
+    app = create_app(settings, announce_first_key=True)  # a store without keys: the first one is logged once
+    config = uvicorn.Config(app, host=settings.host, port=settings.port, log_config=None,
                             log_level=settings.log_level, proxy_headers=True, timeout_graceful_shutdown=10,
                             access_log=False)  # ours: logs.py, api/observability.py
     Server(config).run()

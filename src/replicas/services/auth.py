@@ -126,6 +126,17 @@ async def bootstrap(session: AsyncSession, key: str) -> None:
     await session.commit()
 
 
+async def first_key(session: AsyncSession) -> str | None:
+    """On a server that has no API key at all: mint one for the `default` organization and return it (in
+    plaintext, once), so that the person who started it can sign in. None where any key exists."""
+    if await session.scalar(select(ApiKey.id).limit(1)) is not None:
+        return None
+    org = await get_or_create_organization(session, "default")
+    key = await create_org_key(session, org, name="first")
+    await session.commit()
+    return key
+
+
 async def create_user(session: AsyncSession, organization: Organization, email: str,
                       display_name: str | None = None, role: str = "member") -> User:
     if role not in ("admin", "member"):

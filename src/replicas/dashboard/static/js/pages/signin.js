@@ -28,8 +28,10 @@ export function SignIn({ onSignedIn }) {
       <label class="field"><span>API key</span>
         <input type="password" name="api_key" autocomplete="current-password" required autofocus
           placeholder="sk_replicas_…" value=${key} onInput=${(e) => setKey(e.target.value)} /></label>
-      <p id="signin-help" class="hint">An org key (from <code>replicas serve</code>'s bootstrap key or an admin) or a
-        personal key. The key is exchanged for a session; it is not stored in the browser.</p>
+      <p id="signin-help" class="hint">An org key or a personal key. On a new server, <code>replicas serve</code>
+        prints the first key once when it starts (or it is <code>REPLICAS_BOOTSTRAP_API_KEY</code>); more with
+        <code>replicas keys create --org default</code> on the server. The key is exchanged for a session; it is
+        not stored in the browser.</p>
       <${ErrorBox} error=${error} />
       <button type="submit" class="primary" disabled=${busy}>${busy ? "Signing in…" : "Sign in"}</button>
     </form>
