@@ -184,6 +184,10 @@ class Settings(BaseSettings):
     # The control plane's API as workspace pods reach it (REPLICAS_API_URL in the workspace, for agent mode): the
     # in-cluster Service, e.g. http://replicas.replicas.svc.cluster.local. None: `public_url`, as on other runtimes.
     k8s_api_url: str | None = None
+    # The control plane's API as docker workspaces reach it (REPLICAS_API_URL in the workspace, for agent mode):
+    # with a user network, the control plane's name on it, e.g. http://replicas:8321 in compose.yaml. None:
+    # `public_url`, right where the workspaces share the host's network.
+    docker_api_url: str | None = None
 
     @property
     def resolved_tools_dir(self) -> Path:

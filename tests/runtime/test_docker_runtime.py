@@ -285,6 +285,23 @@ async def test_container_limits_and_privileges(runtime):
     assert result.output.split() == [f"{handle.home}:rw", f"{handle.run_dir}:rw", f"{handle.home}/..:ro", "/:ro"]
 
 
+async def test_the_agent_reaches_the_api_at_the_docker_api_url(make_runtime):
+    """REPLICAS_DOCKER_API_URL (compose.yaml: the control plane's name on the workspaces' network) is what the
+    agent's `replicas` CLI gets as REPLICAS_API_URL, in the engine's environment and in every exec."""
+    runtime = make_runtime(docker_api_url="http://replicas:8321")
+    handle = await runtime.provision("agentmode", spec())
+    await runtime.start(handle, engine_command(), {"REPLICAS_API_URL": "http://localhost:8321"})
+    await wait_for_engine(runtime.engine_endpoint(handle))
+    engine_env = runtime.client().containers.get(handle.container_name).attrs["Config"]["Env"]
+    assert "REPLICAS_API_URL=http://replicas:8321" in engine_env
+    result = await runtime.exec(handle, ["sh", "-c", 'echo "$REPLICAS_API_URL"'], 30,
+                                env={"REPLICAS_API_URL": "http://localhost:8321"})
+    assert result.output.strip() == "http://replicas:8321"
+    plain = make_runtime()
+    assert plain._environment(handle, {"REPLICAS_API_URL": "http://127.0.0.1:8321"})["REPLICAS_API_URL"] == \
+        "http://127.0.0.1:8321"
+
+
 async def test_handles_from_elsewhere_are_refused(runtime, data_dir):
     handle = await runtime.provision("ws1", spec())
     state = runtime.get_state(handle)

@@ -153,6 +153,7 @@ class DockerRuntime(Runtime):
         self.engine_source = settings.docker_engine
         self.stop_grace_seconds = stop_grace_seconds
         self.start_timeout = settings.engine_start_timeout_seconds
+        self.api_url = settings.docker_api_url
         docker_url = self.docker_host or os.environ.get("DOCKER_HOST") or ""
         scheme = urlparse(docker_url).scheme
         self.remote = settings.docker_remote if settings.docker_remote is not None else scheme in _REMOTE_SCHEMES
@@ -688,6 +689,8 @@ class DockerRuntime(Runtime):
         env = {"PATH": path + os.pathsep + _STANDARD_PATH, "LANG": os.environ.get("LANG", "C.UTF-8")}
         env.update(h.spec.env)
         env.update(extra)
+        if self.api_url:  # the control plane as the container reaches it, not as this process listens
+            env["REPLICAS_API_URL"] = self.api_url
         if image_engine:  # this machine's tools dir is not mounted: only the image's can be meant
             image_env = self._image_env()
             env.pop("REPLICAS_TOOLS_DIR", None)
