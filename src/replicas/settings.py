@@ -125,6 +125,9 @@ class Settings(BaseSettings):
     # Calls to the providers' APIs (comments, reactions, job logs): timeout per attempt, delays between retries.
     provider_timeout_seconds: float = Field(default=15.0, gt=0)
     provider_retry_delays: list[float] = Field(default_factory=lambda: [1.0, 5.0, 30.0])
+    # How long a webhook delivery's answer waits for the team loop to act on it (GitHub gives it 10 s; Slack's is
+    # waited for at most 2 s, it gives 3): past this the work goes on in the background (services/team_loop.py).
+    team_route_wait_seconds: float = Field(default=8.0, gt=0)
 
     # Docker backend (`runtime = "docker"`, runtime/docker.py). The Docker engine: None honours DOCKER_HOST
     # (unix socket, tcp://, ssh://), else the local socket.

@@ -21,7 +21,8 @@ from tests.replicas.conftest import replica_backend, replica_env, settings, wait
 PAYLOADS = Path(__file__).parent / "payloads"
 
 FAST = {"team_loop_interval_seconds": 0.2, "review_batch_seconds": 1.0, "reply_wait_seconds": 3.0,
-        "pr_close_grace_seconds": 0.5, "provider_retry_delays": [0.05, 0.1], "provider_timeout_seconds": 5.0}
+        "pr_close_grace_seconds": 0.5, "provider_retry_delays": [0.05, 0.1], "provider_timeout_seconds": 5.0,
+        "team_route_wait_seconds": 2.0}
 TOKENS = {"github": "ghs_installation_token", "gitlab": "glpat-token", "slack": "xoxb-bot-token",
           "linear": "lin_api_key"}
 BRANCH = "replicas/fix-checkout"

@@ -1,15 +1,19 @@
 """The GitHub loop's other paths, end to end (signed deliveries in GitHub's documented shapes, the real receiver, the
 real Claude Code behind the scripted model, GitHub's REST API played by the loopback stand-in): a push to the base
 branch that leaves the workspace's pull request conflicting, a failed workflow run (its jobs listed through the API,
-the failing one's name and log tail sent), a closed issue archiving its workspace, and a review on a pull request
-whose workspace was deleted, which a new workspace takes up on the pull request's branch."""
+retried when it fails, answered in the background when it is slow, the failing one's name and log tail sent), a
+closed issue archiving its workspace, and a review on a pull request whose workspace was deleted, which a new
+workspace takes up on the pull request's branch."""
 
 from __future__ import annotations
+
+import threading
+import time
 
 import pytest
 
 from replicas.testing import Text
-from tests.automations.test_receivers import github, post
+from tests.automations.test_receivers import _sent_text, github, post
 from tests.integrations.conftest import (
     BRANCH,
     FAST,
@@ -68,14 +72,24 @@ async def test_conflicts_workflow_failure_issue_close_and_a_deleted_workspace(ap
         "\nFAILED tests/test_app.py::test_missing_cart - KeyError: 'cart'\n"
     model.add_turn(Text("Fixed the missing-cart test."))
     workflow_run = payload("github_workflow_run_failed")
+    # GitHub's API fails twice (502), then is slow: the listing is retried, and the delivery is answered within
+    # `team_route_wait_seconds` (GitHub gives it 10 s) while the follow-up waits for the answer in the background.
+    jobs_path = f"/github/repos/acme/shop/actions/runs/{RUN}/jobs"
+    stand_in.fail_next = 2
+    stand_in.held[("GET", jobs_path)] = gate = threading.Event()
+    started = time.monotonic()
     assert (await post(anonymous, path, github(workflow_run, event="workflow_run", delivery="d-run"))
             ).status_code == 202
+    assert time.monotonic() - started < 4
+    assert len(stand_in.made("GET", jobs_path)) == 3
+    assert not any("CI failed on" in _sent_text(model, n) for n in range(len(model.model_requests())))
+    gate.set()
     sent = await prompt_with(model, "CI failed on")
     assert f"CI failed on {PULL} (commit ffffffffffff)" in sent
     assert f"### test (3.12) (failure)\nhttps://github.com/acme/shop/actions/runs/{RUN}/job/31000000012" in sent
     assert "FAILED tests/test_app.py::test_missing_cart - KeyError: 'cart'" in sent and "step 299" in sent
     assert "lint" not in sent and "step 10\n" not in sent
-    [listed] = stand_in.made("GET", rf"/github/repos/acme/shop/actions/runs/{RUN}/jobs")
+    listed = stand_in.made("GET", rf"/github/repos/acme/shop/actions/runs/{RUN}/jobs")[-1]
     assert listed.headers["Authorization"] == "Bearer ghs_installation_token"
     await comments_on(stand_in, 7, count=2)
     # The same run delivered again (GitHub retries) sends nothing new.

@@ -86,24 +86,59 @@ def bot(organization_id: uuid.UUID, provider: str) -> Principal:
 # -- routing ---------------------------------------------------------------------------------------
 
 
+# How long a delivery's answer waits for its events to be acted on (`team_route_wait_seconds`, Slack at most
+# SLACK_ROUTE_WAIT: it gives 3 s). A provider that is slow or failing (its calls retried, `provider_retry_delays`)
+# must not make the sender time out, retry or disable the webhook: past this, the work goes on in the background.
+SLACK_ROUTE_WAIT = 2.0
+_chains: dict[tuple[uuid.UUID, str], asyncio.Task] = {}
+
+
 async def route(services: Any, provider: str, organization_id: uuid.UUID, headers: Any,
                 payload: dict[str, Any]) -> int:
-    """Act on a verified delivery's team-loop events; returns how many were acted on. Never raises for one
-    event's failure (logged): the delivery's automations must still fire."""
+    """Act on a verified delivery's team-loop events; returns how many were acted on (those done within the
+    delivery's wait: the rest go on in the background). Never raises for one event's failure (logged): the
+    delivery's automations must still fire. An organization's deliveries of one provider are acted on in the
+    order they came (a thread's replies, a review after the pull request's opening), each after the one before."""
     if provider not in LOOP_PROVIDERS:
         return 0
     async with services.sessions() as session:
         credential = await integration_credentials.load(session, services.box, organization_id, provider)
     events = parse(provider, headers, payload, LoopOptions(services.settings.mention_handle, credential.bot_user_id))
+    events = [event for event in events if _trusted(credential, event)]
+    if not events:
+        return 0
+    key = (organization_id, provider)
+    before = _chains.get(key)
+    if before is not None and (before.done() or before.get_loop() is not asyncio.get_running_loop()):
+        before = None
+    task = spawn(_act_in_order(before, services, organization_id, credential, events))
+    _chains[key] = task
+    task.add_done_callback(lambda done: _chains.pop(key, None) if _chains.get(key) is done else None)
+    wait = services.settings.team_route_wait_seconds
+    if provider == "slack":
+        wait = min(wait, SLACK_ROUTE_WAIT)
+    try:
+        return await asyncio.wait_for(asyncio.shield(task), wait)
+    except TimeoutError:
+        log.warning("team loop still acting on a %s delivery after %.0f s; answered, it goes on in the background",
+                    provider, wait)
+        return 0
+
+
+async def _act_in_order(before: asyncio.Task | None, services: Any, organization_id: uuid.UUID,
+                        credential: LoopCredential, events: list[TeamEvent]) -> int:
+    if before is not None:
+        await asyncio.wait({before})
     handled = 0
     for event in events:
-        if not _trusted(credential, event):
-            continue
         try:
             handled += bool(await HANDLERS[event.kind](services, organization_id, credential, event))
         except (ReplicasError, ProviderError) as exc:
-            log.warning("team loop event failed provider=%s kind=%s thread=%s: %s", provider, event.kind,
+            log.warning("team loop event failed provider=%s kind=%s thread=%s: %s", event.provider, event.kind,
                         event.thread_key, exc)
+        except Exception:  # noqa: BLE001 - in the background now: logged, never lost silently
+            log.exception("team loop event failed provider=%s kind=%s thread=%s", event.provider, event.kind,
+                          event.thread_key)
     return handled
 
 
