@@ -1,7 +1,8 @@
 """The `kubernetes` backend through the product: a real `replicas serve` with REPLICAS_RUNTIME=kubernetes, its
 cluster the API server stand-in (apiserver.py), driven through the REST API as a user drives it. A replica with a
 first message (the real Claude Code behind the scripted model), its answer in the history and the SSE stream, the
-diff, a control-plane restart (SIGKILL) that reattaches, a follow-up, sleep (pod gone, claim kept), wake (a new
+diff, a control-plane restart (SIGKILL) that reattaches, a restart that compares the store with what it finds in
+the cluster by label, a follow-up, sleep (pod gone, claim kept), wake (a new
 pod on the same files) and delete (nothing of the workspace left in the cluster); a preview of a port the agent
 serves in its pod and a terminal session in it, both through the control plane.
 
@@ -245,6 +246,52 @@ async def test_a_warm_pool_fills_on_kubernetes_and_a_create_claims_from_it(tmp_p
                 return cluster_objects(standin, refill["sandbox_id"]) == {kind: [] for kind in KINDS}
 
             await until(expired, timeout=60, what="the expired pool workspace's objects to go")
+
+
+async def test_a_restarted_control_plane_compares_the_store_with_the_cluster_by_label(tmp_path, agent_tools, model,  # noqa: F811
+                                                                                    make_git_repo, standin):
+    """While the control plane is down, a sleeping replica's objects (its claim: the files) are deleted by hand, and
+    a workspace this store never had appears. At start it finds the workspaces by label: the first replica goes to
+    `error` saying its volume is gone (not at its next wake), and the stranger is named in the log, left alone."""
+    from replicas.runtime.base import WorkspaceSpec
+    from replicas.runtime.kubernetes import KubernetesRuntime
+    from replicas.settings import Settings
+
+    outside = KubernetesRuntime(Settings(data_dir=tmp_path / "elsewhere", database_url=None, runtime="kubernetes",
+                                         k8s_kubeconfig=str(standin.kubeconfig), k8s_namespace=NAMESPACE,
+                                         k8s_image=STANDIN_IMAGE), stop_grace_seconds=3)
+    stranger = "5e7a9c1e-0000-4000-8000-00000000beef"
+    async with running_server(tmp_path, agent_tools, **kubernetes_env(standin)) as server:
+        async with httpx.AsyncClient(base_url=server.base, headers=auth(), timeout=60) as client:
+            env_id = await setup_environment(client, make_git_repo, model)
+            model.add_turn(Text("Ready."))
+            created = await client.post("/v1/replica", headers=VERSION, json={
+                "name": "lost", "environment_id": env_id, "message": "Hello"})
+            assert created.status_code == 201, created.text
+            replica_id = created.json()["replica"]["id"]
+            await wait_settled(client, replica_id, timeout=90)
+            assert (await client.post(f"/v1/workspaces/{replica_id}/sleep")).status_code == 200
+        server.kill()
+        await outside.destroy(outside.handle_for(replica_id))  # an operator's `kubectl delete` of its objects
+        await outside.provision(stranger, WorkspaceSpec())
+        try:
+            await server.start()
+            async with httpx.AsyncClient(base_url=server.base, headers=auth(), timeout=60) as client:
+                async def errored():
+                    body = await replica(client, replica_id, wake="false")
+                    return body if body["status"] == "error" else None
+
+                details = await until(errored, timeout=30, what="the replica whose volume is gone in error")
+                assert "gone from the cluster" in details["config"]["provisioning_error"]["message"]
+                await until(lambda: _logged(server, stranger), timeout=10, what="the stranger named in the log")
+                assert cluster_objects(standin, stranger)["persistentvolumeclaims"], "the stranger was touched"
+        finally:
+            await outside.destroy(outside.handle_for(stranger))
+            await outside.api.close()
+
+
+async def _logged(server, text: str) -> bool:
+    return text in server.log_path.read_text()
 
 
 def lines(terminal_text: str) -> list[str]:

@@ -180,6 +180,7 @@ class ReplicaService:
                     self._background(self._deliver_pending(row.id))
             # A `preparing` one is taken over once its boot's lease lapses (transitions.py), here or elsewhere.
         self._background(hook_runner.remove_abandoned_sandboxes(self.manager.runtime, self.settings))
+        self._background(self._find_by_label())
         self._loops = [asyncio.create_task(self.dispatcher.run_forever(self.settings.webhook_poll_seconds),
                                            name="webhook-dispatcher"),
                        asyncio.create_task(self.pumps.run(), name="pump-leases"),
@@ -189,6 +190,36 @@ class ReplicaService:
                        asyncio.create_task(self._lifecycle_loop(), name="lifecycle-reaper")]
         if self.settings.pool_enabled:
             self._loops.append(asyncio.create_task(self.pools.run(), name="warm-pool-filler"))
+
+    async def _find_by_label(self) -> None:
+        """After a start, on a runtime that can list its workspaces by label (Kubernetes: `discover`), compare them
+        with the store: a workspace whose volume is gone from the cluster (deleted by hand, a lost namespace) goes
+        to `error` saying so, instead of failing at its next wake; workspaces this store does not know (left by
+        a delete whose clean-up failed, or of another installation in the namespace) are named in the log, with
+        the command that removes them, and left alone."""
+        discover = getattr(self.manager.runtime, "discover", None)
+        if discover is None:
+            return
+        try:
+            found = await discover()
+        except Exception:  # noqa: BLE001 - a check at start: the cluster may be unreachable for now
+            log.exception("listing the runtime's workspaces by label failed")
+            return
+        async with self.sessions() as session:
+            rows = list(await session.scalars(select(Workspace).where(
+                Workspace.runtime == self.manager.runtime.name,
+                Workspace.status.in_(("active", "sleeping", "archived")), Workspace.runtime_state.is_not(None))))
+            known = {str(row_id) for row_id in await session.scalars(select(Workspace.id))}
+        for row in rows:
+            if str(row.id) not in found:
+                log.warning("workspace %s: its volume is not in the cluster any more", row.id)
+                await self._fail(row, "The workspace's volume (PersistentVolumeClaim) is gone from the cluster; "
+                                      "its files are lost: delete the replica")
+        # Hook tests' throwaway workspaces have no row (hook_runner.py removes abandoned ones).
+        strangers = sorted(i for i in set(found) - known if not i.startswith(hook_runner.WORKSPACE_PREFIX))
+        if strangers:
+            log.warning("workspaces in the cluster that this store does not know, left alone (their objects carry "
+                        "the annotation replicas.dev/workspace-id): %s", ", ".join(strangers))
 
     async def stop(self) -> None:
         for task in [*self._loops, *self._transitions.values(), *self._tasks]:
