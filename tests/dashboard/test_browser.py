@@ -1,6 +1,7 @@
 """The dashboard in a real Chromium against a real control plane, with the real Claude Code behind the scripted
-model: each test is one flow a person goes through (sign in, create and watch, diff, follow-up queued,
-terminal, variables, warm-hook test, sign out, another organization)."""
+model: each test is one flow a person goes through (the README's quick start in the browser alone, sign in,
+create and watch, diff, follow-up queued, terminal, variables, warm-hook test, sleep/archive/wake, sign out,
+another organization)."""
 
 from __future__ import annotations
 
@@ -18,6 +19,80 @@ def signed_in(page, server, artifacts, key) -> SignInPage:
     sign_in = SignInPage(page, server.url, artifacts)
     sign_in.sign_in(key)
     return sign_in
+
+
+def test_the_quick_start_in_the_browser_alone(browser_page, server, artifacts, tmp_path, model):
+    """The README's quick start, with nothing but the dashboard after sign-in: connect the repository, create the
+    environment bound to it, give it variables (the agent's gateway), a file and an MCP server, find and enable
+    a skill, then create a replica and read the agent's answer."""
+    from playwright.sync_api import Page
+
+    from tests.conftest import git
+    from tests.dashboard.pom import Dashboard
+    from tests.live_server import destroy_workspaces
+
+    origin = tmp_path / "demo"
+    origin.mkdir()
+    git(origin, "init", "-q", "-b", "main")
+    (origin / "README.md").write_text("# demo\n")
+    git(origin, "add", "-A")
+    git(origin, "commit", "-q", "-m", "initial")
+    page: Page = browser_page
+    signed_in(page, server, artifacts, server.new_org_key())
+    board = Dashboard(page, server.url, artifacts)
+    try:
+        board.goto("#/repositories")
+        page.get_by_label("Name").first.fill("acme/demo")  # then "Set name", of the repository sets
+        page.get_by_label("Clone URL").fill(str(origin))
+        page.get_by_role("button", name="Add", exact=True).click()
+        expect(page.get_by_role("table", name="Repositories")).to_contain_text("acme/demo")
+        board.screenshot("quick-start-repositories")
+
+        board.goto("#/environments")
+        page.get_by_role("button", name="New environment").click()
+        dialog = page.get_by_role("dialog", name="New environment")
+        dialog.get_by_label("Name").fill("staging")
+        dialog.get_by_label("Repository").select_option(label="acme/demo")
+        dialog.get_by_role("button", name="Create").click()
+        environment = EnvironmentPage(page, server.url, artifacts)
+        expect(environment.heading("staging")).to_be_visible(timeout=SLOW)
+
+        environment.section("Variables")
+        for key, value in {**model.anthropic_env(), "REPLICAS_AGENT_MAX_RETRIES": "1",
+                           "DATABASE_URL": "postgres://staging"}.items():
+            environment.add_variable(key, value)
+            expect(environment.variable_row(key)).to_be_visible()
+        expect(environment.variable_row("DATABASE_URL")).not_to_contain_text("postgres://staging")  # masked
+
+        environment.section("Files")
+        page.get_by_label("Name", exact=True).fill("AGENTS")
+        page.get_by_label("Path").fill("~/AGENTS.md")
+        page.get_by_label("Content").fill("# Conventions")
+        page.get_by_role("button", name="Add", exact=True).click()
+        expect(page.get_by_text("~/AGENTS.md")).to_be_visible()
+
+        environment.section("MCP servers")
+        environment.fill_mcp("linear", "stdio", {"Command": "npx", "Arguments": "-y @linear/mcp"})
+        page.get_by_role("form", name="MCP server").get_by_role("button", name="Add", exact=True).click()
+        expect(page.get_by_role("button", name="Test linear", exact=True)).to_be_visible()
+
+        environment.section("Skills")
+        page.get_by_role("searchbox", name="Search the skills catalog").fill("docker")
+        page.get_by_role("button", name="Search", exact=True).click()
+        page.get_by_role("listitem").filter(has_text="docker").first.get_by_role("button", name="Enable").click()
+        expect(page.get_by_role("button", name="Remove")).to_be_visible()
+        environment.screenshot("quick-start-environment")
+
+        model.add_turn(Text("Hello from **staging**."))
+        replicas = ReplicasListPage(page, server.url, artifacts)
+        replicas.open()
+        replicas.create("first", "Say hello", environment="staging")
+        replica = ReplicaPage(page, server.url, artifacts)
+        replica.expect_text("Hello from staging.")
+        expect(page.get_by_text("Turn complete")).to_be_visible(timeout=SLOW)
+        replica.screenshot("quick-start-replica")
+    finally:
+        destroy_workspaces(server)
 
 
 def test_create_a_replica_watch_the_answer_stream_and_read_its_diff(browser_page, server, artifacts, shop, model):
