@@ -69,6 +69,7 @@ from bench.backends_bench import (
 )
 from bench.checkout_bench import make_origin
 from replicas.api.app import create_app
+from replicas.runtime import layers
 from replicas.services import auth, base_snapshots, git
 from replicas.services.principal import Principal
 from replicas.services.workspaces import WorkspaceManager
@@ -314,6 +315,11 @@ async def bench(names: list[str], files: int, runs: int, settle: float, memory_r
                     await destroy(backend, principal, workspace_id, created)
             if "docker" in names:
                 await asyncio.to_thread(sweep_docker, settings.data_dir)
+            # A pool workspace the filler was still laying out when the pool was disabled may keep its overlay
+            # home mounted: unmount what is left, or the scratch directory cannot be removed.
+            for workspace in (settings.data_dir / "workspaces").glob("*"):
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(layers.release, str(workspace))
     return {"files": files, "runs": runs, "settle_s": settle, "dir": str(directory),
             "machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}, "skipped": skipped,
             "git_clone_s": baseline, "backends": {b.name: b.results for b in backends}}
