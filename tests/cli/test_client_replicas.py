@@ -4,6 +4,7 @@ command with its `--json` output parsed, `watch` interrupted with Ctrl-C, previe
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import signal
@@ -61,6 +62,7 @@ def spawn(cli: Cli, *args: str) -> pexpect.spawn:
 def test_create_follow_shows_the_agent_working_in_a_terminal(cli, model):
     model.add_turn(ShellCall("printf 'OK = True\\n' > health.py"), Text("Added health.py with OK = True."))
     child = spawn(cli, "create", "-m", "Add a health check", "-e", "shop", "--follow")
+    child.logfile_read = seen = io.StringIO()  # the whole screen, spinner frames included
     child.expect(r"Created add-a-health-check \(([0-9a-f-]{36})\) in shop: preparing")
     replica_id = child.match.group(1)
     child.expect(r"> Add a health check")                   # the user's message, from the history events
@@ -73,6 +75,10 @@ def test_create_follow_shows_the_agent_working_in_a_terminal(cli, model):
     assert child.exitstatus == 0
     screen = ANSI.sub("", child.before or "")
     assert "Traceback" not in screen
+    # The spinner showed while the workspace was prepared and while the agent worked (rich redraws it in place).
+    whole = ANSI.sub("", seen.getvalue())
+    assert re.search(r"[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] preparing the workspace…", whole), whole[-2000:]
+    assert re.search(r"[⠋⠙⠹⠸⠼⠴⠦⠧⠇⠏] working…", whole), whole[-2000:]
     assert model.exhausted == []
     diff = cli.json("diff", replica_id)
     assert diff[0]["repository"] == "shop" and "+OK = True" in diff[0]["git_diff"]["full_diff"]
