@@ -68,8 +68,11 @@ def test_slack_plan_and_environment_and_linear_comment_mentions():
         "type": "app_mention", "user": "U1", "channel": "C1", "ts": "1.000100",
         "text": "<@U0BOT00001> /plan [env:Shop API] refactor the cart"}}
     [event] = parse("slack", {}, message, OPTIONS)
-    assert event.plan_mode and event.environment_hint == "Shop API" and event.text == "/plan  refactor the cart"
+    assert event.plan_mode and event.environment_hint == "Shop API" and event.text == "refactor the cart"
     assert event.thread_key == "slack:T1:C1:1.000100"
+    later_text = "fix it /plan\nthen ship /planning"
+    [later] = parse("slack", {}, {**message, "event": {**message["event"], "text": later_text}}, OPTIONS)
+    assert later.plan_mode and later.text == "fix it \nthen ship /planning"
     channel_chatter = {**message, "event": {**message["event"], "type": "message", "text": "lunch?"}}
     assert parse("slack", {}, channel_chatter, OPTIONS) == []
 

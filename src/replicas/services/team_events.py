@@ -326,13 +326,15 @@ def parse_slack(headers: Any, payload: dict[str, Any], options: LoopOptions) -> 
         return []  # a channel message that is neither a mention nor in a thread
     text = SLACK_MENTION.sub(lambda m: "" if m.group(1) == bot else m.group(0), raw).strip()
     hint = environment_hint(text)
-    text = ENV_HINT.sub("", text).strip()
+    plan_mode = bool(PLAN.search(text))
+    # The agent gets the request alone: the hint and `/plan` out, the spaces they leave folded.
+    text = re.sub(r"[ \t]{2,}", " ", PLAN.sub(" ", ENV_HINT.sub("", text))).strip()
     return [TeamEvent(
         "slack", "mention" if mentioned else "thread_reply", f"slack-message:{channel}:{ts}",
         thread_key=f"slack:{payload.get('team_id')}:{channel}:{root}", thread_kind="slack_thread",
         target={"channel": channel, "thread_ts": root, "team_id": payload.get("team_id")},
         actor=message.get("user"), mentioned=mentioned, text=cut(text), ts=ts, environment_hint=hint,
-        plan_mode=bool(PLAN.search(text)))]
+        plan_mode=plan_mode)]
 
 
 # -- Linear ----------------------------------------------------------------------------------------
