@@ -151,3 +151,70 @@ async def test_keep_open_on_pr_merge_keeps_the_workspace(app, client, anonymous,
     await asyncio.sleep(FAST["pr_close_grace_seconds"] + 4 * FAST["team_loop_interval_seconds"])
     assert await status_of(app, created["id"]) == "active"
 
+
+
+async def test_a_pull_request_closed_unmerged_archives_its_workspace_unless_keep_open_on_pr_close(
+        app, client, anonymous, replica_env, model, stand_in):
+    """Closed without merging: the workspace whose last tracked pull request it was is archived after the grace
+    period, except one whose preferences say `keep_open_on_pr_close` (`keep_open_on_pr_merge` does not count)."""
+    await github_variables(client, replica_env, stand_in)
+    path = await connect(client, stand_in, "github", allowed_logins=["octocat"])
+    created = {}
+    for number, (name, preferences, branch) in enumerate((
+            ("kept", {"keep_open_on_pr_close": True}, BRANCH),
+            ("closed", {"keep_open_on_pr_merge": True}, "replicas/other-fix")), start=7):
+        model.add_turn(open_pull_request(branch), Text(f"Opened pull request {number}."))
+        created[name] = await create(client, replica_env, f"Fix it ({name})", name=name,
+                                     config={"preferences": preferences})
+
+        async def has_pull_request(rid=created[name]["id"]):
+            row = await row_of(app, rid)
+            return row.pull_requests if row.pull_requests and row.status == "active" else None
+
+        [pull] = await wait_for(has_pull_request, timeout=120, what=f"pull request {number}")
+        assert pull["url"] == f"https://github.com/acme/shop/pull/{number}"
+        closed = copy.deepcopy(payload("github_pull_request_closed"))
+        closed["number"] = number
+        closed["pull_request"].update(number=number, merged=False, merged_at=None,
+                                      html_url=f"https://github.com/acme/shop/pull/{number}",
+                                      head={**closed["pull_request"]["head"], "ref": branch})
+        response = await post(anonymous, path, github(closed, event="pull_request", delivery=f"d-close-{number}"))
+        assert response.status_code == 202
+        async with app.state.sessions() as session:
+            [thread] = list(await session.scalars(select(TeamThread).where(
+                TeamThread.key == f"github:acme/shop#{number}")))
+        assert thread.state == "closed" and thread.workspace_id == uuid.UUID(created[name]["id"])
+
+    await wait_for(lambda: _status_is(app, created["closed"]["id"], "archived"), timeout=30, what="the archive")
+    await asyncio.sleep(FAST["pr_close_grace_seconds"] + 4 * FAST["team_loop_interval_seconds"])
+    assert await status_of(app, created["kept"]["id"]) == "active"
+
+
+async def test_a_mention_on_someone_elses_pull_request_starts_a_workspace_on_its_branch(
+        app, client, anonymous, replica_env, model, stand_in):
+    """`@replicas` on a pull request no workspace opened: a new workspace (source github) whose first message
+    names the pull request's branch, read through GitHub's API, and asks for the work there; the answer comes
+    back as a comment on that pull request."""
+    await github_variables(client, replica_env, stand_in)
+    path = await connect(client, stand_in, "github", allowed_logins=["octocat"])
+    stand_in.pulls[42] = {"number": 42, "state": "open", "html_url": "https://github.com/acme/shop/pull/42",
+                          "head": {"ref": "octocat/faster-cart", "sha": "c" * 40}, "base": {"ref": "main"},
+                          "mergeable": True, "mergeable_state": "clean"}
+    mention = copy.deepcopy(payload("github_issue_comment_mention"))
+    mention["issue"].update(number=42, title="Make the cart faster", body="It is slow with 100 items.",
+                            html_url="https://github.com/acme/shop/pull/42",
+                            pull_request={"url": "https://api.github.com/repos/acme/shop/pulls/42",
+                                          "html_url": "https://github.com/acme/shop/pull/42"})
+    mention["comment"]["body"] = "@replicas please add a benchmark for this"
+    model.add_turn(Text("Added a benchmark on the branch."))
+    response = await post(anonymous, path, github(mention, event="issue_comment", delivery="d-pr-mention"))
+    assert response.status_code == 202, response.text
+    [workspace] = await wait_for(lambda: github_workspaces(app), what="the github workspace")
+    sent = await prompt_with(model, "please add a benchmark")
+    assert "`git fetch origin octocat/faster-cart && git switch octocat/faster-cart`" in sent, sent
+    assert stand_in.made("GET", r"/github/repos/acme/shop/pulls/42$")
+    [comment] = await comments_on(stand_in, 42)
+    assert "Added a benchmark on the branch." in comment["body"]
+    async with app.state.sessions() as session:
+        [thread] = list(await session.scalars(select(TeamThread).where(TeamThread.key == "github:acme/shop#42")))
+    assert thread.workspace_id == workspace.id and thread.details["head_branch"] == "octocat/faster-cart"
