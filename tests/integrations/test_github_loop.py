@@ -218,3 +218,46 @@ async def test_a_mention_on_someone_elses_pull_request_starts_a_workspace_on_its
     async with app.state.sessions() as session:
         [thread] = list(await session.scalars(select(TeamThread).where(TeamThread.key == "github:acme/shop#42")))
     assert thread.workspace_id == workspace.id and thread.details["head_branch"] == "octocat/faster-cart"
+
+
+async def test_a_sleeping_workspace_wakes_for_a_review_and_one_without_pr_followups_gets_none(
+        app, client, anonymous, replica_env, model, stand_in):
+    """A review comment on the pull request of a workspace that sleeps wakes it and reaches it as a follow-up;
+    the same on the pull request of a workspace created with `capabilities.pr_followups: false` reaches nobody."""
+    await github_variables(client, replica_env, stand_in)
+    path = await connect(client, stand_in, "github", allowed_logins=["octocat", "hubot"])
+    made = {}
+    for number, (name, capabilities, branch) in enumerate((
+            ("sleeper", {}, BRANCH), ("quiet", {"pr_followups": False}, "replicas/quiet-fix")), start=7):
+        model.add_turn(open_pull_request(branch), Text(f"Opened pull request {number}."))
+        made[name] = (await create(client, replica_env, f"Fix it ({name})", name=name,
+                                   config={"capabilities": capabilities}))["id"]
+
+        async def has_pull_request(rid=made[name]):
+            row = await row_of(app, rid)
+            return row.pull_requests if row.pull_requests and row.status == "active" else None
+
+        await wait_for(has_pull_request, timeout=120, what=f"pull request {number}")
+    assert (await client.post(f"/v1/workspaces/{made['sleeper']}/sleep")).status_code == 200
+    assert await status_of(app, made["sleeper"]) == "sleeping"
+
+    prompts = len(model.model_requests())
+    quiet_review = copy.deepcopy(payload("github_pull_request_review_comment"))
+    quiet_review["pull_request"].update(number=8, html_url="https://github.com/acme/shop/pull/8",
+                                        head={**quiet_review["pull_request"]["head"], "ref": "replicas/quiet-fix"})
+    quiet_review["comment"]["id"] = 1800000099
+    assert (await post(anonymous, path, github(quiet_review, event="pull_request_review_comment",
+                                               delivery="d-quiet"))).status_code == 202
+
+    model.add_turn(Text("Woke up and addressed it."))
+    review = payload("github_pull_request_review_comment")
+    assert (await post(anonymous, path, github(review, event="pull_request_review_comment", delivery="d-sleeper"))
+            ).status_code == 202
+    sent = await prompt_with(model, "Review comments on https://github.com/acme/shop/pull/7")
+    assert "An empty cart should answer 400" in sent
+    assert await status_of(app, made["sleeper"]) == "active"
+    [reply] = await comments_on(stand_in, 7)
+    assert "Woke up and addressed it." in reply["body"]
+    await asyncio.sleep(FAST["review_batch_seconds"] + 4 * FAST["team_loop_interval_seconds"])
+    assert len(model.model_requests()) == prompts + 1  # the quiet workspace's review went nowhere
+    assert not any("/pull/8" in _sent_text(model, n) for n in range(len(model.model_requests())))
