@@ -1,6 +1,7 @@
 """The agent in Slack's and Linear's loops, end to end: signed Events API and Linear webhook deliveries into the
 real receivers, the real Claude Code behind the scripted model, and the Slack Web API and Linear's GraphQL API
-played by the loopback stand-in, which records what Slack and Linear would see."""
+played by the loopback stand-in, which records what Slack and Linear would see: a Slack thread with follow-ups,
+`[env:name]` and `/plan` in a mention, a Linear assignment and a Linear comment's mention."""
 
 from __future__ import annotations
 
@@ -135,3 +136,61 @@ async def test_a_linear_issue_assigned_to_replicas_gets_a_workspace_and_the_pull
 async def _status_is(app, workspace_id, status: str) -> bool:
     async with app.state.sessions() as session:
         return (await session.get(Workspace, workspace_id)).status == status
+
+
+async def test_a_slack_mention_picks_its_environment_by_name_and_asks_for_plan_mode(app, client, anonymous,
+                                                                                   replica_env, model, stand_in):
+    """`[env:name]` chooses among the organization's environments (here not the default), and `/plan` starts the
+    workspace in plan mode; neither reaches the agent's text."""
+    other = await client.post("/v1/environments", json={"name": "Shop API",
+                                                        "repository_id": replica_env.repository_id})
+    assert other.status_code == 201, other.text
+    other_id = other.json()["environment"]["id"]
+    for key, value in {**model.anthropic_env(), "REPLICAS_AGENT_MAX_RETRIES": "1"}.items():
+        assert (await client.post(f"/v1/environments/{other_id}/variables",
+                                  json={"key": key, "value": value})).status_code == 201
+    path = await connect(client, stand_in, "slack", default_environment_id=replica_env.environment_id)
+    model.add_turn(Text("Plan: split checkout() into validate() and charge()."))
+    mention = payload("slack_app_mention")
+    mention["event"]["text"] = "<@U0BOT00001> /plan [env:Shop API] how would you split checkout()?"
+    assert (await post(anonymous, path, slack(mention))).status_code == 202
+    [workspace] = await wait_for(lambda: workspaces_from(app, "slack"), what="the slack workspace")
+    assert str(workspace.environment_id) == other_id
+    sent = await prompt_with(model, "how would you split checkout()?")
+    assert "/plan how" not in sent and "/plan [env" not in sent and "[env:" not in sent
+    request = model.model_requests()[-1].conversation_text()
+    assert "plan mode" in request.lower(), request[-1500:]  # Claude Code's own plan-mode instructions
+    [answer] = await thread_posts(stand_in, 1)
+    assert answer["text"] == "Plan: split checkout() into validate() and charge()."
+
+
+async def test_a_mention_in_a_linear_comment_starts_a_workspace_and_answers_on_the_issue(
+        app, client, anonymous, replica_env, model, stand_in):
+    path = await connect(client, stand_in, "linear", bot_user_id=REPLICAS_USER,
+                         default_environment_id=replica_env.environment_id)
+    model.add_turn(Text("Looked into it: the cart total is computed twice."))
+    comment = {"type": "Comment", "action": "create", "createdAt": "2026-11-30T12:00:00.000Z",
+               "actor": {"id": "u-jane", "name": "Jane", "type": "user"},
+               "data": {"id": "c1a2b3c4-0000-4000-8000-00000000c001", "body": "@replicas can you take this?",
+                        "userId": "u-jane", "issueId": "i1a2b3c4-0000-4000-8000-0000000000i1",
+                        "issue": {"id": "i1a2b3c4-0000-4000-8000-0000000000i1", "identifier": "ENG-7",
+                                  "title": "The cart total is wrong"}},
+               "url": "https://linear.app/acme/issue/ENG-7#comment-c1a2b3c4", "webhookTimestamp": 1764504000000}
+    assert (await post(anonymous, path, linear(comment))).status_code == 202
+    [workspace] = await wait_for(lambda: workspaces_from(app, "linear"), what="the linear workspace")
+    sent = await prompt_with(model, "can you take this?")
+    assert "ENG-7" in sent and "The cart total is wrong" in sent
+
+    async def commented():
+        return stand_in.made("POST", r"/linear/graphql$")
+
+    [answer] = await wait_for(commented, timeout=120, what="the comment on the Linear issue")
+    assert answer.body["variables"]["input"]["issueId"] == "i1a2b3c4-0000-4000-8000-0000000000i1"
+    assert "the cart total is computed twice" in answer.body["variables"]["input"]["body"]
+    # Linear delivers the server's own comment too: it starts nothing.
+    own = copy.deepcopy(comment)
+    own["data"].update(id="c1a2b3c4-0000-4000-8000-00000000c002", userId=REPLICAS_USER,
+                       body=answer.body["variables"]["input"]["body"] + "\n\n@replicas")
+    own["actor"] = {"id": REPLICAS_USER, "name": "Replicas", "type": "user"}
+    assert (await post(anonymous, path, linear(own))).status_code == 202
+    assert len(await workspaces_from(app, "linear")) == 1 and turns(model) == 1 and workspace.source == "linear"
