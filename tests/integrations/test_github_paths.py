@@ -7,6 +7,7 @@ workspace takes up on the pull request's branch."""
 
 from __future__ import annotations
 
+import copy
 import threading
 import time
 
@@ -114,3 +115,34 @@ async def test_conflicts_workflow_failure_issue_close_and_a_deleted_workspace(ap
     comments = await comments_on(stand_in, 7, count=3)
     assert comments[-1]["body"] == "Addressed the review from a new workspace."
     assert turns(model) == 4 and len(stand_in.made("POST", r"/issues/12/comments$")) == 1
+
+
+async def test_a_check_run_that_names_no_pull_request_reaches_the_one_of_its_branch(app, client, anonymous,
+                                                                                   replica_env, model, stand_in):
+    """GitHub leaves a run's `pull_requests` empty for a pull request from a fork (or opened after the run began):
+    the open tracked pull request whose head is the run's branch gets the failure; a run on another branch, none."""
+    await github_variables(client, replica_env, stand_in)
+    path = await connect(client, stand_in, "github", allowed_logins=["octocat"])
+    model.add_turn(open_pull_request(), Text("Opened the pull request."))
+    assert (await post(anonymous, path, github(payload("github_issue_comment_mention"), event="issue_comment"))
+            ).status_code == 202
+    await comments_on(stand_in, 12)
+
+    def check_on(branch: str, run_id: int) -> dict:
+        check = copy.deepcopy(payload("github_check_run_failed"))
+        check["check_run"].update(id=run_id, pull_requests=[])
+        check["check_run"]["check_suite"]["head_branch"] = branch
+        return check
+
+    stand_in.logs[31000000077] = "FAILED tests/test_app.py::test_total - assert 3 == 2\n"
+    elsewhere = check_on("someone/else", 31000000078)
+    assert (await post(anonymous, path, github(elsewhere, event="check_run", delivery="d-elsewhere"))
+            ).status_code == 202
+    model.add_turn(Text("Fixed the total."))
+    assert (await post(anonymous, path, github(check_on(BRANCH, 31000000077), event="check_run",
+                                               delivery="d-no-pr"))).status_code == 202
+    sent = await prompt_with(model, "CI failed on")
+    assert PULL in sent and "FAILED tests/test_app.py::test_total - assert 3 == 2" in sent
+    [answer] = await comments_on(stand_in, 7)
+    assert answer["body"] == "Fixed the total."
+    assert turns(model) == 2  # the run on another branch reached nobody

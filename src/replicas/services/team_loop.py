@@ -16,9 +16,9 @@ What each kind of event does (team_events.py says how each is recognised):
   already-seen messages are not sent again).
 - `review`, `check_failed`, `conflict` on a pull request whose workspace has `pr_followups`: follow-ups.
   Review comments wait `REPLICAS_REVIEW_BATCH_SECONDS` of quiet and go as one message; a failed job carries
-  its name and the tail of its log when the API gives it; a GitLab branch pipeline (no merge request named) goes
-  to the open tracked merge request of its branch. `push` to a base branch checks the open tracked pull (merge)
-  requests on it for conflicts.
+  its name and the tail of its log when the API gives it; a GitLab branch pipeline, or a GitHub run that names no
+  pull request, goes to the open tracked pull (merge) request of its branch. `push` to a base branch checks the
+  open tracked pull (merge) requests on it for conflicts.
 - `pr_closed`: when the workspace's last tracked pull request merged (closed), it is archived after
   `REPLICAS_PR_CLOSE_GRACE_SECONDS`, unless `keep_open_on_pr_merge` (`keep_open_on_pr_close`) is set;
   `issue_closed`: the issue's workspace is archived.
@@ -223,16 +223,18 @@ async def on_pull_request_event(services: Any, organization_id: uuid.UUID, crede
 
 
 async def _branch_merge_request(services: Any, organization_id: uuid.UUID, event: TeamEvent) -> bool:
-    """A GitLab branch pipeline names no merge request: the open tracked one whose source is its branch becomes
-    the event's thread (False when there is none)."""
-    if event.provider != "gitlab" or not event.head_branch:
+    """A run that names no pull (merge) request: a GitLab branch pipeline, a GitHub check or workflow run that
+    names none (GitHub leaves `pull_requests` empty for a pull request from a fork, or one opened after the run
+    started). The open tracked one whose head is its branch becomes the event's thread (False when none is)."""
+    if event.provider not in ("github", "gitlab") or not event.head_branch:
         return False
     async with services.sessions() as session:
         thread = next((t for t in await _open_tracked(session, organization_id, event)
                        if (t.details or {}).get("head_branch") == event.head_branch), None)
     if thread is None:
         return False
-    event.thread_key, event.target, event.number = thread.key, thread.target, int(thread.key.rsplit("!", 1)[1])
+    mark = "!" if event.provider == "gitlab" else "#"
+    event.thread_key, event.target, event.number = thread.key, thread.target, int(thread.key.rsplit(mark, 1)[1])
     event.url = event.url or (thread.details or {}).get("url")
     return True
 
