@@ -113,7 +113,9 @@ class StandInApiServer:
             self.changed = asyncio.Condition()
             app = web.Application()
             app.router.add_route("*", "/{path:.*}", self.dispatch)
-            self.runner = web.AppRunner(app, handle_signals=False)
+            # A client that went away with a watch or an exec still open (a control plane killed with SIGKILL)
+            # must not hold the stand-in's close: its handlers get 5 s, not aiohttp's 60.
+            self.runner = web.AppRunner(app, handle_signals=False, shutdown_timeout=5)
             self.loop.run_until_complete(self.runner.setup())
             site = web.TCPSite(self.runner, "127.0.0.1", 0)
             self.loop.run_until_complete(site.start())
