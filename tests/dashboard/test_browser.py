@@ -10,7 +10,8 @@ from playwright.sync_api import expect
 
 from replicas.client import Replicas
 from replicas.testing import ShellCall, Text
-from tests.dashboard.pom import SLOW, EnvironmentPage, ReplicaPage, ReplicasListPage, SignInPage
+from tests.dashboard.pom import SLOW, Dashboard, EnvironmentPage, ReplicaPage, ReplicasListPage, SignInPage
+from tests.live_server import destroy_workspaces
 
 pytestmark = pytest.mark.slow
 
@@ -21,23 +22,12 @@ def signed_in(page, server, artifacts, key) -> SignInPage:
     return sign_in
 
 
-def test_the_quick_start_in_the_browser_alone(browser_page, server, artifacts, tmp_path, model):
+def test_the_quick_start_in_the_browser_alone(browser_page, server, artifacts, make_git_repo, model):
     """The README's quick start, with nothing but the dashboard after sign-in: connect the repository, create the
     environment bound to it, give it variables (the agent's gateway), a file and an MCP server, find and enable
     a skill, then create a replica and read the agent's answer."""
-    from playwright.sync_api import Page
-
-    from tests.conftest import git
-    from tests.dashboard.pom import Dashboard
-    from tests.live_server import destroy_workspaces
-
-    origin = tmp_path / "demo"
-    origin.mkdir()
-    git(origin, "init", "-q", "-b", "main")
-    (origin / "README.md").write_text("# demo\n")
-    git(origin, "add", "-A")
-    git(origin, "commit", "-q", "-m", "initial")
-    page: Page = browser_page
+    origin = make_git_repo("demo")
+    page = browser_page
     signed_in(page, server, artifacts, server.new_org_key())
     board = Dashboard(page, server.url, artifacts)
     try:

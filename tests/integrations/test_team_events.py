@@ -72,7 +72,10 @@ def test_slack_plan_and_environment_and_linear_comment_mentions():
     assert event.thread_key == "slack:T1:C1:1.000100"
     later_text = "fix it /plan\nthen ship /planning"
     [later] = parse("slack", {}, {**message, "event": {**message["event"], "text": later_text}}, OPTIONS)
-    assert later.plan_mode and later.text == "fix it \nthen ship /planning"
+    assert later.plan_mode and later.text == "fix it\nthen ship /planning"
+    code = "<@U0BOT00001> why does\n```\ndef f():\n    return  1\n```\nfail?"  # indentation and spaces kept
+    [verbatim] = parse("slack", {}, {**message, "event": {**message["event"], "text": code}}, OPTIONS)
+    assert not verbatim.plan_mode and verbatim.text == code.removeprefix("<@U0BOT00001> ")
     channel_chatter = {**message, "event": {**message["event"], "type": "message", "text": "lunch?"}}
     assert parse("slack", {}, channel_chatter, OPTIONS) == []
 

@@ -327,8 +327,8 @@ def parse_slack(headers: Any, payload: dict[str, Any], options: LoopOptions) -> 
     text = SLACK_MENTION.sub(lambda m: "" if m.group(1) == bot else m.group(0), raw).strip()
     hint = environment_hint(text)
     plan_mode = bool(PLAN.search(text))
-    # The agent gets the request alone: the hint and `/plan` out, the spaces they leave folded.
-    text = re.sub(r"[ \t]{2,}", " ", PLAN.sub(" ", ENV_HINT.sub("", text))).strip()
+    # The agent gets the request alone, otherwise as written: the hint and `/plan` (with the space before it) out.
+    text = PLAN.sub("", ENV_HINT.sub("", text)).strip()
     return [TeamEvent(
         "slack", "mention" if mentioned else "thread_reply", f"slack-message:{channel}:{ts}",
         thread_key=f"slack:{payload.get('team_id')}:{channel}:{root}", thread_kind="slack_thread",
