@@ -10,11 +10,12 @@ clients make is real HTTP. `call()` runs a coroutine on the server's loop (minti
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 import threading
 import time
 import uuid
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine
 from typing import Any
 
 import uvicorn
@@ -22,6 +23,33 @@ import uvicorn
 from replicas.api.app import create_app
 from replicas.services import auth
 from replicas.settings import Settings
+
+
+def loopback_socket() -> socket.socket:
+    """A TCP socket bound to a free loopback port (for `serving`; its port can be named in settings first)."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    return sock
+
+
+@contextlib.asynccontextmanager
+async def serving(app: Any, sock: socket.socket | None = None, *, lifespan: str = "off",
+                  graceful: float = 2) -> AsyncIterator[str]:
+    """`app` served by uvicorn over real HTTP on this event loop (the test's: fixtures and server share its
+    database connections), on `sock` or a new loopback socket; yields the base URL. `lifespan="off"` for an app
+    the `app` fixture already started."""
+    sock = sock or loopback_socket()
+    server = uvicorn.Server(uvicorn.Config(app, lifespan=lifespan, log_level="warning",
+                                           timeout_graceful_shutdown=graceful))
+    task = asyncio.create_task(server.serve(sockets=[sock]))
+    while not server.started:
+        assert not task.done(), "uvicorn did not start"
+        await asyncio.sleep(0.01)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        await task
 
 
 def live_settings(request, tmp_path_factory, **values) -> Settings:

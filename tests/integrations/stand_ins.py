@@ -2,6 +2,11 @@
 provider (`/github`, `/gitlab`, `/slack`, `/linear`). Each records the requests it gets and answers in the
 provider's documented shape:
 
+- GitHub as a GitHub App (when `app_id` is set): `GET /repos/{o}/{r}/installation` and
+  `POST /app/installations/{id}/access_tokens` take only the App's JWT (RS256, checked with `app_public_key`, its
+  `iss`, `iat` and `exp` as GitHub checks them; 401 otherwise) and mint `ghs_app_<n>` tokens (`expires_at`
+  `token_lifetime` seconds on, the `repositories` and `permissions` asked for); every other GitHub call must then
+  carry a minted token that has not expired (401 `Bad credentials`), one limited to repositories only those.
 - GitHub REST: `POST /repos/{o}/{r}/issues/{n}/comments` (201, an issue comment), `POST /repos/{o}/{r}/pulls`
   (201, a pull request numbered from 7; what the engine's publish path opens), `GET /repos/{o}/{r}/pulls`
   (the open ones of a head), `GET /repos/{o}/{r}/pulls/{n}`, `GET /repos/{o}/{r}/actions/runs/{id}/jobs`,
@@ -28,6 +33,7 @@ import os
 import re
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from email.parser import Parser
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -68,6 +74,11 @@ class StandIn:
     after_read: dict[tuple[str, int], list[dict]] = field(default_factory=dict)
     next_number: int = 7
     next_id: int = 900000
+    app_id: str = ""  # GitHub App mode (see the module docstring)
+    app_public_key: Any = None
+    installations: dict[str, int] = field(default_factory=dict)  # "owner/repo" -> installation id
+    token_lifetime: int = 3600
+    minted: dict[str, dict] = field(default_factory=dict)  # token -> {installation, expires, repositories, ...}
 
     def start(self) -> StandIn:
         stand_in = self
@@ -166,6 +177,10 @@ class StandIn:
         auth = handler.headers.get("Authorization") or handler.headers.get("PRIVATE-TOKEN")
         if not auth and not path.startswith("/blob/"):  # a log's download URL is pre-signed
             return 401, {"message": "Requires authentication"}, None
+        if self.app_id and path.startswith("/github/"):
+            refused = self._app_refusal(method, path, body, handler.headers.get("Authorization") or "")
+            if refused is not None:
+                return refused
         if match := re.fullmatch(r"/github/repos/([^/]+/[^/]+)/issues/(\d+)/comments", path):
             cid = self._id()
             return 201, {"id": cid, "body": body["body"], "user": {"login": "replicas-bot[bot]", "type": "Bot"},
@@ -224,6 +239,67 @@ class StandIn:
             return 200, {"data": {"commentCreate": {"success": True, "comment": {
                 "id": cid, "url": f"https://linear.app/acme/issue/ENG-123#comment-{cid}"}}}}, None
         return 404, {"message": "Not Found"}, None
+
+    def _app_refusal(self, method: str, path: str, body: Any, authorization: str) -> tuple[int, Any, None] | None:
+        """GitHub App mode: the App's own endpoints (answered here) take its JWT; the rest a minted token."""
+        token = authorization.removeprefix("Bearer ").removeprefix("token ").strip()
+        install = re.fullmatch(r"/github/repos/([^/]+/[^/]+)/installation", path)
+        minting = re.fullmatch(r"/github/app/installations/(\d+)/access_tokens", path)
+        if install or minting:
+            problem = self._jwt_problem(token)
+            if problem:
+                return 401, {"message": problem, "documentation_url": "https://docs.github.com/rest"}, None
+            if install:
+                found = self.installations.get(install[1].lower())
+                return (200, {"id": found, "app_id": int(self.app_id), "target_type": "Organization"}, None) if found \
+                    else (404, {"message": "Not Found"}, None)
+            if method != "POST" or int(minting[1]) not in self.installations.values():
+                return 404, {"message": "Not Found"}, None
+            return 201, self._mint(int(minting[1]), body or {}), None
+        grant = self.minted.get(token)
+        if grant is None or grant["expires"] <= time.time():
+            return 401, {"message": "Bad credentials", "documentation_url": "https://docs.github.com/rest"}, None
+        repo = re.match(r"/github/repos/[^/]+/([^/]+)/", path)
+        if grant["repositories"] is not None and (repo is None or repo[1] not in grant["repositories"]):
+            return 403, {"message": "Resource not accessible by integration"}, None
+        return None
+
+    def _jwt_problem(self, token: str) -> str | None:
+        """Why GitHub would refuse `token` as the App's JWT, or None."""
+        from cryptography.exceptions import InvalidSignature
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        def decode(part: str) -> bytes:
+            return base64.urlsafe_b64decode(part + "=" * (-len(part) % 4))
+
+        try:
+            header, claims, signature = token.split(".")
+            if json.loads(decode(header)).get("alg") != "RS256":
+                return "'alg' must be RS256"
+            self.app_public_key.verify(decode(signature), f"{header}.{claims}".encode(), padding.PKCS1v15(),
+                                       hashes.SHA256())
+            values = json.loads(decode(claims))
+        except (ValueError, InvalidSignature):
+            return "A JSON web token could not be decoded"
+        now = time.time()
+        if str(values.get("iss")) != self.app_id:
+            return "'Issuer' claim ('iss') must be an Integer"
+        if not values.get("iat", now + 1) <= now < values.get("exp", 0) or values["exp"] - values["iat"] > 600:
+            return "'Expiration time' claim ('exp') is too far in the future or has passed"
+        return None
+
+    def _mint(self, installation: int, body: dict) -> dict:
+        token = f"ghs_app_{len(self.minted) + 1}"
+        expires = time.time() + self.token_lifetime
+        self.minted[token] = {"installation": installation, "expires": expires,
+                              "repositories": body.get("repositories"), "permissions": body.get("permissions")}
+        answer = {"token": token, "expires_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(expires)),
+                  "permissions": body.get("permissions") or {"issues": "write", "pull_requests": "write",
+                                                             "contents": "write", "checks": "read",
+                                                             "actions": "read"},
+                  "repository_selection": "selected" if body.get("repositories") else "all"}
+        return answer
 
     def _gitlab_merge_requests(self, method: str, project: str, body: Any,
                                query: dict[str, list[str]]) -> tuple[int, Any, None]:

@@ -5,8 +5,6 @@ subprocess speaking stdio."""
 
 from __future__ import annotations
 
-import asyncio
-import socket
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -14,11 +12,11 @@ from pathlib import Path
 
 import httpx2
 import pytest
-import uvicorn
 from mcp.client.streamable_http import streamable_http_client
 
 from mcp import Client, StdioServerParameters
 from tests.agents.test_real_clis import agent_tools, model  # noqa: F401 - fixtures
+from tests.live_server import serving
 from tests.replicas.conftest import replica_backend, replica_env, settings  # noqa: F401 - fixtures
 
 REPLICAS_CLI = str(Path(sys.executable).parent / "replicas")
@@ -28,16 +26,8 @@ REPLICAS_CLI = str(Path(sys.executable).parent / "replicas")
 async def api_url(app) -> AsyncIterator[str]:
     """The app (started by the `app` fixture) served over HTTP on a loopback port, on this test's event loop,
     so that clients in other processes (`replicas mcp`, Claude Code) reach the same app as the fixtures."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, lifespan="off", log_level="warning", timeout_graceful_shutdown=2))
-    task = asyncio.create_task(server.serve(sockets=[sock]))
-    while not server.started:
-        assert not task.done(), "uvicorn did not start"
-        await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    server.should_exit = True
-    await task
+    async with serving(app) as url:
+        yield url
 
 
 def key_of(client) -> str:

@@ -5,14 +5,13 @@ through the outbound policy, and refused by it when private addresses are off.""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import socket
 import sys
 from collections.abc import AsyncIterator
 
 import pytest
-import uvicorn
+
+from tests.live_server import serving
 
 # The server a test ships as an environment file: its tool is named after a variable of the environment, so a
 # tool list that names it proves the server ran with the environment's variables.
@@ -103,16 +102,8 @@ async def http_mcp_url() -> AsyncIterator[str]:
     app = server.streamable_http_app(streamable_http_path="/mcp", json_response=True,
                                      transport_security=TransportSecuritySettings(
                                          enable_dns_rebinding_protection=False))
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    web = uvicorn.Server(uvicorn.Config(app, lifespan="on", log_level="warning", timeout_graceful_shutdown=1))
-    task = asyncio.create_task(web.serve(sockets=[sock]))
-    while not web.started:
-        assert not task.done(), "the MCP server did not start"
-        await asyncio.sleep(0.01)
-    yield f"http://127.0.0.1:{sock.getsockname()[1]}/mcp"
-    web.should_exit = True
-    await task
+    async with serving(app, lifespan="on", graceful=1) as url:
+        yield f"{url}/mcp"
 
 
 async def test_an_http_server_answers_through_the_outbound_policy(client, http_mcp_url):

@@ -16,6 +16,11 @@ never overwritten (that push fails instead). Then the branch gets its record:
   `POST {GITHUB_API_URL}/repos/OWNER/REPO/pulls`; the record holds its `html_url` and `number`;
 - any other origin (or no token): the pushed branch is the record, `<origin as a URI>#<branch>`, number 0.
 
+Without `GITHUB_TOKEN`/`GH_TOKEN`, a GitHub origin's token comes from the control plane when the organization's
+GitHub integration is a GitHub App: `POST {REPLICAS_API_URL}/v1/integrations/github/token {"repository": ...}` in
+agent mode (the engine secret and `WORKSPACE_ID`) answers an installation token for that repository only, and its
+API URL; it is kept until five minutes before it expires. A 404 (no App) means no token, as before.
+
 The push authenticates with a token from the env when the origin is its host's and no auth header is configured:
 `GITHUB_TOKEN`/`GH_TOKEN` for an https GitHub origin, `GITLAB_TOKEN` for an origin on `GITLAB_HOST` (the
 instance's URL, default https://gitlab.com; the control plane sets both for a workspace the team loop started on
@@ -25,7 +30,7 @@ checkout's config, the remote URL or a message.
 Records live in `<state_dir>/published.json` (`{"repos": {name: {branch: {head, url, number, base,
 pushedAt}}}}`), so a restarted engine neither pushes again nor forgets its pull requests. A failed push
 or pull-request creation is journaled as an `error` event (`push_failed`, `pr_create_failed`) and never
-breaks the turn. The GitHub path has no test here (no stand-in for GitHub's API); keep it small.
+breaks the turn. The GitHub path runs against a GitHub stand-in in tests/integrations; keep it small.
 """
 
 from __future__ import annotations
@@ -38,8 +43,10 @@ import logging
 import os
 import re
 import signal
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from urllib.parse import quote, urlparse
 
@@ -56,6 +63,7 @@ _GITHUB_PATH = re.compile(r"^/*(?P<owner>[^/]+)/(?P<name>[^/]+?)(?:\.git)?/*$")
 DEFAULT_GITHUB_API = "https://api.github.com"
 DEFAULT_GITLAB_HOST = "https://gitlab.com"
 _DEFAULT_PORTS = {"https": 443, "http": 80}
+APP_TOKEN_REFRESH = 300  # a GitHub App token is asked for again this long before it expires
 
 
 @dataclass
@@ -137,6 +145,7 @@ class Publisher:
         self.push_timeout = push_timeout
         self.api_timeout = api_timeout
         self.records: dict[str, dict[str, dict]] = self._load()
+        self._app_tokens: dict[str, tuple[dict, float]] = {}  # repository -> (a GitHub App token, its expiry)
         self._lock = asyncio.Lock()
 
     def _load(self) -> dict[str, dict[str, dict]]:
@@ -182,27 +191,28 @@ class Publisher:
         if not await self._has_new_commits(repo, default):
             return Outcome(record=record)
 
+        github = github_repository(origin, self._github_hosts())
+        token, api = await self._github_access(github)
         tracking = f"refs/remotes/origin/{branch}"
         if (await self._git(repo, "rev-parse", "--verify", "--quiet", tracking)).stdout.strip() != head:
             push = ["push", "--porcelain", "origin", f"HEAD:refs/heads/{branch}"]
             if record is not None:
                 push.insert(1, f"--force-with-lease=refs/heads/{branch}:{record['head']}")
-            result = await self._git(repo, *push, env=await self._push_env(repo, origin), timeout=self.push_timeout)
+            result = await self._git(repo, *push, env=await self._push_env(repo, origin, token),
+                                     timeout=self.push_timeout)
             if result.code != 0:
                 return Outcome(error=self._error("push_failed", f"could not push branch {branch} of {repo.name}",
                                                  scrub(result.stderr or result.stdout).strip()))
 
         record = {**(record or {"url": None, "number": 0}), "head": head, "base": default,
                   "pushedAt": utc_timestamp()}
-        github = github_repository(origin, self._github_hosts())
-        token = self.env.get("GITHUB_TOKEN") or self.env.get("GH_TOKEN")
         if github and token and not record["number"]:
             # Imported here, not at the top: httpx (and the CLI it pulls in) is about 40 ms of every engine
             # start, and only a GitHub pull request needs it.
             import httpx
 
             try:
-                pull = await self._open_pull_request(repo, *github, branch, default, token)
+                pull = await self._open_pull_request(repo, *github, branch, default, token, api)
                 record.update(url=pull["html_url"], number=int(pull["number"]))
             except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
                 detail = exc.response.text[:2000] if isinstance(exc, httpx.HTTPStatusError) else str(exc)
@@ -226,13 +236,60 @@ class Publisher:
         server = self.env.get("GITHUB_SERVER_URL")
         return {urlparse(server).hostname or ""} - {""} if server else set()
 
-    async def _push_env(self, repo: Path, origin: str) -> dict[str, str]:
+    async def _github_access(self, github: tuple[str, str] | None) -> tuple[str | None, str]:
+        """The token and API URL for a GitHub origin: the env's token, else the organization's GitHub App's
+        (see the module docstring); (None, API) for any other origin or when there is none."""
+        api = self.env.get("GITHUB_API_URL")
+        token = self.env.get("GITHUB_TOKEN") or self.env.get("GH_TOKEN")
+        if token or github is None:
+            return token, (api or DEFAULT_GITHUB_API).rstrip("/")
+        minted = await self._app_token("/".join(github))
+        if minted is None:
+            return None, (api or DEFAULT_GITHUB_API).rstrip("/")
+        return minted["token"], (api or minted.get("api_url") or DEFAULT_GITHUB_API).rstrip("/")
+
+    async def _app_token(self, repository: str) -> dict | None:
+        kept = self._app_tokens.get(repository.lower())
+        if kept is not None and kept[1] - APP_TOKEN_REFRESH > time.time():
+            return kept[0]
+        base, secret = self.env.get("REPLICAS_API_URL"), self.env.get("REPLICAS_ENGINE_SECRET")
+        workspace = self.env.get("WORKSPACE_ID")
+        if not (base and secret and workspace):
+            return None
+        import httpx  # not at the top: see publish()
+
+        try:
+            async with httpx.AsyncClient(timeout=self.api_timeout) as client:
+                response = await client.post(f"{base.rstrip('/')}/v1/integrations/github/token",
+                                             json={"repository": repository},
+                                             headers={"Authorization": f"Bearer {secret}",
+                                                      "X-Workspace-Id": workspace,
+                                                      "User-Agent": "replicas-engine"})
+        except httpx.HTTPError as exc:
+            self._error("github_token_failed", f"could not ask the control plane for a token for {repository}",
+                        scrub(str(exc)))
+            return None
+        if response.status_code == 404:
+            return None  # no GitHub App: push as before
+        try:
+            response.raise_for_status()
+            minted = response.json()
+            expires = datetime.fromisoformat(str(minted["expires_at"]).replace("Z", "+00:00")).timestamp()
+            str(minted["token"])
+        except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
+            detail = response.text[:2000] if isinstance(exc, httpx.HTTPStatusError) else str(exc)
+            self._error("github_token_failed", f"no GitHub App token for {repository}", scrub(detail))
+            return None
+        self._app_tokens[repository.lower()] = (minted, expires)
+        return minted
+
+    async def _push_env(self, repo: Path, origin: str, github_token: str | None = None) -> dict[str, str]:
         """The agent env, plus the origin's token as a Basic auth header (git's own config through GIT_CONFIG_*,
         never written to disk) when the env holds one for the origin's host (see the module docstring) and no
         auth header is configured."""
         env = dict(self.env)
         uri = origin_uri(origin, repo)
-        credential = self._push_credential(origin, uri)
+        credential = self._push_credential(origin, uri, github_token)
         if credential is None:
             return env
         if (await self._git(repo, "config", "--get-urlmatch", "http.extraheader", uri)).stdout.strip():
@@ -245,10 +302,10 @@ class Publisher:
                     f"GIT_CONFIG_VALUE_{count}": f"Authorization: Basic {basic}"})
         return env
 
-    def _push_credential(self, origin: str, uri: str) -> str | None:
+    def _push_credential(self, origin: str, uri: str, github_token: str | None = None) -> str | None:
         """`user:token` for pushing to `uri`: GitHub's token for an https GitHub origin, GitLab's for an origin
         on `GITLAB_HOST` (same scheme, host and port: plain http only where the instance itself is http)."""
-        github_token = self.env.get("GITHUB_TOKEN") or self.env.get("GH_TOKEN")
+        github_token = github_token or self.env.get("GITHUB_TOKEN") or self.env.get("GH_TOKEN")
         if github_token and uri.startswith("https://") and github_repository(origin, self._github_hosts()):
             return f"x-access-token:{github_token}"
         gitlab_token = self.env.get("GITLAB_TOKEN")
@@ -257,12 +314,11 @@ class Publisher:
         return None
 
     async def _open_pull_request(self, repo: Path, owner: str, name: str, branch: str, base: str,
-                                 token: str) -> dict:
+                                 token: str, api: str) -> dict:
         """Open the branch's pull request; when GitHub says one is open already (422), return that one."""
         title = (await self._git(repo, "log", "-1", "--format=%s")).stdout.strip() or branch
         where = f" in workspace {self.workspace_id}" if self.workspace_id else ""
         body = f"Opened by [Replicas](https://replicas.dev) from branch `{branch}`{where}."
-        api = (self.env.get("GITHUB_API_URL") or DEFAULT_GITHUB_API).rstrip("/")
         headers = {"Authorization": f"Bearer {token}", "Accept": "application/vnd.github+json",
                    "X-GitHub-Api-Version": "2022-11-28", "User-Agent": "replicas-engine"}
         import httpx  # not at the top: see publish()

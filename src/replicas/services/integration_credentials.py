@@ -3,6 +3,10 @@ encrypted, never shown again) and the team loop's options, set with `PUT /v1/int
 
 - `token` (all four): a GitHub installation or personal token, a GitLab token, the Slack bot token
   (`xoxb-`), a Linear API key.
+- `private_key`, `app_id`, `installation_id` (github): a GitHub App instead of a token. The App's private key
+  (PEM; stored encrypted, never shown again) signs in as the App, which mints installation tokens
+  (providers/github_app.py); `installation_id` is optional (else GitHub names the installation of each
+  repository). With both a token and an App, the App answers.
 - `api_url` (all four): the API's base URL (GitHub Enterprise, self-managed GitLab, a proxy), checked like
   any tenant URL.
 - `allowed_logins` (github, gitlab): who may start or steer a workspace with a mention or a review
@@ -34,7 +38,10 @@ from replicas.store.team_models import IntegrationCredential
 
 LOOP_PROVIDERS = ("github", "gitlab", "slack", "linear")
 OPTIONS = {"api_url": LOOP_PROVIDERS, "allowed_logins": ("github", "gitlab"), "bot_login": ("github", "gitlab"),
-           "bot_user_id": ("slack", "linear"), "default_environment_id": ("slack", "linear")}
+           "bot_user_id": ("slack", "linear"), "default_environment_id": ("slack", "linear"),
+           "app_id": ("github",), "installation_id": ("github",)}
+SECRETS = ("token", "private_key")
+MAX_PRIVATE_KEY = 16384
 MAX_LOGINS = 500
 
 
@@ -49,6 +56,18 @@ class LoopCredential:
     bot_login: str | None = None
     bot_user_id: str | None = None
     default_environment_id: str | None = None
+    app_id: str | None = None
+    installation_id: str | None = None
+    private_key: str | None = field(default=None, repr=False)
+
+    @property
+    def github_app(self) -> bool:
+        return self.provider == "github" and bool(self.app_id and self.private_key)
+
+    @property
+    def can_answer(self) -> bool:
+        """Whether the server can call the provider: a token, or a GitHub App."""
+        return bool(self.token) or self.github_app
 
     def allows(self, login: str | None) -> bool:
         return bool(login) and _login(login) in self.allowed_logins
@@ -81,7 +100,9 @@ async def load(session: AsyncSession, box: SecretBox, organization_id: uuid.UUID
         provider, token=box.decrypt(row.token_encrypted) if row.token_encrypted else None,
         api_url=options.get("api_url"), allowed_logins=frozenset(options.get("allowed_logins") or []),
         bot_login=options.get("bot_login"), bot_user_id=options.get("bot_user_id"),
-        default_environment_id=options.get("default_environment_id"))
+        default_environment_id=options.get("default_environment_id"), app_id=options.get("app_id"),
+        installation_id=options.get("installation_id"),
+        private_key=box.decrypt(row.private_key_encrypted) if row.private_key_encrypted else None)
 
 
 async def apply(session: AsyncSession, box: SecretBox, organization_id: uuid.UUID, provider: str,
@@ -95,7 +116,9 @@ async def apply(session: AsyncSession, box: SecretBox, organization_id: uuid.UUI
                                             f"{', '.join(LOOP_PROVIDERS)})")
     options: dict[str, Any] = {}
     for name, value in changes.items():
-        if name == "token":
+        if name in SECRETS:
+            if name == "private_key" and provider != "github":
+                raise BadRequest("Invalid request", f"private_key: not an option of {provider}")
             continue
         if provider not in OPTIONS[name]:
             raise BadRequest("Invalid request", f"{name}: not an option of {provider}")
@@ -110,6 +133,9 @@ async def apply(session: AsyncSession, box: SecretBox, organization_id: uuid.UUI
         if token is not None and (not isinstance(token, str) or not token.strip() or len(token) > 4096):
             raise BadRequest("Invalid request", "token: must be 1 to 4096 characters")
         row.token_encrypted = box.encrypt(token.strip()) if token else None
+    if "private_key" in changes:
+        row.private_key_encrypted = box.encrypt(_private_key(changes["private_key"])) \
+            if changes["private_key"] is not None else None
     merged = {**(row.options or {}), **options}
     row.options = {key: value for key, value in merged.items() if value not in (None, [], "")}
     row.updated_at = utcnow()
@@ -125,6 +151,11 @@ async def _checked(session: AsyncSession, organization_id: uuid.UUID, name: str,
         if not isinstance(value, list) or len(value) > MAX_LOGINS or not all(isinstance(v, str) for v in value):
             raise BadRequest("Invalid request", f"allowed_logins: a list of at most {MAX_LOGINS} logins")
         return sorted({_login(v) for v in value if _login(v)})
+    if name in ("app_id", "installation_id"):
+        text = str(value).strip() if isinstance(value, (str, int)) and not isinstance(value, bool) else ""
+        if not text.isdigit() or len(text) > 20:
+            raise BadRequest("Invalid request", f"{name}: GitHub's numeric id")
+        return text
     if name == "default_environment_id":
         env = await session.get(Environment, parse_uuid(str(value), "Environment"))
         if env is None or env.organization_id != organization_id or env.user_id is not None:
@@ -135,8 +166,22 @@ async def _checked(session: AsyncSession, organization_id: uuid.UUID, name: str,
     return value.strip()
 
 
+def _private_key(value: Any) -> str:
+    from replicas.services.providers.github_app import load_private_key
+
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_PRIVATE_KEY:
+        raise BadRequest("Invalid request", f"private_key: the GitHub App's PEM private key, at most "
+                                            f"{MAX_PRIVATE_KEY} characters")
+    try:
+        load_private_key(value)
+    except ValueError as exc:
+        raise BadRequest("Invalid request", f"private_key: {exc}") from None
+    return value.strip()
+
+
 def view(row: IntegrationCredential | None) -> dict[str, Any]:
-    """The options as they are shown: never the token, only whether one is set."""
+    """The options as they are shown: never the token or private key, only whether one is set."""
     options = (row.options if row is not None else None) or {}
     return {"token_configured": bool(row is not None and row.token_encrypted),
+            "private_key_configured": bool(row is not None and row.private_key_encrypted),
             **{name: options.get(name) for name in OPTIONS}}

@@ -25,7 +25,7 @@ from sqlalchemy import select
 from replicas.errors import BadRequest, Conflict
 from replicas.services import audit, integration_credentials
 from replicas.services.principal import Principal
-from replicas.services.providers import ProviderError, client_for
+from replicas.services.providers import ProviderError, client_of
 from replicas.store.models import Workspace, iso
 from replicas.store.team_models import TeamThread
 
@@ -55,7 +55,7 @@ async def _team_id(services: Any, session, organization_id: uuid.UUID, threads: 
     if not credential.token:
         raise BadRequest("Slack is not connected", "store the bot token with PUT /v1/integrations/slack first")
     try:
-        async with client_for("slack", credential.token, credential.api_url, services.settings) as slack:
+        async with client_of(credential, services.settings) as slack:
             return (await slack.auth_test())["team_id"]
     except (ProviderError, KeyError) as exc:
         raise BadRequest("Slack is not connected", f"auth.test failed: {exc}") from None
@@ -106,7 +106,7 @@ async def _first_message(services: Any, session, organization_id: uuid.UUID, cha
     (no `channels:history` scope, a private channel the bot is not in): the attach goes on without them."""
     credential = await integration_credentials.load(session, services.box, organization_id, "slack")
     try:
-        async with client_for("slack", credential.token, credential.api_url, services.settings) as slack:
+        async with client_of(credential, services.settings) as slack:
             parent = await slack.thread_parent(channel_id, thread_ts)
     except ProviderError as exc:
         log.info("slack thread %s:%s attached without its first message: %s", channel_id, thread_ts, exc)

@@ -46,7 +46,7 @@ from replicas.services import integration_credentials, team_replies
 from replicas.services import team_texts as texts
 from replicas.services.integration_credentials import LOOP_PROVIDERS, LoopCredential
 from replicas.services.principal import Principal
-from replicas.services.providers import ProviderError, client_for
+from replicas.services.providers import ProviderError, client_of
 from replicas.services.replica_requests import NewReplica
 from replicas.services.team_events import LoopOptions, TeamEvent, parse
 from replicas.services.team_threads import (
@@ -263,7 +263,7 @@ async def on_push(services: Any, organization_id: uuid.UUID, credential: LoopCre
         threads = [t for t in await _open_tracked(session, organization_id, event)
                    if (t.details or {}).get("base_branch") in (None, event.base_branch)]
     handled = 0
-    async with client_for(event.provider, credential.token, credential.api_url, services.settings) as client:
+    async with client_of(credential, services.settings, event.repository) as client:
         for thread in threads:
             followed = await _follow_up_conflict(services, organization_id, credential, event, client, thread)
             if followed is None:
@@ -295,7 +295,7 @@ async def _when_computed(services: Any, organization_id: uuid.UUID, credential: 
     for wait in MERGEABILITY_WAITS:
         await asyncio.sleep(wait)
         try:
-            async with client_for(event.provider, credential.token, credential.api_url, services.settings) as client:
+            async with client_of(credential, services.settings, event.repository) as client:
                 if await _follow_up_conflict(services, organization_id, credential, event, client, thread) is not None:
                     return
         except (ReplicasError, ProviderError) as exc:
@@ -402,7 +402,7 @@ async def check_text(services: Any, organization_id: uuid.UUID, credential: Loop
     """The failed jobs not reported before (a job can come in a check run and in a workflow run), each with
     the tail of its log when the API gives it; None when every job was reported."""
     jobs = list(event.jobs)
-    async with client_for(event.provider, credential.token, credential.api_url, services.settings) as client:
+    async with client_of(credential, services.settings, event.repository) as client:
         project = event.target.get("project_id") if event.provider == "gitlab" else event.repository
         if not jobs and event.run_id:
             try:
@@ -507,9 +507,9 @@ async def start(services: Any, organization_id: uuid.UUID, credential: LoopCrede
         await team_replies.queue_notice(services, thread, event.dedupe_key, notice)
         return False
     branch = event.head_branch
-    if event.thread_kind == "pull_request" and not branch and credential.token:
+    if event.thread_kind == "pull_request" and not branch and credential.can_answer:
         try:
-            async with client_for("github", credential.token, credential.api_url, services.settings) as github:
+            async with client_of(credential, services.settings, event.repository) as github:
                 branch = ((await github.pull_request(event.repository, event.number)).get("head") or {}).get("ref")
         except ProviderError as exc:
             log.warning("team loop could not read pull request %s: %s", event.thread_key, exc)

@@ -19,7 +19,7 @@ from typing import Any
 from urllib.parse import urlparse
 
 from replicas.services import integration_credentials
-from replicas.services.providers import ProviderError, client_for
+from replicas.services.providers import ProviderError, client_of
 from replicas.services.workspaces import lock_workspace
 from replicas.store.models import Workspace
 from replicas.store.team_models import TeamThread
@@ -59,7 +59,7 @@ async def open_merge_requests(services: Any, session, workspace: Workspace,
         return {}
     credential = await integration_credentials.load(session, services.box, workspace.organization_id, "gitlab")
     records, urls = [], {}
-    async with client_for("gitlab", credential.token, credential.api_url, services.settings) as gitlab:
+    async with client_of(credential, services.settings) as gitlab:
         for checkout, branch, base in branches:
             title, description = merge_request_text(thread, branch)
             try:

@@ -28,7 +28,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select, update
 
 from replicas.services import integration_credentials
-from replicas.services.providers import ProviderError, client_for
+from replicas.services.providers import ProviderError, client_of
 from replicas.services.team_threads import pull_request_key, record
 from replicas.store.models import Workspace, utcnow
 from replicas.store.team_models import TeamMessage, TeamThread
@@ -48,7 +48,7 @@ async def send(services: Any, organization_id: uuid.UUID, provider: str, target:
                text: str) -> str | None:
     """Post `text` where `target` says; returns the posted comment's id. Raises ProviderError."""
     credential = await _credential(services, organization_id, provider)
-    async with client_for(provider, credential.token, credential.api_url, services.settings) as client:
+    async with client_of(credential, services.settings, target.get("repository")) as client:
         if provider == "github":
             return str((await client.comment(target["repository"], int(target["number"]), text)).get("id"))
         if provider == "gitlab":
@@ -91,7 +91,7 @@ async def react(services: Any, organization_id: uuid.UUID, channel: str, ts: str
     """Slack's acknowledgement of a mention; returns the failure (logged), None when done."""
     credential = await _credential(services, organization_id, "slack")
     try:
-        async with client_for("slack", credential.token, credential.api_url, services.settings) as client:
+        async with client_of(credential, services.settings) as client:
             await client.add_reaction(channel, ts, name)
     except ProviderError as exc:
         log.warning("slack reaction failed channel=%s: %s", channel, exc)

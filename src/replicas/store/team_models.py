@@ -20,8 +20,9 @@ from replicas.store.models import Base, _created, _id, _org, _updated
 
 class IntegrationCredential(Base):
     """What the server needs to answer a provider: the API token (encrypted; a GitHub App installation or
-    personal token, a GitLab token, the Slack bot token, a Linear API key) and the loop's options
-    (`api_url`, `allowed_logins`, `bot_login`, `bot_user_id`, `default_environment_id`). The inbound
+    personal token, a GitLab token, the Slack bot token, a Linear API key), a GitHub App's private key (encrypted)
+    and the loop's options (`api_url`, `allowed_logins`, `bot_login`, `bot_user_id`, `default_environment_id`,
+    `app_id`, `installation_id`). The inbound
     signing secret stays in `integration_secrets`."""
 
     __tablename__ = "integration_credentials"
@@ -30,6 +31,7 @@ class IntegrationCredential(Base):
     organization_id: Mapped[uuid.UUID] = _org()
     provider: Mapped[str] = mapped_column(String(16))
     token_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)
+    private_key_encrypted: Mapped[str | None] = mapped_column(Text, nullable=True)  # a GitHub App's
     options: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = _created()
     updated_at: Mapped[datetime] = _updated()

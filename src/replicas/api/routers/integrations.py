@@ -5,6 +5,8 @@
                                                                    (admins; audited)
     DELETE  /v1/integrations/{provider}                            (admins; audited)
     POST    /v1/integrations/{provider}/webhook/{organization_id}  no auth: verified with that org's secret
+    POST    /v1/integrations/github/token                          agent mode: a workspace's GitHub App token for
+                                                                   one of its repositories (services/github_push.py)
 
 `provider` is github, gitlab, slack, sentry or linear. GitHub, GitLab, Slack and Linear also take the
 team loop's API token (stored encrypted, never shown again) and options
@@ -17,11 +19,16 @@ background); Slack's `url_verification` gets its challenge back and GitHub's `pi
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse
+from typing import Annotated
 
+from fastapi import APIRouter, Header, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, Field
+
+from replicas.api.agent_auth import WORKSPACE_ID_HEADER, authenticate_agent
 from replicas.api.deps import BoxDep, PrincipalDep, SessionDep, SettingsDep
 from replicas.api.schemas.common import ERROR_RESPONSES, SuccessResponse
+from replicas.api.schemas.common import Request as RequestBody
 from replicas.api.schemas.integrations import (
     IntegrationList,
     IntegrationView,
@@ -30,7 +37,7 @@ from replicas.api.schemas.integrations import (
     integration_view,
 )
 from replicas.errors import PayloadTooLarge, Unauthorized
-from replicas.services import integration_credentials
+from replicas.services import github_push, integration_credentials
 from replicas.services import integrations as service
 
 router = APIRouter(prefix="/v1/integrations", tags=["Integrations"], responses=ERROR_RESPONSES)
@@ -43,6 +50,32 @@ async def list_integrations(session: SessionDep, principal: PrincipalDep, settin
     rows = await service.list_secrets(session, principal)
     credentials = await integration_credentials.for_organization(session, principal.organization_id)
     return {"integrations": [integration_view(row, settings, credentials.get(row.provider)) for row in rows]}
+
+
+class GitHubTokenRequest(RequestBody):
+    repository: str = Field(min_length=3, max_length=200, description="owner/name of one of the workspace's")
+
+
+class GitHubToken(BaseModel):
+    token: str
+    expires_at: str
+    api_url: str
+
+
+@router.post("/github/token", response_model=GitHubToken, summary="GitHub App token for a workspace (agent mode)")
+async def github_token(
+    body: GitHubTokenRequest,
+    request: Request,
+    session: SessionDep,
+    settings: SettingsDep,
+    box: BoxDep,
+    authorization: Annotated[str | None, Header(include_in_schema=False)] = None,
+    x_workspace_id: Annotated[str | None, Header(alias=WORKSPACE_ID_HEADER, include_in_schema=False)] = None,
+):
+    """A short-lived installation token of the organization's GitHub App, for the calling workspace's push and
+    pull request on one of its repositories."""
+    workspace = await authenticate_agent(request, session, authorization, x_workspace_id)
+    return await github_push.workspace_token(session, box, settings, workspace, body.repository)
 
 
 @router.put("/{provider}", response_model=IntegrationView)

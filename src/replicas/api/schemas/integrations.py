@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StrictInt, StrictStr
 
 from replicas.api.schemas.common import Request, iso
 from replicas.settings import Settings
@@ -22,6 +22,10 @@ class SetIntegrationRequest(Request):
     bot_login: str | None = None
     bot_user_id: str | None = None
     default_environment_id: str | None = None
+    private_key: str | None = Field(default=None, description="A GitHub App's private key, PEM (never shown again)")
+    app_id: StrictStr | StrictInt | None = Field(default=None, description="A GitHub App's id")
+    installation_id: StrictStr | StrictInt | None = Field(default=None,
+                                                          description="The GitHub App's installation (optional)")
 
     def loop_changes(self) -> dict:
         return {name: getattr(self, name) for name in self.model_fields_set if name != "secret"}
@@ -32,11 +36,14 @@ class IntegrationView(BaseModel):
     configured: bool = True
     webhook_url: str
     token_configured: bool = False
+    private_key_configured: bool = False
     api_url: str | None = None
     allowed_logins: list[str] | None = None
     bot_login: str | None = None
     bot_user_id: str | None = None
     default_environment_id: str | None = None
+    app_id: str | None = None
+    installation_id: str | None = None
     created_at: str | None = None
     updated_at: str | None = None
 

@@ -7,7 +7,9 @@ base (`base.ProviderClient`: configurable API URL, the token's header, the outbo
 
 from __future__ import annotations
 
-from replicas.services.providers import github, gitlab, linear, slack
+from typing import Any
+
+from replicas.services.providers import github, github_app, gitlab, linear, slack
 from replicas.services.providers.base import ProviderClient, ProviderError
 from replicas.services.providers.github import GitHubClient
 from replicas.services.providers.gitlab import GitLabClient
@@ -27,5 +29,17 @@ def client_for(provider: str, token: str | None, api_url: str | None, settings: 
                              retry_delays=settings.provider_retry_delays)
 
 
+def client_of(credential: Any, settings: Settings, repository: str | None = None) -> ProviderClient:
+    """The client an organization's stored credential (integration_credentials.LoopCredential) answers with:
+    its token, or for a GitHub App the installation token that covers `repository` (github_app.py), minted
+    when first needed and again before it expires."""
+    if credential.provider == "github" and credential.app_id and credential.private_key:
+        async def installation_token() -> str:
+            return await github_app.installation_token(credential, settings, repository)
+
+        return client_for("github", installation_token, credential.api_url, settings)
+    return client_for(credential.provider, credential.token, credential.api_url, settings)
+
+
 __all__ = ["CLIENTS", "DEFAULT_API_URLS", "GitHubClient", "GitLabClient", "LinearClient", "ProviderClient",
-           "ProviderError", "SlackClient", "client_for"]
+           "ProviderError", "SlackClient", "client_for", "client_of"]

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
@@ -36,10 +37,13 @@ class ProviderClient:
 
     provider = "provider"
 
-    def __init__(self, base_url: str, token: str | None, *, timeout: float = 15.0,
+    def __init__(self, base_url: str, token: str | None | Callable[[], Awaitable[str]], *, timeout: float = 15.0,
                  retry_delays: list[float] | None = None):
+        """`token` is the token, or an async function that gives it at each call (a GitHub App's installation
+        token, which expires)."""
         self.base_url = base_url.rstrip("/")
-        self.token = token
+        self._token_source = token if callable(token) else None
+        self.token = None if callable(token) else token
         self.retry_delays = list(retry_delays if retry_delays is not None else [1.0, 5.0, 30.0])
         self._client = outbound.guarded_client(timeout=timeout, headers={"User-Agent": "replicas-server"})
 
@@ -55,6 +59,8 @@ class ProviderClient:
     async def call(self, method: str, path: str, what: str, *, json: Any = None, params: dict | None = None,
                    follow_redirects: bool = False) -> httpx.Response:
         """One API call, retried (see the module docstring); the final answer, or ProviderError."""
+        if self._token_source is not None:
+            self.token = await self._token_source()
         if not self.token:
             raise ProviderError(self.provider, what, None, "no API token is configured for this integration")
         url = path if path.startswith("http") else f"{self.base_url}/{path.lstrip('/')}"
