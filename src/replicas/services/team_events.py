@@ -157,6 +157,7 @@ def parse_github(headers: Any, payload: dict[str, Any], options: LoopOptions) ->
                                           pull.get("number"), True), pull)
         event.text, event.comment_id, event.mentioned = cut(review.get("body")), f"review-{review.get('id')}", \
             mentioned
+        event.url = review.get("html_url") or event.url
         event.actor = (review.get("user") or {}).get("login") or event.actor
         return [event]
     if kind == "check_run" and action == "completed":

@@ -76,7 +76,9 @@ async def ensure_thread(session: AsyncSession, organization_id: uuid.UUID, event
     details = dict(thread.details or {})
     for name in ("title", "url", "head_branch", "base_branch"):
         value = getattr(event, name) if key == event.thread_key else None
-        if value:
+        # A thread's URL is its first event's (the issue, the pull request): a later review or comment names its
+        # own anchor there, which must not become the thread's.
+        if value and not (name == "url" and details.get("url")):
             details[name] = value
     thread.details = details
     if workspace is not None:
