@@ -3,7 +3,9 @@
 It speaks the real wire protocol for the calls the backend makes, so the backend runs unchanged against it
 and against a live cluster: create, get, list, watch and delete of pods, persistentvolumeclaims, secrets
 (and replace) and networkpolicies, with resourceVersion, label and field selectors, `Status` errors (401,
-404, 409 AlreadyExists), watch events (one JSON object a line), pods/log, and pods/exec over the
+404, 409 AlreadyExists, 409 Conflict for a replace of a stale resourceVersion), watch events (one JSON object a
+line; an ERROR event with a 410 Expired `Status` for a resourceVersion older than the kept history, see `compact`),
+pods/log, and pods/exec over the
 `v4.channel.k8s.io` websocket. Never shipped: it lives in tests/.
 
 What it cannot do is run containers; no cluster can run here. Its kubelet runs each container as a process
@@ -101,6 +103,10 @@ class StandInApiServer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self.url = ""
         self.before_request: list[Callable[[str, str, str, str | None], None]] = []
+        self.compacted = 0  # history at or below this revision is gone: older watches get 410 Expired
+        self.expired_watches = 0
+        self.closing = False
+        self.watches: set[asyncio.Task] = set()
 
     # -- the server's thread --------------------------------------------------------------------
 
@@ -133,6 +139,13 @@ class StandInApiServer:
 
     def close(self) -> None:
         async def shutdown() -> None:
+            # Open watches end first (as an API server ends them when it stops): a handler aiohttp had to drop at
+            # its shutdown timeout would be reported later as an unraisable GeneratorExit.
+            self.closing = True
+            async with self.changed:
+                self.changed.notify_all()
+            if self.watches:
+                await asyncio.wait(self.watches, timeout=5)
             for task in self.kubelets.values():
                 task.cancel()
             for container in list(self.containers.values()):
@@ -168,6 +181,12 @@ class StandInApiServer:
     # -- objects and events ---------------------------------------------------------------------
 
     async def _record(self, kind: str, namespace: str, event: str, obj: dict[str, Any]) -> dict[str, Any]:
+        self._store(kind, namespace, event, obj)
+        async with self.changed:
+            self.changed.notify_all()
+        return obj
+
+    def _store(self, kind: str, namespace: str, event: str, obj: dict[str, Any]) -> dict[str, Any]:
         self.revision += 1
         obj["metadata"]["resourceVersion"] = str(self.revision)
         if event == "DELETED":
@@ -175,9 +194,24 @@ class StandInApiServer:
         else:
             self.objects[(kind, namespace, obj["metadata"]["name"])] = obj
         self.history.append((self.revision, kind, namespace, event, copy.deepcopy(obj)))
+        return obj
+
+    async def _notify(self) -> None:
         async with self.changed:
             self.changed.notify_all()
-        return obj
+
+    def modify_now(self, kind: str, namespace: str, name: str, change: Callable[[dict[str, Any]], None]) -> None:
+        """Another client changes an object, now (from a `before_request` hook: on the stand-in's thread)."""
+        obj = copy.deepcopy(self.objects[(kind, namespace, name)])
+        change(obj)
+        self._store(kind, namespace, "MODIFIED", obj)
+        asyncio.get_running_loop().create_task(self._notify())
+
+    def compact(self) -> None:
+        """Drop the history up to now, as etcd's compaction does: a watch from an older resourceVersion then gets
+        an ERROR event with a 410 Expired `Status` (on the stand-in's thread)."""
+        self.compacted = self.revision
+        self.history = [entry for entry in self.history if entry[0] > self.compacted]
 
     async def _update(self, kind: str, namespace: str, name: str, change) -> dict[str, Any] | None:
         obj = self.objects.get((kind, namespace, name))
@@ -226,6 +260,11 @@ class StandInApiServer:
             if obj is None:
                 return self._not_found(kind, name)
             body = await request.json()
+            sent = (body.get("metadata") or {}).get("resourceVersion")
+            if sent and sent != obj["metadata"]["resourceVersion"]:
+                return status_error(409, "Conflict", f'Operation cannot be fulfilled on {kind} "{name}": the object '
+                                    "has been modified; please apply your changes to the latest version and try "
+                                    "again", name=name, kind=kind)
             body["metadata"] = {**obj["metadata"], **{k: v for k, v in body["metadata"].items()
                                                       if k in ("labels", "annotations")}}
             return web.json_response(await self._record(kind, ns, "MODIFIED", body))
@@ -265,13 +304,24 @@ class StandInApiServer:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + float(request.query.get("timeoutSeconds") or 1800)
         sent = since
+        self.watches.add(task := asyncio.current_task())
         try:
-            while loop.time() < deadline:
+            if since < self.compacted:
+                self.expired_watches += 1
+                expired = {"kind": "Status", "apiVersion": "v1", "metadata": {}, "status": "Failure",
+                           "message": f"too old resource version: {since} ({self.compacted})", "reason": "Expired",
+                           "code": 410}
+                await response.write(json.dumps({"type": "ERROR", "object": expired}).encode() + b"\n")
+                await response.write_eof()
+                return response
+            while loop.time() < deadline and not self.closing:
                 for revision, k, n, event, obj in self.history:
                     if revision > sent and k == kind and n == ns and self._selected(obj, request.query):
                         await response.write(json.dumps({"type": event, "object": obj}).encode() + b"\n")
                 sent = self.revision
                 async with self.changed:
+                    if self.closing:
+                        break
                     try:
                         await asyncio.wait_for(self.changed.wait(), max(0.01, deadline - loop.time()))
                     except TimeoutError:
@@ -279,6 +329,8 @@ class StandInApiServer:
             await response.write_eof()
         except ConnectionResetError:
             pass  # the client ended the watch (it saw what it waited for, or it was killed)
+        finally:
+            self.watches.discard(task)
         return response
 
     async def create(self, kind: str, ns: str, body: dict[str, Any]) -> web.Response:

@@ -236,3 +236,54 @@ async def test_an_evicted_workspace_says_so_and_wakes_again(make_runtime, cluste
     assert (await until_failure(runtime, handle)).startswith("evicted: The node was low on resource: memory.")
     await runtime.start(handle, [], {"REPLICAS_ENGINE_SECRET": SECRET})  # the evicted pod goes, a new one comes
     assert (await health(runtime, handle)).status_code == 200
+
+
+async def test_a_claim_changed_meanwhile_and_an_expired_watch_are_retried(make_runtime, cluster):
+    """Two answers of a busy API server the backend must ride out: a replace of an object another client changed
+    since it was read (409 Conflict: read again, change again), and a watch from a resourceVersion the server no
+    longer keeps (an ERROR event with 410 Expired: list again, watch from there)."""
+    if cluster.standin is None:
+        pytest.skip("changing a claim or compacting the history at a given moment needs the stand-in")
+    standin, runtime = cluster.standin, make_runtime()
+    handle = await runtime.provision(new_id(), WorkspaceSpec())
+    (Path(handle.home) / "note.txt").write_text("staged\n")
+    conflicts, compactions = [], []
+
+    def meddle(method: str, kind: str, ns: str, name: str | None) -> None:
+        if ns != runtime.namespace:
+            return
+        if method == "PUT" and kind == "persistentvolumeclaims" and name == handle.name and not conflicts:
+            # Someone labels the claim between the backend's read and its replace.
+            conflicts.append(name)
+            standin.modify_now(kind, ns, name, lambda claim: claim["metadata"].setdefault("labels", {}).update(
+                {"team": "checkout"}))
+        if method == "GET" and kind == "pods" and name is None and standin.expired_watches == expired_before:
+            # Every list and watch of pods sees the history compacted past it (until one watch was expired): a
+            # watch from the resourceVersion its list gave is too old.
+            compactions.append(kind)
+            standin.modify_now("networkpolicies", ns, handle.name, lambda policy: policy["metadata"].setdefault(
+                "annotations", {}).update({"compaction": str(len(compactions))}))
+            standin.compact()
+
+    expired_before = standin.expired_watches
+    standin.before_request.append(meddle)
+    try:
+        await runtime.start(handle, [], {"REPLICAS_ENGINE_SECRET": SECRET})
+        assert (await health(runtime, handle)).status_code == 200
+        await runtime.stop(handle)  # the engine takes a moment to stop: the backend watches the pod go
+        assert await runtime.poll(handle) is RuntimeStatus.STOPPED
+    finally:
+        standin.before_request.remove(meddle)
+    assert conflicts and standin.expired_watches == expired_before + 1
+    await runtime.start(handle, [], {"REPLICAS_ENGINE_SECRET": SECRET})
+    claim = await get(runtime, "persistentvolumeclaims", handle.name)
+    assert claim["metadata"]["labels"]["team"] == "checkout"  # the other client's change is kept
+    assert claim["metadata"]["annotations"]["replicas.dev/home"] == "in-claim"
+    result = await runtime.exec(handle, ["cat", "note.txt"], 30)
+    assert result.output == "staged\n"
+
+    # The stand-in answers as an API server does: a stale replace is a 409 Conflict, not a silent overwrite.
+    stale = {**claim, "metadata": {**claim["metadata"], "resourceVersion": "1"}}
+    with pytest.raises(ApiError) as conflict:
+        await runtime.api.request("PUT", runtime._path("persistentvolumeclaims", handle.name), body=stale)
+    assert conflict.value.code == 409 and "the object has been modified" in conflict.value.details
