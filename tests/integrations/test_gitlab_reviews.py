@@ -2,7 +2,7 @@
 receiver, the real Claude Code behind the scripted model, GitLab's REST API v4 played by the loopback stand-in):
 a note by someone off the allow-list starts nothing and calls nothing; review comments on the merge request's diff
 (`DiffNote`s) in a burst reach the workspace as one follow-up with file, line and text; closing the issue archives
-the workspace."""
+the workspace, and a later note on its merge request wakes it again."""
 
 from __future__ import annotations
 
@@ -66,7 +66,17 @@ async def test_allow_list_diff_review_comments_and_issue_close(app, client, anon
     closed = payload("gitlab_issue_closed")
     assert (await post(anonymous, path, gitlab_hook(closed, "Issue Hook"))).status_code == 202
     await wait_for(lambda: _status_is(app, str(workspace.id), "archived"), timeout=30, what="the archive")
-    assert len(await gitlab_workspaces(app)) == 1
+
+    # A note on its merge request afterwards wakes the archived workspace, which answers there.
+    model.add_turn(Text("Back on it: a missing cart answers 400 too."))
+    note = payload("gitlab_merge_request_note")
+    assert (await post(anonymous, path, gitlab_hook(note, "Note Hook"))).status_code == 202
+    sent = await prompt_with(model, "please also answer 400 when the cart is missing")
+    assert "@hubot on GitLab merge request acme/shop!1" in sent
+    answers = await notes_on(stand_in, "merge_requests/1", count=2)
+    assert answers[-1].body["body"] == "Back on it: a missing cart answers 400 too."
+    assert await status_of(app, str(workspace.id)) == "active"
+    assert len(await gitlab_workspaces(app)) == 1 and turns(model) == 3
 
 
 async def _status_is(app, workspace_id: str, status: str) -> bool:
