@@ -20,6 +20,7 @@ provider's documented shape:
 - Slack Web API: `chat.postMessage`, `reactions.add`, `auth.test` (200 with `ok`), `GET conversations.replies`
   (the thread's first message as the test set it in `slack_messages`, else `thread_not_found`).
 - Linear GraphQL: `POST /graphql` with the `commentCreate` mutation.
+- Over HTTPS when `tls` (an `ssl.SSLContext` with the server's certificate) is given; `url` then says https.
 - A GitLab instance's git side (when `git_root` is set): git's smart HTTP protocol for `/<path>.git/...` served by
   `git http-backend` from the bare repositories under `git_root`, each request refused (401) unless it carries
   `git_token` as the password of HTTP Basic auth, as GitLab does with an access token.
@@ -66,6 +67,7 @@ class StandIn:
     fail_next: int = 0  # answer this many requests 502 first (retries)
     git_root: Path | None = None  # bare repositories served over git's smart HTTP (`<path>.git`)
     git_token: str = ""
+    tls: Any = None  # an ssl.SSLContext: serve HTTPS
     git_requests: list[Recorded] = field(default_factory=list)
     slack_messages: dict[tuple[str, str], dict] = field(default_factory=dict)  # (channel, ts) -> message
     held: dict[tuple[str, str], threading.Event] = field(default_factory=dict)  # (method, path): answered once set
@@ -147,9 +149,11 @@ class StandIn:
                 pass
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        if self.tls is not None:
+            self.server.socket = self.tls.wrap_socket(self.server.socket, server_side=True)
         self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
         self.thread.start()
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.url = f"{'https' if self.tls is not None else 'http'}://127.0.0.1:{self.server.server_address[1]}"
         return self
 
     def close(self) -> None:

@@ -4,7 +4,8 @@ first message (the real Claude Code behind the scripted model), its answer in th
 diff, a control-plane restart (SIGKILL) that reattaches, a restart that compares the store with what it finds in
 the cluster by label, a follow-up, sleep (pod gone, claim kept), wake (a new
 pod on the same files) and delete (nothing of the workspace left in the cluster); a preview of a port the agent
-serves in its pod and a terminal session in it, both through the control plane.
+serves in its pod and a terminal session in it, both through the control plane; a repository with a network origin
+cloned by the pod itself.
 
 Stand-in only: the pods here must reach this machine's control plane and scripted model, which a live cluster's
 cannot; tests/workspaces' `kubernetes` parameter drives a live cluster end to end."""
@@ -12,15 +13,24 @@ cannot; tests/workspaces' `kubernetes` parameter drives a live cluster end to en
 from __future__ import annotations
 
 import asyncio
+import datetime
+import ipaddress
 import json
 import os
 import shutil
 import socket
+import ssl
+import subprocess
+import tempfile
 import time
 from pathlib import Path
 
 import httpx
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from cryptography.x509.oid import NameOID
 
 from replicas.runtime.bwrap import find_bwrap
 from replicas.runtime.k8s_objects import workspace_name
@@ -28,6 +38,7 @@ from replicas.testing.script import ShellCall, Text, WriteFile
 from tests.agents.test_real_clis import agent_tools, model  # noqa: F401 - fixtures
 from tests.engine.test_engine_terminal import output as terminal_output
 from tests.engine.test_engine_terminal import read_stream
+from tests.integrations.stand_ins import StandIn
 from tests.kubernetes.apiserver import KINDS, StandInApiServer
 from tests.kubernetes.conftest import STANDIN_IMAGE, standin_engine_image
 from tests.replicas.test_events_restart import (
@@ -390,3 +401,91 @@ async def test_a_staged_home_lost_before_the_first_start_is_provisioned_again(tm
                 assert claim["metadata"]["annotations"]["replicas.dev/home"] == "in-claim"
     finally:
         standin.before_request.remove(lose_the_staged_home)
+
+
+async def test_the_pod_clones_its_repository_from_the_origin(tmp_path, agent_tools, model, make_git_repo,  # noqa: F811
+                                                              standin):
+    """A repository with a network origin is cloned by the workspace, in its pod, from the origin and with the
+    repository's credential; the control plane reads its configuration (the warm hook) from its own mirror and never
+    holds the checkout. The origin is git's smart HTTP on loopback, refusing anyone without the token."""
+    token = "ghp_pod_clone_token"
+    # The origin's certificate, and its CA where the pods see it (outside the tests' hidden temporary dirs): as a
+    # company's workspace image trusts its internal CA, the stand-in's image is given GIT_SSL_CAINFO.
+    ca = Path(tempfile.mkdtemp(prefix="replicas-origin-ca-"))
+    tls = _loopback_tls(ca)
+    image_env = standin.images[STANDIN_IMAGE].env
+    image_env["GIT_SSL_CAINFO"] = str(ca / "cert.pem")
+    source = make_git_repo("shop", {"README.md": "# shop over https\n", "replicas.json": json.dumps(
+        {"warmHook": {"commands": ["git rev-parse HEAD > $HOME/warmed-at"]}})})
+    git_root = tmp_path / "origin"
+    (git_root / "acme").mkdir(parents=True)
+    subprocess.run(["git", "clone", "-q", "--bare", str(source), str(git_root / "acme" / "shop.git")], check=True)
+    origin = StandIn(git_root=git_root, git_token=token, tls=tls).start()
+    url = f"{origin.url}/acme/shop.git"
+    staged_checkouts: list[list[Path]] = []
+
+    def staged(method: str, kind: str, namespace: str, name: str | None) -> None:
+        if method == "POST" and kind == "pods":  # whenever a pod is made: what the control plane holds
+            staged_checkouts.append(list((tmp_path / "data").glob("**/workspaces/shop/.git")))
+
+    standin.before_request.append(staged)
+    try:
+        async with running_server(tmp_path, agent_tools, GIT_SSL_CAINFO=str(ca / "cert.pem"),
+                                  **kubernetes_env(standin)) as server:
+            async with httpx.AsyncClient(base_url=server.base, headers=auth(), timeout=60) as client:
+                repo = await client.post("/v1/replica/repositories", json={
+                    "name": "acme/shop", "url": url, "credential": token})
+                assert repo.status_code == 201, repo.text
+                env = await client.post("/v1/environments", json={
+                    "name": "shop", "repository_id": repo.json()["repository"]["id"]})
+                env_id = env.json()["environment"]["id"]
+                for key, value in {**model.anthropic_env(), "REPLICAS_AGENT_MAX_RETRIES": "1"}.items():
+                    assert (await client.post(f"/v1/environments/{env_id}/variables",
+                                              json={"key": key, "value": value})).status_code == 201
+                model.add_turn(ShellCall("cat README.md; git remote get-url origin; git log -1 --format=%H; "
+                                         "cat ~/warmed-at; git config user.name"), Text("Read it."))
+                created = await client.post("/v1/replica", headers=VERSION, json={
+                    "name": "cloned", "environment_id": env_id, "message": "What is in the README?"})
+                assert created.status_code == 201, created.text
+                replica_id = created.json()["replica"]["id"]
+                frames = await turn_frames(client, replica_id, 0)
+                assert frames[-1]["data"]["payload"]["isComplete"] is True
+                seen = model.model_requests()[-1].conversation_text()
+                head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True,
+                                      text=True, check=True).stdout.strip()
+                assert "# shop over https" in seen and url in seen and "Replicas Agent" in seen, seen[-800:]
+                assert seen.count(head) >= 2  # the checkout's commit, and the warm hook's record of it
+                assert token not in seen  # not in the origin URL, nor anywhere the agent looked
+                details = await replica(client, replica_id)
+                assert details["status"] == "active"
+    finally:
+        standin.before_request.remove(staged)
+        image_env.pop("GIT_SSL_CAINFO", None)
+        origin.close()
+        shutil.rmtree(ca, ignore_errors=True)
+    # Two clones reached the origin: the control plane's mirror, and the pod's checkout; each with the token
+    # (git's smart HTTP: the refs, then the pack).
+    packs = [r for r in origin.git_requests if r.path.endswith("/git-upload-pack")]
+    assert len(packs) == 2, [r.path for r in origin.git_requests]
+    assert staged_checkouts and all(found == [] for found in staged_checkouts)
+
+
+def _loopback_tls(folder: Path) -> ssl.SSLContext:
+    """A self-signed certificate for 127.0.0.1 (cert.pem, key.pem in `folder`), and a server context with it."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = datetime.datetime.now(datetime.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]),
+                           critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    (folder / "cert.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    (folder / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                       serialization.PrivateFormat.TraditionalOpenSSL,
+                                                       serialization.NoEncryption()))
+    context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    context.load_cert_chain(folder / "cert.pem", folder / "key.pem")
+    return context

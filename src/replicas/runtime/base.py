@@ -191,6 +191,10 @@ class Runtime(ABC):
     """
 
     name: str = "abstract"
+    # Whether a workspace clones its repositories itself, from their origins, rather than have the control plane
+    # check them out from its mirrors into the home: where the home is staged here and copied to a disk of
+    # another machine (Kubernetes), which can reach the origins itself. Local paths are still checked out here.
+    clones_in_workspace: bool = False
 
     @abstractmethod
     async def provision(self, workspace_id: str, spec: WorkspaceSpec) -> WorkspaceHandle:

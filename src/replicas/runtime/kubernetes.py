@@ -3,7 +3,9 @@ namespace (`settings.k8s_namespace`) of a cluster that shares no disk with the c
 
     provision   NetworkPolicy (before anything can run), then the PersistentVolumeClaim (home/ and run/);
                 the home is staged in the workspace directory here, as for a remote Docker engine (again if
-                the claim never got the one staged before: see "A lost staged home" below)
+                the claim never got the one staged before: see "A lost staged home" below), without its
+                checkouts: the workspace clones its repositories from their origins itself, in its pod
+                (`clones_in_workspace`; provisioning.clone_script, run through `exec` like the warm hooks)
     start       the Secret (start's environment: the engine secret, provider keys), then the pod; the first
                 pod of a workspace waits in an init container until the staged home is in its claim
     stop        deletes the pod and its Secret; the claim stays (sleep)
@@ -131,6 +133,7 @@ class KubernetesRuntime(Runtime):
     """Workspaces as pods on the cluster the kubeconfig (or the control plane's own pod) points at."""
 
     name = "kubernetes"
+    clones_in_workspace = True  # the pod clones from the origin (provisioning.clone_script), never the control plane
 
     def __init__(self, settings: Settings, *, api: KubernetesApi | None = None, stop_grace_seconds: int = 10):
         self.settings = settings

@@ -140,7 +140,9 @@ class SandboxHookRun:
             try:
                 provisioned = await provisioning.provision_home(
                     self.resolved, Path(handle.home), self.settings.data_dir,
-                    allow_local_repositories=self.settings.allow_local_repositories)
+                    allow_local_repositories=self.settings.allow_local_repositories,
+                    clone_in_workspace=self.runtime.clones_in_workspace)
+                await provisioning.make_planned_checkouts(self.runtime, handle, provisioned)
             except ReplicasError:
                 raise
             except Exception as exc:  # noqa: BLE001 - git and file errors: say what failed, never a bare 500

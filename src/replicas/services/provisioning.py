@@ -5,7 +5,9 @@ a personal environment backed by a team one, the source in between) into a `Reso
 secrets decrypted in memory only. `provision_home` lays that out in a home directory, in the
 documented order, and runs no user code:
 
-    1. clone       every repository into ~/workspaces/<short name> from its mirror in the data dir
+    1. clone       every repository into ~/workspaces/<short name> from its mirror in the data dir; or, where
+                   the workspace's disk is not this machine's (`clone_in_workspace`: Kubernetes), only the
+                   plan of it for the workspace to clone from the origin itself (`clone_script`)
     2. variables   returned for the engine's environment and written to ~/.replicas/env (0600)
     3. files       at their ~/ paths; nothing may land outside the home, symlinks included
     4. MCP         into each agent's own config (see `agent_config`)
@@ -143,6 +145,8 @@ class ProvisionResult:
     system_prompt_path: Path | None = None
     start_hook_path: Path | None = None
     timings: dict[str, float] = field(default_factory=dict)
+    # What the workspace clones itself (`clone_in_workspace`): {path (in the home), url, branch, commit}
+    clone_plan: list[dict[str, str]] = field(default_factory=list)
 
 
 # --- Resolution ------------------------------------------------------------------------------------
@@ -279,22 +283,89 @@ async def _existing_checkout(dest: Path) -> checkouts.CheckoutResult:
     return checkouts.CheckoutResult(dest, branch, commit, checkouts.DEFAULT_METHOD, 0.0)
 
 
-async def _clone(resolved, home, data_dir, refresh, result, allow_local) -> None:
+def clones_from_origin(url: str) -> bool:
+    """Whether a workspace can clone `url` itself: a network origin (https, http, ssh, git, scp-like), not a path
+    or file:// URL of this machine's disk."""
+    scheme = urlparse(url).scheme.lower()
+    return scheme in ("https", "http", "ssh", "git") or (not scheme and re.match(r"^[\w.-]+@[\w.-]+:", url) is not None)
+
+
+async def _planned(mirror: Path, dest: Path, branch: str, url: str, home: Path,
+                   plan: list[dict[str, str]]) -> checkouts.CheckoutResult:
+    """A checkout the workspace makes itself: its branch's commit, as this control plane's mirror has it."""
+    try:
+        commit = (await git.run_git("rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}", cwd=mirror)).strip()
+    except git.GitError as exc:
+        raise checkouts.BranchNotFound(details=f"{branch!r} is not a branch of {git.display_url(url)}: "
+                                               f"{exc.stderr}") from exc
+    plan.append({"path": str(dest.relative_to(home)), "url": url, "branch": branch, "commit": commit})
+    return checkouts.CheckoutResult(dest, branch, commit, checkouts.DEFAULT_METHOD, 0.0)
+
+
+def clone_script(plan: list[dict[str, str]]) -> str:
+    """The shell script a workspace runs in its home to make the planned checkouts (`clone_in_workspace`):
+    each repository cloned from its origin (HTTPS through the home's git credentials, `store_git_credentials`),
+    at the commit provisioning read its configuration from, with the agent's identity; a checkout already there
+    (an earlier attempt, the agent's work) is kept."""
+    lines = ["set -eu"]
+    for entry in plan:
+        path, partial = shlex.quote(entry["path"]), shlex.quote(entry["path"] + ".partial")
+        lines += [
+            f"if [ ! -d {path}/.git ]; then",
+            f"  rm -rf {partial}",
+            f"  git clone --quiet --branch {shlex.quote(entry['branch'])} -- {shlex.quote(entry['url'])} {partial}",
+            f"  git -C {partial} reset --quiet --hard {shlex.quote(entry['commit'])} 2>/dev/null || "
+            f"echo \"{entry['path']}: {entry['commit'][:12]} is gone from the origin; at its newest commit\" >&2",
+            f"  mv {partial} {path}",
+            "fi",
+            f"git -C {path} config user.name {shlex.quote(AGENT_NAME)}",
+            f"git -C {path} config user.email {shlex.quote(AGENT_EMAIL)}",
+        ]
+    return "\n".join(lines) + "\n"
+
+
+async def make_planned_checkouts(runtime: Any, handle: Any, result: ProvisionResult,
+                                 timeout: float = 900.0) -> None:
+    """Run `clone_script` in the workspace (`runtime.exec`: on Kubernetes, in a pod on the workspace's claim, from
+    the origins with the home's git credentials); raises RuntimeFailure with git's words when it fails."""
+    if not result.clone_plan:
+        return
+    from replicas.runtime.base import RuntimeFailure
+
+    started = time.perf_counter()
+    done = await runtime.exec(handle, ["sh", "-c", clone_script(result.clone_plan)], timeout,
+                              env={"HOME": handle.home, "GIT_TERMINAL_PROMPT": "0"}, cwd=handle.home)
+    if done.exit_code != 0 or done.timed_out:
+        names = ", ".join(entry["path"] for entry in result.clone_plan)
+        why = "timed out" if done.timed_out else f"exit code {done.exit_code}"
+        raise RuntimeFailure("Checkout failed", f"cloning {names} in the workspace {why}: {done.output[-2000:]}")
+    result.warnings += [line for line in done.output.splitlines() if "is gone from the origin" in line]
+    result.timings["clone"] = result.timings.get("clone", 0.0) + time.perf_counter() - started
+
+
+async def _clone(resolved, home, data_dir, refresh, result, allow_local, in_workspace: bool = False) -> None:
     credentials: list[str] = []
     for repo, short in zip(resolved.repositories, _short_names(resolved.repositories), strict=True):
         # ~/workspaces must be a real folder of the home: a symlink there would put the checkout elsewhere.
         dest = await asyncio.to_thread(home_files.ensure_dir, home, "workspaces") / short
+        source = None
         if (dest / ".git").is_dir() and not dest.is_symlink():  # provisioned before: keep the agent's work
             done = await _existing_checkout(dest)
         else:
             mirror = await fetch_mirror(data_dir, repo.id, repo.url, repo.credential, refresh,
                                         result.warnings, repo.name, allow_local=allow_local)
-            done = await checkouts.checkout(mirror, dest, repo.default_branch, origin_url=repo.url)
-        await git.run_git("config", "user.name", AGENT_NAME, cwd=done.path)
-        await git.run_git("config", "user.email", AGENT_EMAIL, cwd=done.path)
+            if in_workspace and clones_from_origin(repo.url):
+                # The workspace clones it from the origin; its configuration is read here from the mirror.
+                done, source = await _planned(mirror, dest, repo.default_branch, repo.url, home,
+                                              result.clone_plan), mirror
+            else:
+                done = await checkouts.checkout(mirror, dest, repo.default_branch, origin_url=repo.url)
+        if source is None:
+            await git.run_git("config", "user.name", AGENT_NAME, cwd=done.path)
+            await git.run_git("config", "user.email", AGENT_EMAIL, cwd=done.path)
         problem = None
         try:
-            _, config = await read_repo_config(done.path, "HEAD")
+            _, config = await read_repo_config(source or done.path, done.commit if source else "HEAD")
         except (repo_config.RepoConfigError, git.GitError) as exc:
             # A malformed file fails its warm hook (recorded); a tree git cannot list just has none.
             problem = str(exc) if isinstance(exc, repo_config.RepoConfigError) else None
@@ -577,7 +648,8 @@ def _step_summary(name: str, result: ProvisionResult) -> dict[str, Any]:
 
 async def provision_home(resolved: ResolvedEnvironment, home: Path, data_dir: Path, *,
                          on_step: OnStep | None = None, refresh: bool = True,
-                         allow_local_repositories: bool | None = None) -> ProvisionResult:
+                         allow_local_repositories: bool | None = None,
+                         clone_in_workspace: bool = False) -> ProvisionResult:
     """Lay out `resolved` in `home` in the documented order; see the module docstring.
 
     `refresh` fetches each mirror from its origin first; when the origin cannot be reached and a
@@ -585,11 +657,16 @@ async def provision_home(resolved: ResolvedEnvironment, home: Path, data_dir: Pa
     that exists. Raises on a repository that cannot be checked out at all (no mirror, no origin).
     `allow_local_repositories` (REPLICAS_ALLOW_LOCAL_REPOSITORIES) off refuses local repositories and
     skill sources at fetch time too, whatever was registered before it was turned off; None follows the
-    running app's setting (`git.ensure_mirror`)."""
+    running app's setting (`git.ensure_mirror`).
+
+    `clone_in_workspace`: the home is not the workspace's disk but staged for it (Kubernetes): repositories with
+    a network origin are only planned (`result.clone_plan`), for the workspace to clone from the origin with
+    `clone_script`; their configuration is read from the mirror at the planned commit."""
     home.mkdir(parents=True, exist_ok=True)
     result = ProvisionResult()
     steps = {
-        "clone": lambda: _clone(resolved, home, data_dir, refresh, result, allow_local_repositories),
+        "clone": lambda: _clone(resolved, home, data_dir, refresh, result, allow_local_repositories,
+                                clone_in_workspace),
         "variables": lambda: _variables(resolved, home, result),
         "files": lambda: _files(resolved, home, result),
         "mcp": lambda: _mcp(resolved, home, result),

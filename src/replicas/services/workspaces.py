@@ -211,7 +211,9 @@ class WorkspaceManager:
         try:
             result = await provisioning.provision_home(
                 resolved, home, self.settings.data_dir, on_step=on_step,
-                allow_local_repositories=self.settings.allow_local_repositories)
+                allow_local_repositories=self.settings.allow_local_repositories,
+                clone_in_workspace=self.runtime.clones_in_workspace)
+            await provisioning.make_planned_checkouts(self.runtime, handle, result)
             if warm_hooks.LOG_KEY not in (row.snapshot or {}):
                 report = await warm_hooks.warm_workspace(self.runtime, handle, resolved, result, self.settings,
                                                          on_step=on_step, on_output=on_output)
