@@ -442,8 +442,13 @@ async def test_the_pod_clones_its_repository_from_the_origin(tmp_path, agent_too
                 for key, value in {**model.anthropic_env(), "REPLICAS_AGENT_MAX_RETRIES": "1"}.items():
                     assert (await client.post(f"/v1/environments/{env_id}/variables",
                                               json={"key": key, "value": value})).status_code == 201
+                # The environment's warm hook, a script written into the home, runs on the clone too.
+                saved = await client.post(f"/v1/environments/{env_id}/warm-hooks/save", json={
+                    "content": "#!/bin/sh\nset -e\nhead -1 ~/workspaces/shop/README.md > ~/env-warmed\n"})
+                assert saved.status_code in (200, 201), saved.text
                 model.add_turn(ShellCall("cat README.md; git remote get-url origin; git log -1 --format=%H; "
-                                         "cat ~/warmed-at; git config user.name"), Text("Read it."))
+                                         "cat ~/warmed-at; git config user.name; echo env-hook: $(cat ~/env-warmed)"),
+                               Text("Read it."))
                 created = await client.post("/v1/replica", headers=VERSION, json={
                     "name": "cloned", "environment_id": env_id, "message": "What is in the README?"})
                 assert created.status_code == 201, created.text
@@ -454,6 +459,7 @@ async def test_the_pod_clones_its_repository_from_the_origin(tmp_path, agent_too
                 head = subprocess.run(["git", "-C", str(source), "rev-parse", "HEAD"], capture_output=True,
                                       text=True, check=True).stdout.strip()
                 assert "# shop over https" in seen and url in seen and "Replicas Agent" in seen, seen[-800:]
+                assert "env-hook: # shop over https" in seen
                 assert seen.count(head) >= 2  # the checkout's commit, and the warm hook's record of it
                 assert token not in seen  # not in the origin URL, nor anywhere the agent looked
                 details = await replica(client, replica_id)

@@ -142,7 +142,6 @@ class SandboxHookRun:
                     self.resolved, Path(handle.home), self.settings.data_dir,
                     allow_local_repositories=self.settings.allow_local_repositories,
                     clone_in_workspace=self.runtime.clones_in_workspace)
-                await provisioning.make_planned_checkouts(self.runtime, handle, provisioned)
             except ReplicasError:
                 raise
             except Exception as exc:  # noqa: BLE001 - git and file errors: say what failed, never a bare 500
@@ -153,6 +152,8 @@ class SandboxHookRun:
                 yield "progress", f"Warning: {warning}"
             script_path = Path(handle.run_dir) / SCRIPT_NAME
             await asyncio.to_thread(script_path.write_text, self.script)
+            # The checkouts a workspace makes itself (Kubernetes): after the script is in the home it takes along.
+            await provisioning.make_planned_checkouts(self.runtime, handle, provisioned)
             yield "progress", f"Running the {self.label}"
             async for item in self._exec(handle, script_path, {**provisioned.env, **HOOK_ENV}):
                 yield item

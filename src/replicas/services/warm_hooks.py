@@ -186,10 +186,15 @@ async def _run(runtime: Runtime, handle: WorkspaceHandle, hook: WarmHook, script
 
 
 async def run_warm_hooks(runtime: Runtime, handle: WorkspaceHandle, hooks: list[WarmHook],
-                         env: dict[str, str], on_output: OutputCallback | None = None) -> list[dict[str, Any]]:
+                         env: dict[str, str], on_output: OutputCallback | None = None,
+                         before: Callable[[], Awaitable[None]] | None = None) -> list[dict[str, Any]]:
     """Run `hooks` in order in the workspace `handle` (provisioned; stopped or running), each once, whatever
-    the one before did; their WarmHookLogEntry dicts. `on_output` gets all of their output as it comes."""
+    the one before did; their WarmHookLogEntry dicts. `on_output` gets all of their output as it comes.
+    `before` runs once their scripts are written into the home, before the first (the checkouts a workspace
+    makes itself: what the home holds when the first command runs in it is what reaches a staged disk)."""
     scripts = await asyncio.to_thread(_write_scripts, Path(handle.home), hooks)
+    if before is not None:
+        await before()
     return [await _run(runtime, handle, hook, scripts.get(index), env, on_output)
             for index, hook in enumerate(hooks)]
 
@@ -199,7 +204,8 @@ OnStep = Callable[[str, dict[str, Any]], Awaitable[None] | None]
 
 async def warm_workspace(runtime: Runtime, handle: WorkspaceHandle, resolved: ResolvedEnvironment,
                          provisioned: ProvisionResult, settings: Settings, *,
-                         on_step: OnStep | None = None, on_output: OutputCallback | None = None) -> WarmHookReport:
+                         on_step: OnStep | None = None, on_output: OutputCallback | None = None,
+                         before: Callable[[], Awaitable[None]] | None = None) -> WarmHookReport:
     """Run the warm hooks of a workspace whose home `provision_home` laid out (`provisioned`) and whose engine
     has not started. The caller keeps `report.logs` on the workspace's row (`LOG_KEY`) and runs this once per
     workspace: at provisioning on the cold path, or before the claim for a pooled one. `on_step` gets
@@ -208,7 +214,10 @@ async def warm_workspace(runtime: Runtime, handle: WorkspaceHandle, resolved: Re
     hooks = planned_hooks(resolved, provisioned, settings.hook_test_timeout_seconds)
     report = WarmHookReport()
     if hooks:
-        report.logs = await run_warm_hooks(runtime, handle, hooks, {**provisioned.env, **HOOK_ENV}, on_output)
+        report.logs = await run_warm_hooks(runtime, handle, hooks, {**provisioned.env, **HOOK_ENV}, on_output,
+                                           before)
+    elif before is not None:
+        await before()
     report.seconds = time.perf_counter() - started
     for entry in report.failed:  # names and codes only: a hook's output may hold anything
         log.warning("warm hook failed workspace_id=%s hook_type=%s hook_name=%s exit_code=%s timed_out=%s",

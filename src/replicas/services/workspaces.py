@@ -213,10 +213,15 @@ class WorkspaceManager:
                 resolved, home, self.settings.data_dir, on_step=on_step,
                 allow_local_repositories=self.settings.allow_local_repositories,
                 clone_in_workspace=self.runtime.clones_in_workspace)
-            await provisioning.make_planned_checkouts(self.runtime, handle, result)
-            if warm_hooks.LOG_KEY not in (row.snapshot or {}):
+
+            async def clone() -> None:  # the checkouts the workspace makes itself (Kubernetes), before its hooks
+                await provisioning.make_planned_checkouts(self.runtime, handle, result)
+
+            if warm_hooks.LOG_KEY in (row.snapshot or {}):
+                await clone()
+            else:
                 report = await warm_hooks.warm_workspace(self.runtime, handle, resolved, result, self.settings,
-                                                         on_step=on_step, on_output=on_output)
+                                                         on_step=on_step, on_output=on_output, before=clone)
                 row = await self._record_warm_logs(row, report.logs)
                 if pooled and report.failed:
                     names = ", ".join(entry.get("hookName") or "?" for entry in report.failed)
