@@ -210,6 +210,14 @@ async def test_a_workspace_gets_a_token_only_for_its_own_repositories_in_agent_m
     # Another repository of the organization, a malformed name, a wrong secret, an org key: refused.
     response = await ask("acme/billing")
     assert response.status_code == 403 and "not a repository of workspace" in response.json()["details"]
+    # The same path on another host is another repository.
+    async with app.state.sessions() as session:
+        other = Workspace(organization_id=org_id, name="ws2", status="active",
+                          engine_secret_encrypted=app.state.box.encrypt(secret),
+                          repositories=[{"id": "r2", "name": "shop", "url": "https://gitlab.com/acme/shop.git"}])
+        session.add(other)
+        await session.commit()
+    assert (await ask("acme/shop", {**agent, "X-Workspace-Id": str(other.id)})).status_code == 403
     assert (await ask("not a repo")).status_code == 400
     assert (await ask("acme/shop", {**agent, "Authorization": "Bearer nope"})).status_code == 401
     assert (await client.post("/v1/integrations/github/token", json={"repository": "acme/shop"})).status_code == 401

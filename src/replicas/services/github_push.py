@@ -6,7 +6,8 @@ contents and pull requests (write), that expires within the hour. Nothing long-l
     POST /v1/integrations/github/token  {"repository": "acme/shop"}   (agent mode)
         -> {"token": "ghs_...", "expires_at": "2026-12-04T04:40:00Z", "api_url": "https://api.github.com"}
 
-The repository must be one of the workspace's own (its name or URL); anything else is a 403. An organization
+The repository must be one of the workspace's own (its registered name, or its URL on GitHub's host or the
+Enterprise server's); anything else is a 403. An organization
 without a GitHub App gets a 404 (the engine then pushes without a token, as before); GitHub refusing is a 502.
 A token of the environment's own (`GITHUB_TOKEN`, `GH_TOKEN`) still wins in the engine.
 """
@@ -16,6 +17,7 @@ from __future__ import annotations
 import logging
 import re
 from typing import Any
+from urllib.parse import urlparse
 
 from sqlalchemy.ext.asyncio import AsyncSession
 
@@ -30,15 +32,24 @@ log = logging.getLogger("replicas.github_push")
 REPOSITORY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
 
 
-def owns(workspace: Workspace, repository: str) -> bool:
-    """Whether `repository` (`owner/name`) is one of the workspace's: its registered name, or the path of its
-    URL (`https://github.example.com/owner/name.git`, `git@host:owner/name`)."""
+def owns(workspace: Workspace, repository: str, hosts: set[str]) -> bool:
+    """Whether `repository` (`owner/name`) is one of the workspace's: its registered name, or its URL on one of
+    `hosts` (GitHub's, or the Enterprise server's: `https://github.example.com/owner/name.git`,
+    `git@github.com:owner/name`)."""
     wanted = repository.lower()
     for repo in workspace.repositories or []:
-        name, url = repository_key(str(repo.get("name") or "")), repository_key(str(repo.get("url") or ""))
-        if wanted in (name, url) or url.endswith(f"/{wanted}") and url.count("/") == wanted.count("/") + 1:
+        if repository_key(str(repo.get("name") or "")) == wanted:
+            return True
+        if repository_key(str(repo.get("url") or "")) in {f"{host}/{wanted}" for host in hosts}:
             return True
     return False
+
+
+def github_hosts(api_url: str | None) -> set[str]:
+    """The hosts whose repository URLs name GitHub repositories here: github.com, and the configured API's host
+    (an Enterprise server's `https://HOST/api/v3`, or a proxy's)."""
+    host = (urlparse(api_url or DEFAULT_API_URLS["github"]).hostname or "").lower()
+    return {"github.com"} | ({host} - {"api.github.com", ""})
 
 
 async def workspace_token(session: AsyncSession, box: SecretBox, settings: Any, workspace: Workspace,
@@ -50,7 +61,7 @@ async def workspace_token(session: AsyncSession, box: SecretBox, settings: Any, 
     if not credential.github_app:
         raise NotFound("No GitHub App is configured", "this organization's GitHub integration has no app_id and "
                                                       "private_key; the workspace uses its own GITHUB_TOKEN")
-    if not owns(workspace, repository):
+    if not owns(workspace, repository, github_hosts(credential.api_url)):
         raise Forbidden("Not this workspace's repository",
                         f"{repository} is not a repository of workspace {workspace.id}")
     try:
