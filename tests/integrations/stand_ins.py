@@ -294,7 +294,7 @@ class StandIn:
         return None
 
     def _mint(self, installation: int, body: dict) -> dict:
-        token = f"ghs_app_{len(self.minted) + 1}"
+        token = f"ghs_app_{self._id()}"
         expires = time.time() + self.token_lifetime
         self.minted[token] = {"installation": installation, "expires": expires,
                               "repositories": body.get("repositories"), "permissions": body.get("permissions")}

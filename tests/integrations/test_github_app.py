@@ -15,7 +15,7 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 from sqlalchemy import select
 
 from replicas.services.integration_credentials import load
-from replicas.services.providers import ProviderError, github_app
+from replicas.services.providers import ProviderError, client_of, github_app
 from replicas.store.models import Organization, Workspace
 from replicas.testing import Text
 from tests.automations.test_receivers import configure, github, post
@@ -147,6 +147,19 @@ async def test_installation_tokens_are_kept_until_near_expiry_and_github_refusal
     short = await github_app.installation_token(credential, settings, "acme/shop")
     renewed = await github_app.installation_token(credential, settings, "acme/shop")
     assert short != renewed and len(stand_in.minted) == 3
+
+    # A kept token GitHub revoked before it expired (the App reinstalled): refused once (401), then a new one.
+    github_app.TOKENS.clear()
+    stand_in.token_lifetime = 3600
+    stand_in.pulls[7] = {"number": 7, "state": "open", "head": {"ref": "x"}}
+    async with client_of(credential, settings, "acme/shop") as github:
+        await github.pull_request("acme/shop", 7)
+        revoked = github.token
+        del stand_in.minted[revoked]
+        assert (await github.pull_request("acme/shop", 7))["number"] == 7
+        assert github.token != revoked and github.token in stand_in.minted
+    refusals = [r for r in stand_in.made("GET", r"/pulls/7$") if r.headers["Authorization"] == f"Bearer {revoked}"]
+    assert len(refusals) == 2  # the read that worked, and the one refused before the new token
 
     # A repository the App is not installed on, and a JWT signed with another key: GitHub's refusals, as such.
     with pytest.raises(ProviderError) as missing:

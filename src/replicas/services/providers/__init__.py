@@ -34,8 +34,8 @@ def client_of(credential: Any, settings: Settings, repository: str | None = None
     its token, or for a GitHub App the installation token that covers `repository` (github_app.py), minted
     when first needed and again before it expires."""
     if credential.provider == "github" and credential.app_id and credential.private_key:
-        async def installation_token() -> str:
-            return await github_app.installation_token(credential, settings, repository)
+        async def installation_token(refused: str | None) -> str:
+            return await github_app.installation_token(credential, settings, repository, refused=refused)
 
         return client_for("github", installation_token, credential.api_url, settings)
     return client_for(credential.provider, credential.token, credential.api_url, settings)

@@ -6,8 +6,9 @@ webhook's), and retries with backoff.
         comment = await github.comment("acme/shop", 12, "Opened https://github.com/acme/shop/pull/7")
 
 Connection errors, 5xx and 429 are retried after each of `retry_delays` (a 429's `Retry-After` is honoured up
-to the longest delay); any other 4xx is final. Exhausted or final, the call raises `ProviderError`, which the
-caller records: a provider that is down never blocks a workspace.
+to the longest delay); any other 4xx is final, except a 401 when the token comes from a source (a GitHub
+App's installation token): a new one is asked for once, for a token revoked before it expired. Exhausted or
+final, the call raises `ProviderError`, which the caller records: a provider that is down never blocks a workspace.
 """
 
 from __future__ import annotations
@@ -37,10 +38,11 @@ class ProviderClient:
 
     provider = "provider"
 
-    def __init__(self, base_url: str, token: str | None | Callable[[], Awaitable[str]], *, timeout: float = 15.0,
-                 retry_delays: list[float] | None = None):
+    def __init__(self, base_url: str, token: str | None | Callable[[str | None], Awaitable[str]], *,
+                 timeout: float = 15.0, retry_delays: list[float] | None = None):
         """`token` is the token, or an async function that gives it at each call (a GitHub App's installation
-        token, which expires)."""
+        token, which expires): called with None, or once with the token the provider just refused (401) for a
+        new one."""
         self.base_url = base_url.rstrip("/")
         self._token_source = token if callable(token) else None
         self.token = None if callable(token) else token
@@ -60,11 +62,12 @@ class ProviderClient:
                    follow_redirects: bool = False) -> httpx.Response:
         """One API call, retried (see the module docstring); the final answer, or ProviderError."""
         if self._token_source is not None:
-            self.token = await self._token_source()
+            self.token = await self._token_source(None)
         if not self.token:
             raise ProviderError(self.provider, what, None, "no API token is configured for this integration")
         url = path if path.startswith("http") else f"{self.base_url}/{path.lstrip('/')}"
         delays = [*self.retry_delays, None]
+        renewed = self._token_source is None
         for attempt, delay in enumerate(delays, start=1):
             status, detail, retry_after = None, "", None
             try:
@@ -78,6 +81,10 @@ class ProviderClient:
                 if response.status_code < 400:
                     return response
                 status, detail = response.status_code, response.text[:500]
+                if status == 401 and not renewed:  # a kept token revoked before it expired: a new one, once
+                    renewed, self.token = True, await self._token_source(self.token)
+                    log.warning("provider token refused, renewed provider=%s what=%s", self.provider, what)
+                    continue
                 if status < 500 and status != 429:
                     raise ProviderError(self.provider, what, status, detail)
                 retry_after = _seconds(response.headers.get("retry-after"))

@@ -112,14 +112,14 @@ async def installation_id(credential: AppCredential, settings: Any, repository: 
 
 
 async def _mint(credential: AppCredential, settings: Any, repository: str | None,
-                scope: dict[str, Any] | None) -> InstallationToken:
+                scope: dict[str, Any] | None, refused: str | None = None) -> InstallationToken:
     installation = await installation_id(credential, settings, repository)
     key = (credential.api_url or DEFAULT_API_URL, str(credential.app_id), installation,
            json.dumps(scope, sort_keys=True) if scope else None)
     lock = TOKENS.locks.setdefault(key, asyncio.Lock())
     async with lock:
         kept = TOKENS.tokens.get(key)
-        if kept is not None and kept.expires - REFRESH_BEFORE > time.time():
+        if kept is not None and kept.expires - REFRESH_BEFORE > time.time() and kept.token != refused:
             return kept
         async with _client(credential, settings) as app:
             answer = (await app.call("POST", f"/app/installations/{installation}/access_tokens",
@@ -133,9 +133,11 @@ async def _mint(credential: AppCredential, settings: Any, repository: str | None
         return minted
 
 
-async def installation_token(credential: AppCredential, settings: Any, repository: str | None) -> str:
-    """The token the team loop answers with on `repository` (the installation's, all its permissions)."""
-    return (await _mint(credential, settings, repository, None)).token
+async def installation_token(credential: AppCredential, settings: Any, repository: str | None, *,
+                             refused: str | None = None) -> str:
+    """The token the team loop answers with on `repository` (the installation's, all its permissions); a new one
+    when the kept one is `refused` (GitHub answered 401: the App was reinstalled, the token revoked)."""
+    return (await _mint(credential, settings, repository, None, refused)).token
 
 
 async def scoped_token(credential: AppCredential, settings: Any, repository: str) -> InstallationToken:
