@@ -201,6 +201,7 @@ class Publisher:
             result = await self._git(repo, *push, env=await self._push_env(repo, origin, token),
                                      timeout=self.push_timeout)
             if result.code != 0:
+                self._forget_app_token(github)  # a revoked one is not used again: the next publish asks anew
                 return Outcome(error=self._error("push_failed", f"could not push branch {branch} of {repo.name}",
                                                  scrub(result.stderr or result.stdout).strip()))
 
@@ -216,6 +217,7 @@ class Publisher:
                 record.update(url=pull["html_url"], number=int(pull["number"]))
             except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
                 detail = exc.response.text[:2000] if isinstance(exc, httpx.HTTPStatusError) else str(exc)
+                self._forget_app_token(github)
                 self._error("pr_create_failed", f"could not open a pull request for {branch} of {repo.name}",
                             scrub(detail))
         if not record["url"]:
@@ -247,6 +249,10 @@ class Publisher:
         if minted is None:
             return None, (api or DEFAULT_GITHUB_API).rstrip("/")
         return minted["token"], (api or minted.get("api_url") or DEFAULT_GITHUB_API).rstrip("/")
+
+    def _forget_app_token(self, github: tuple[str, str] | None) -> None:
+        if github is not None:
+            self._app_tokens.pop("/".join(github).lower(), None)
 
     async def _app_token(self, repository: str) -> dict | None:
         kept = self._app_tokens.get(repository.lower())
