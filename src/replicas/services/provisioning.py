@@ -290,7 +290,7 @@ def clones_from_origin(url: str) -> bool:
     return scheme in ("https", "http", "ssh", "git") or (not scheme and re.match(r"^[\w.-]+@[\w.-]+:", url) is not None)
 
 
-async def _planned(mirror: Path, dest: Path, branch: str, url: str, home: Path,
+async def _planned(mirror: Path, dest: Path, branch: str, url: str,
                    plan: list[dict[str, str]]) -> checkouts.CheckoutResult:
     """A checkout the workspace makes itself: its branch's commit, as this control plane's mirror has it."""
     try:
@@ -298,7 +298,7 @@ async def _planned(mirror: Path, dest: Path, branch: str, url: str, home: Path,
     except git.GitError as exc:
         raise checkouts.BranchNotFound(details=f"{branch!r} is not a branch of {git.display_url(url)}: "
                                                f"{exc.stderr}") from exc
-    plan.append({"path": str(dest.relative_to(home)), "url": url, "branch": branch, "commit": commit})
+    plan.append({"path": f"workspaces/{dest.name}", "url": url, "branch": branch, "commit": commit})
     return checkouts.CheckoutResult(dest, branch, commit, checkouts.DEFAULT_METHOD, 0.0)
 
 
@@ -356,7 +356,7 @@ async def _clone(resolved, home, data_dir, refresh, result, allow_local, in_work
                                         result.warnings, repo.name, allow_local=allow_local)
             if in_workspace and clones_from_origin(repo.url):
                 # The workspace clones it from the origin; its configuration is read here from the mirror.
-                done, source = await _planned(mirror, dest, repo.default_branch, repo.url, home,
+                done, source = await _planned(mirror, dest, repo.default_branch, repo.url,
                                               result.clone_plan), mirror
             else:
                 done = await checkouts.checkout(mirror, dest, repo.default_branch, origin_url=repo.url)
