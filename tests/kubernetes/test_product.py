@@ -464,15 +464,24 @@ async def test_the_pod_clones_its_repository_from_the_origin(tmp_path, agent_too
                 assert token not in seen  # not in the origin URL, nor anywhere the agent looked
                 details = await replica(client, replica_id)
                 assert details["status"] == "active"
+
+                # Testing a warm hook runs it in a sandbox pod of its own, on a clone that pod made.
+                tested = await client.post(f"/v1/environments/{env_id}/warm-hooks/test", json={
+                    "content": "#!/bin/sh\nhead -1 ~/workspaces/shop/README.md\ngit -C ~/workspaces/shop log -1 "
+                               "--format=%H\n"}, timeout=180)
+                assert tested.status_code == 200, tested.text
+                result = tested.json()["test"]
+                assert result["exit_code"] == 0, result
+                assert "# shop over https" in result["output"] and head in result["output"], result
     finally:
         standin.before_request.remove(staged)
         image_env.pop("GIT_SSL_CAINFO", None)
         origin.close()
         shutil.rmtree(ca, ignore_errors=True)
-    # Two clones reached the origin: the control plane's mirror, and the pod's checkout; each with the token
-    # (git's smart HTTP: the refs, then the pack).
+    # The origin sent three packs: the control plane's mirror (its refresh for the hook test had nothing new), and
+    # a pod's clone for the replica and for the hook test; the control plane never made a checkout.
     packs = [r for r in origin.git_requests if r.path.endswith("/git-upload-pack")]
-    assert len(packs) == 2, [r.path for r in origin.git_requests]
+    assert len(packs) == 3, [r.path for r in origin.git_requests]
     assert staged_checkouts and all(found == [] for found in staged_checkouts)
 
 
