@@ -241,14 +241,10 @@ class Publisher:
     async def _github_access(self, github: tuple[str, str] | None) -> tuple[str | None, str]:
         """The token and API URL for a GitHub origin: the env's token, else the organization's GitHub App's
         (see the module docstring); (None, API) for any other origin or when there is none."""
-        api = self.env.get("GITHUB_API_URL")
         token = self.env.get("GITHUB_TOKEN") or self.env.get("GH_TOKEN")
-        if token or github is None:
-            return token, (api or DEFAULT_GITHUB_API).rstrip("/")
-        minted = await self._app_token("/".join(github))
-        if minted is None:
-            return None, (api or DEFAULT_GITHUB_API).rstrip("/")
-        return minted["token"], (api or minted.get("api_url") or DEFAULT_GITHUB_API).rstrip("/")
+        minted = await self._app_token("/".join(github)) if github is not None and not token else None
+        api = self.env.get("GITHUB_API_URL") or (minted or {}).get("api_url") or DEFAULT_GITHUB_API
+        return (minted["token"] if minted else token), api.rstrip("/")
 
     def _forget_app_token(self, github: tuple[str, str] | None) -> None:
         if github is not None:
@@ -281,7 +277,8 @@ class Publisher:
             response.raise_for_status()
             minted = response.json()
             expires = datetime.fromisoformat(str(minted["expires_at"]).replace("Z", "+00:00")).timestamp()
-            str(minted["token"])
+            if not isinstance(minted["token"], str):
+                raise TypeError("the token is not a string")
         except (httpx.HTTPError, KeyError, TypeError, ValueError) as exc:
             detail = response.text[:2000] if isinstance(exc, httpx.HTTPStatusError) else str(exc)
             self._error("github_token_failed", f"no GitHub App token for {repository}", scrub(detail))

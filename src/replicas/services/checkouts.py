@@ -141,6 +141,15 @@ def _discard(dest: Path, existed: bool) -> None:
             child.unlink(missing_ok=True)
 
 
+async def branch_commit(mirror: Path, branch: str, origin_url: str) -> str:
+    """The commit `branch` of the bare `mirror` is at; `BranchNotFound` carrying git's reason when it has none."""
+    try:
+        return (await run_git("rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}", cwd=mirror)).strip()
+    except GitError as exc:
+        raise BranchNotFound(details=f"{branch!r} is not a branch of {display_url(origin_url)} "
+                                     f"(mirror {mirror}): {exc.stderr}") from exc
+
+
 async def checkout(mirror: Path, dest: Path, branch: str, *, origin_url: str,
                    method: CheckoutMethod = DEFAULT_METHOD, timeout: float = 600.0) -> CheckoutResult:
     """Check out `branch` of the bare `mirror` at `dest`, with `origin` set to `origin_url`.
@@ -158,11 +167,7 @@ async def checkout(mirror: Path, dest: Path, branch: str, *, origin_url: str,
         raise BadRequest("Invalid mirror", f"{mirror} is a symlink")
     started = time.perf_counter()
     existed = await asyncio.to_thread(_destination_state, dest)
-    try:
-        await run_git("rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}", cwd=mirror)
-    except GitError as exc:
-        raise BranchNotFound(details=f"{branch!r} is not a branch of {display_url(origin_url)} "
-                                     f"(mirror {mirror}): {exc.stderr}") from exc
+    await branch_commit(mirror, branch, origin_url)
     if not existed:
         await asyncio.to_thread(dest.parent.mkdir, parents=True, exist_ok=True)
     source = mirror.resolve().as_uri() if method is CheckoutMethod.UPLOAD_PACK else str(mirror)

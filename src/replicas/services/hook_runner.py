@@ -146,14 +146,14 @@ class SandboxHookRun:
                 raise
             except Exception as exc:  # noqa: BLE001 - git and file errors: say what failed, never a bare 500
                 raise SandboxProvisioningFailed(details=str(exc)[:2000] or type(exc).__name__) from None
-            for repo in provisioned.repos:
-                yield "progress", f"Checked out {repo.name} at {repo.commit[:12]} ({repo.branch})"
-            for warning in provisioned.warnings:
-                yield "progress", f"Warning: {warning}"
             script_path = Path(handle.run_dir) / SCRIPT_NAME
             await asyncio.to_thread(script_path.write_text, self.script)
             # The checkouts a workspace makes itself (Kubernetes): after the script is in the home it takes along.
             await provisioning.make_planned_checkouts(self.runtime, handle, provisioned)
+            for repo in provisioned.repos:
+                yield "progress", f"Checked out {repo.name} at {repo.commit[:12]} ({repo.branch})"
+            for warning in provisioned.warnings:
+                yield "progress", f"Warning: {warning}"
             yield "progress", f"Running the {self.label}"
             async for item in self._exec(handle, script_path, {**provisioned.env, **HOOK_ENV}):
                 yield item

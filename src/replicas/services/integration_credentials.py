@@ -33,6 +33,7 @@ from replicas import outbound
 from replicas.crypto import SecretBox
 from replicas.errors import BadRequest
 from replicas.services.environments import parse_uuid
+from replicas.services.providers.github_app import load_private_key
 from replicas.store.models import Environment, utcnow
 from replicas.store.team_models import IntegrationCredential
 
@@ -167,8 +168,6 @@ async def _checked(session: AsyncSession, organization_id: uuid.UUID, name: str,
 
 
 def _private_key(value: Any) -> str:
-    from replicas.services.providers.github_app import load_private_key
-
     if not isinstance(value, str) or not value.strip() or len(value) > MAX_PRIVATE_KEY:
         raise BadRequest("Invalid request", f"private_key: the GitHub App's PEM private key, at most "
                                             f"{MAX_PRIVATE_KEY} characters")

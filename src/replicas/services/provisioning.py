@@ -48,6 +48,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from replicas import repo_config
 from replicas.crypto import SecretBox
+from replicas.runtime.base import RuntimeFailure
 from replicas.services import agent_config, checkouts, git, home_files
 from replicas.services import skill_discovery as discovery
 from replicas.services.env_skills import bound_repositories, registry_mirror_key
@@ -293,11 +294,7 @@ def clones_from_origin(url: str) -> bool:
 async def _planned(mirror: Path, dest: Path, branch: str, url: str,
                    plan: list[dict[str, str]]) -> checkouts.CheckoutResult:
     """A checkout the workspace makes itself: its branch's commit, as this control plane's mirror has it."""
-    try:
-        commit = (await git.run_git("rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}", cwd=mirror)).strip()
-    except git.GitError as exc:
-        raise checkouts.BranchNotFound(details=f"{branch!r} is not a branch of {git.display_url(url)}: "
-                                               f"{exc.stderr}") from exc
+    commit = await checkouts.branch_commit(mirror, branch, url)
     plan.append({"path": f"workspaces/{dest.name}", "url": url, "branch": branch, "commit": commit})
     return checkouts.CheckoutResult(dest, branch, commit, checkouts.DEFAULT_METHOD, 0.0)
 
@@ -330,8 +327,6 @@ async def make_planned_checkouts(runtime: Any, handle: Any, result: ProvisionRes
     the origins with the home's git credentials); raises RuntimeFailure with git's words when it fails."""
     if not result.clone_plan:
         return
-    from replicas.runtime.base import RuntimeFailure
-
     started = time.perf_counter()
     done = await runtime.exec(handle, ["sh", "-c", clone_script(result.clone_plan)], timeout,
                               env={"HOME": handle.home, "GIT_TERMINAL_PROMPT": "0"}, cwd=handle.home)
