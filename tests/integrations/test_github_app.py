@@ -231,6 +231,6 @@ async def test_a_workspace_gets_a_token_only_for_its_own_repositories_in_agent_m
         session.add(other)
         await session.commit()
     assert (await ask("acme/shop", {**agent, "X-Workspace-Id": str(other.id)})).status_code == 403
-    assert (await ask("not a repo")).status_code == 400
+    assert (await ask("not a repo")).status_code == 400 and (await ask("acme/..")).status_code == 400
     assert (await ask("acme/shop", {**agent, "Authorization": "Bearer nope"})).status_code == 401
     assert (await client.post("/v1/integrations/github/token", json={"repository": "acme/shop"})).status_code == 401

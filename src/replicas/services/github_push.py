@@ -29,7 +29,7 @@ from replicas.services.providers import DEFAULT_API_URLS, ProviderError, github_
 from replicas.store.models import Workspace
 
 log = logging.getLogger("replicas.github_push")
-REPOSITORY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/[A-Za-z0-9._-]{1,100}$")
+REPOSITORY = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9-]{0,38})/(?!\.{1,2}$)[A-Za-z0-9._-]{1,100}$")
 
 
 def owns(workspace: Workspace, repository: str, hosts: set[str]) -> bool:

@@ -307,12 +307,13 @@ def clone_script(plan: list[dict[str, str]]) -> str:
     lines = ["set -eu"]
     for entry in plan:
         path, partial = shlex.quote(entry["path"]), shlex.quote(entry["path"] + ".partial")
+        gone = shlex.quote(f"{entry['path']}: {entry['commit'][:12]} is gone from the origin; at its newest commit")
         lines += [
             f"if [ ! -d {path}/.git ]; then",
             f"  rm -rf {partial}",
             f"  git clone --quiet --branch {shlex.quote(entry['branch'])} -- {shlex.quote(entry['url'])} {partial}",
             f"  git -C {partial} reset --quiet --hard {shlex.quote(entry['commit'])} 2>/dev/null || "
-            f"echo \"{entry['path']}: {entry['commit'][:12]} is gone from the origin; at its newest commit\" >&2",
+            f"echo {gone} >&2",
             f"  mv {partial} {path}",
             "fi",
             f"git -C {path} config user.name {shlex.quote(AGENT_NAME)}",
